@@ -1,0 +1,304 @@
+//! Station and admin routes: health, the object list, deploy/rollback/undeploy and the read-only
+//! views of an object (logs, versions, state, metadata).
+
+use axum::Json;
+use axum::body::Body;
+use axum::extract::rejection::PathRejection;
+use axum::extract::{Path, RawQuery, State};
+use axum::http::{HeaderMap, StatusCode};
+use axum::response::{IntoResponse, Response};
+use serde_json::json;
+
+use super::error::ApiError;
+use super::{ApiState, query_pairs, read_body};
+use crate::station::validate_object_id;
+use crate::store::{Level, LogQuery};
+
+/// Default and largest number of log lines one query returns.
+const DEFAULT_LOG_LIMIT: usize = 100;
+const MAX_LOG_LIMIT: usize = 10_000;
+
+/// The id from the path, validated, with JSON errors for every failure.
+fn object_id(path: Result<Path<String>, PathRejection>) -> Result<String, ApiError> {
+    let Path(id) = path.map_err(|e| ApiError::bad_request("invalid_object_id", e.body_text()))?;
+    validate_object_id(&id)
+        .map_err(|e| ApiError::bad_request("invalid_object_id", e.to_string()))?;
+    Ok(id)
+}
+
+/// `GET /health`.
+pub(super) async fn health(State(api): State<ApiState>) -> Json<serde_json::Value> {
+    Json(json!({
+        "status": "ok",
+        "station": api.station.station_id(),
+        "objects": api.station.object_count(),
+    }))
+}
+
+/// `GET /objects`.
+pub(super) async fn list_objects(State(api): State<ApiState>) -> Json<serde_json::Value> {
+    Json(json!({ "objects": api.station.list() }))
+}
+
+/// `PUT /admin/objects/{id}`: the body is the component.
+pub(super) async fn deploy(
+    State(api): State<ApiState>,
+    path: Result<Path<String>, PathRejection>,
+    RawQuery(query): RawQuery,
+    headers: HeaderMap,
+    body: Body,
+) -> Result<Response, ApiError> {
+    let id = object_id(path)?;
+    let bytes = read_body(body, api.config.max_component_bytes).await?;
+    let query = query_pairs(query.as_deref());
+    let note = query
+        .iter()
+        .find(|(k, _)| k == "note")
+        .map(|(_, v)| v.as_str())
+        .unwrap_or("");
+    let by = headers
+        .get("x-deployed-by")
+        .and_then(|v| v.to_str().ok())
+        .filter(|v| !v.is_empty() && v.len() <= 128)
+        .unwrap_or("api");
+    let outcome = api
+        .station
+        .deploy(&id, bytes.to_vec(), by, note)
+        .await
+        .map_err(|e| ApiError::from(e).for_object(&id))?;
+    let status = if outcome.unchanged {
+        StatusCode::OK
+    } else {
+        StatusCode::CREATED
+    };
+    Ok((status, Json(outcome)).into_response())
+}
+
+/// `POST /admin/objects/{id}/rollback` with `{"version": N}`.
+pub(super) async fn rollback(
+    State(api): State<ApiState>,
+    path: Result<Path<String>, PathRejection>,
+    body: Body,
+) -> Result<Response, ApiError> {
+    let id = object_id(path)?;
+    let bytes = read_body(body, 64 << 10).await?;
+    #[derive(serde::Deserialize)]
+    struct Rollback {
+        version: u32,
+    }
+    let request: Rollback = serde_json::from_slice(&bytes).map_err(|e| {
+        ApiError::bad_request(
+            "bad_request",
+            format!("expected a JSON body {{\"version\": N}}: {e}"),
+        )
+    })?;
+    let outcome = api
+        .station
+        .rollback(&id, request.version, "rollback")
+        .await
+        .map_err(|e| ApiError::from(e).for_object(&id))?;
+    let status = if outcome.unchanged {
+        StatusCode::OK
+    } else {
+        StatusCode::CREATED
+    };
+    Ok((status, Json(outcome)).into_response())
+}
+
+/// `DELETE /admin/objects/{id}[?purge=true]`.
+pub(super) async fn undeploy(
+    State(api): State<ApiState>,
+    path: Result<Path<String>, PathRejection>,
+    RawQuery(query): RawQuery,
+) -> Result<Json<serde_json::Value>, ApiError> {
+    let id = object_id(path)?;
+    let purge = query_pairs(query.as_deref())
+        .iter()
+        .any(|(k, v)| k == "purge" && v == "true");
+    api.station
+        .undeploy(&id, purge)
+        .await
+        .map_err(|e| ApiError::from(e).for_object(&id))?;
+    Ok(Json(
+        json!({ "object_id": id, "undeployed": true, "purged": purge }),
+    ))
+}
+
+/// `GET /admin/objects/{id}/logs`.
+pub(super) async fn logs(
+    State(api): State<ApiState>,
+    path: Result<Path<String>, PathRejection>,
+    RawQuery(query): RawQuery,
+) -> Result<Response, ApiError> {
+    let id = object_id(path)?;
+    view(&api, &id, "logs", &query_pairs(query.as_deref())).await
+}
+
+/// `GET /admin/objects/{id}/versions`.
+pub(super) async fn versions(
+    State(api): State<ApiState>,
+    path: Result<Path<String>, PathRejection>,
+) -> Result<Response, ApiError> {
+    let id = object_id(path)?;
+    view(&api, &id, "versions", &[]).await
+}
+
+/// `GET /admin/objects/{id}/state[?key=K]`.
+pub(super) async fn state(
+    State(api): State<ApiState>,
+    path: Result<Path<String>, PathRejection>,
+    RawQuery(query): RawQuery,
+) -> Result<Response, ApiError> {
+    let id = object_id(path)?;
+    view(&api, &id, "state", &query_pairs(query.as_deref())).await
+}
+
+/// `GET /admin/objects/{id}/metadata`.
+pub(super) async fn metadata(
+    State(api): State<ApiState>,
+    path: Result<Path<String>, PathRejection>,
+) -> Result<Response, ApiError> {
+    let id = object_id(path)?;
+    view(&api, &id, "metadata", &[]).await
+}
+
+fn param<'a>(query: &'a [(String, String)], name: &str) -> Option<&'a str> {
+    query
+        .iter()
+        .find(|(k, _)| k == name)
+        .map(|(_, v)| v.as_str())
+}
+
+fn parse_param<T: std::str::FromStr>(
+    query: &[(String, String)],
+    name: &str,
+) -> Result<Option<T>, ApiError> {
+    match param(query, name) {
+        None | Some("") => Ok(None),
+        Some(text) => text.parse().map(Some).map_err(|_| {
+            ApiError::bad_request(
+                "bad_request",
+                format!("query parameter `{name}` has an invalid value {text:?}"),
+            )
+        }),
+    }
+}
+
+/// One of the read-only views of an object, shared by `?logs=true` and `/admin/objects/{id}/logs`.
+pub(super) async fn view(
+    api: &ApiState,
+    id: &str,
+    view: &str,
+    query: &[(String, String)],
+) -> Result<Response, ApiError> {
+    let station = &api.station;
+    let body = match view {
+        "logs" => {
+            // The object must be deployed; its log is read even if it has no calls yet.
+            station
+                .metadata(id)
+                .await
+                .map_err(|e| ApiError::from(e).for_object(id))?;
+            let min_level = match param(query, "level") {
+                None | Some("") => None,
+                Some(text) => Some(text.parse::<Level>().map_err(|_| {
+                    ApiError::bad_request(
+                        "bad_request",
+                        format!("unknown level {text:?}: use trace, debug, info, warn or error"),
+                    )
+                })?),
+            };
+            let log_query = LogQuery {
+                min_level,
+                since_ms: parse_param(query, "since")?,
+                request_id: param(query, "request_id")
+                    .filter(|r| !r.is_empty())
+                    .map(str::to_string),
+                limit: parse_param(query, "limit")?
+                    .unwrap_or(DEFAULT_LOG_LIMIT)
+                    .min(MAX_LOG_LIMIT),
+            };
+            let store = station.store().clone();
+            let id_owned = id.to_string();
+            let records =
+                tokio::task::spawn_blocking(move || store.logs().query(&id_owned, &log_query))
+                    .await
+                    .map_err(|e| {
+                        ApiError::new(
+                            StatusCode::INTERNAL_SERVER_ERROR,
+                            "internal_error",
+                            e.to_string(),
+                        )
+                    })?
+                    .map_err(|e| {
+                        ApiError::new(
+                            StatusCode::INTERNAL_SERVER_ERROR,
+                            "storage_error",
+                            e.to_string(),
+                        )
+                    })?;
+            json!({ "object_id": id, "logs": records })
+        }
+        "versions" => {
+            let (current, versions) = station
+                .versions(id)
+                .await
+                .map_err(|e| ApiError::from(e).for_object(id))?;
+            json!({ "object_id": id, "current": current, "versions": versions })
+        }
+        "state" => {
+            let state = station
+                .state(id)
+                .await
+                .map_err(|e| ApiError::from(e).for_object(id))?;
+            let mut body =
+                json!({ "object_id": id, "seq": state.applied_seq(), "state": state.snapshot() });
+            if let Some(key) = param(query, "key") {
+                let limit = parse_param(query, "limit")?.unwrap_or(DEFAULT_LOG_LIMIT);
+                let history: Vec<_> = state
+                    .history(key, limit)
+                    .into_iter()
+                    .map(|v| json!({ "seq": v.seq, "at_ms": v.at_ms, "value": v.value }))
+                    .collect();
+                body["key"] = json!(key);
+                body["value"] = json!(state.get(key));
+                body["history"] = json!(history);
+            }
+            body
+        }
+        "metadata" => json!(
+            station
+                .metadata(id)
+                .await
+                .map_err(|e| ApiError::from(e).for_object(id))?
+        ),
+        other => {
+            return Err(ApiError::bad_request(
+                "bad_request",
+                format!("unknown view {other}"),
+            ));
+        }
+    };
+    Ok(Json(body).into_response())
+}
+
+/// Any route that does not exist.
+pub(super) async fn not_found(uri: axum::http::Uri) -> ApiError {
+    ApiError::new(
+        StatusCode::NOT_FOUND,
+        "not_found",
+        format!("no route for {}", uri.path()),
+    )
+}
+
+/// A route that exists, with a method it does not answer.
+pub(super) async fn method_not_allowed(
+    method: axum::http::Method,
+    uri: axum::http::Uri,
+) -> ApiError {
+    ApiError::new(
+        StatusCode::METHOD_NOT_ALLOWED,
+        "method_not_allowed",
+        format!("{method} is not allowed on {}", uri.path()),
+    )
+}

@@ -1,0 +1,186 @@
+//! `ANY /objects/{id}[/{*path}]`: pass a request to an object and its response back unchanged.
+
+use axum::body::Body;
+use axum::extract::{Request, State};
+use axum::http::{HeaderName, HeaderValue, Method, StatusCode};
+use axum::response::{IntoResponse, Response};
+
+use super::error::ApiError;
+use super::{ApiState, admin, check_admin_token, query_pairs, read_body};
+use crate::runtime::ObjectRequest;
+
+/// Query keys a GET may use to reach the station's views of an object instead of the object
+/// (compatibility with the Python prototype).
+const RESERVED_VIEWS: &[&str] = &["logs", "versions", "state", "metadata"];
+
+/// Headers the host sets itself; an object's values for them are dropped.
+const HOP_HEADERS: &[&str] = &[
+    "content-length",
+    "transfer-encoding",
+    "connection",
+    "keep-alive",
+    "upgrade",
+    "x-request-id",
+];
+
+/// Splits `/objects/{id}/{rest}` into the decoded id and the raw rest (`/` when empty).
+fn split_object_path(path: &str) -> Result<(String, String), ApiError> {
+    let after = path.strip_prefix("/objects/").unwrap_or("");
+    let (raw_id, rest) = match after.find('/') {
+        Some(i) => (&after[..i], &after[i..]),
+        None => (after, "/"),
+    };
+    let id = percent_encoding::percent_decode_str(raw_id)
+        .decode_utf8()
+        .map_err(|_| {
+            ApiError::bad_request("invalid_object_id", "the object id is not valid UTF-8")
+        })?
+        .into_owned();
+    crate::station::validate_object_id(&id)
+        .map_err(|e| ApiError::bad_request("invalid_object_id", e.to_string()))?;
+    Ok((id, rest.to_string()))
+}
+
+/// A request id from the client's `x-request-id` if it is sane, else a fresh one.
+fn request_id(headers: &axum::http::HeaderMap) -> String {
+    if let Some(value) = headers.get("x-request-id").and_then(|v| v.to_str().ok())
+        && !value.is_empty()
+        && value.len() <= 64
+        && value
+            .bytes()
+            .all(|b| b.is_ascii_alphanumeric() || matches!(b, b'-' | b'_' | b'.'))
+    {
+        return value.to_string();
+    }
+    format!("{:016x}", rand::random::<u64>())
+}
+
+/// The handler for every object call.
+pub(super) async fn call_object(
+    State(api): State<ApiState>,
+    request: Request,
+) -> Result<Response, ApiError> {
+    let (parts, body) = request.into_parts();
+    let (id, path) = split_object_path(parts.uri.path())?;
+    let query = query_pairs(parts.uri.query());
+
+    if parts.method == Method::GET
+        && let Some((view, _)) = query
+            .iter()
+            .find(|(k, v)| RESERVED_VIEWS.contains(&k.as_str()) && v == "true")
+    {
+        check_admin_token(&api, &parts.headers)?;
+        return admin::view(&api, &id, view, &query).await;
+    }
+    let method = match parts.method {
+        Method::GET | Method::POST | Method::PUT | Method::DELETE | Method::PATCH => {
+            parts.method.as_str().to_string()
+        }
+        other => {
+            return Err(ApiError::new(
+                StatusCode::METHOD_NOT_ALLOWED,
+                "method_not_allowed",
+                format!("objects answer GET, POST, PUT, DELETE and PATCH, not {other}"),
+            )
+            .for_object(&id));
+        }
+    };
+    let body = read_body(body, api.config.max_body_bytes)
+        .await
+        .map_err(|e| e.for_object(&id))?;
+    let headers = parts
+        .headers
+        .iter()
+        .map(|(name, value)| {
+            (
+                name.as_str().to_string(),
+                String::from_utf8_lossy(value.as_bytes()).into_owned(),
+            )
+        })
+        .collect();
+    let request_id = request_id(&parts.headers);
+    let object_request = ObjectRequest {
+        method,
+        path,
+        query,
+        headers,
+        body: body.to_vec(),
+    };
+    match api
+        .station
+        .call(&id, object_request, request_id.clone(), None)
+        .await
+    {
+        Ok(result) => Ok(into_http(result.response, &result.request_id)),
+        Err(e) => {
+            // Error answers carry the request id too, so a trap can be found in the log.
+            let mut response = ApiError::from(e).for_object(&id).into_response();
+            if let Ok(value) = HeaderValue::try_from(request_id.as_str()) {
+                response.headers_mut().insert("x-request-id", value);
+            }
+            Ok(response)
+        }
+    }
+}
+
+/// Builds the HTTP response from the object's, adding the request id.
+fn into_http(response: crate::runtime::ObjectResponse, request_id: &str) -> Response {
+    let status = StatusCode::from_u16(response.status).unwrap_or(StatusCode::INTERNAL_SERVER_ERROR);
+    let mut http = Response::builder().status(status);
+    let headers = http.headers_mut().expect("a fresh builder has headers");
+    for (name, value) in response.headers {
+        let (Ok(name), Ok(value)) = (
+            HeaderName::try_from(name.as_str()),
+            HeaderValue::try_from(value.as_str()),
+        ) else {
+            tracing::debug!(header = %name, "dropping an invalid response header from an object");
+            continue;
+        };
+        if HOP_HEADERS.contains(&name.as_str()) {
+            continue;
+        }
+        headers.append(name, value);
+    }
+    if let Ok(value) = HeaderValue::try_from(request_id) {
+        headers.insert("x-request-id", value);
+    }
+    http.body(Body::from(response.body))
+        .unwrap_or_else(|_| StatusCode::INTERNAL_SERVER_ERROR.into_response())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn splits_id_and_raw_rest() {
+        assert_eq!(
+            split_object_path("/objects/kv").unwrap(),
+            ("kv".into(), "/".into())
+        );
+        assert_eq!(
+            split_object_path("/objects/kv/").unwrap(),
+            ("kv".into(), "/".into())
+        );
+        assert_eq!(
+            split_object_path("/objects/kv/a%2Fb/c").unwrap(),
+            ("kv".into(), "/a%2Fb/c".into())
+        );
+    }
+
+    #[test]
+    fn refuses_traversal_in_any_spelling() {
+        for path in [
+            "/objects/..",
+            "/objects/%2e%2e",
+            "/objects/..%2Fx",
+            "/objects/%2E%2E/x",
+            "/objects/",
+            "/objects/A",
+            "/objects/%ff",
+        ] {
+            let err = split_object_path(path).unwrap_err();
+            assert_eq!(err.code, "invalid_object_id", "{path}");
+        }
+    }
+}

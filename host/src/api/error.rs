@@ -1,0 +1,130 @@
+//! The one place station errors become HTTP statuses and stable JSON error codes.
+//!
+//! Every error body is `{"error": "<code>", "message": "...", "object_id"?, "station"?}`.
+
+use axum::Json;
+use axum::http::StatusCode;
+use axum::response::{IntoResponse, Response};
+use serde::Serialize;
+
+use crate::runtime;
+use crate::station::Error as StationError;
+
+/// An error on its way to the client.
+#[derive(Debug)]
+pub struct ApiError {
+    /// HTTP status.
+    pub status: StatusCode,
+    /// Stable machine-readable code.
+    pub code: &'static str,
+    /// Human-readable explanation.
+    pub message: String,
+    /// The object concerned, if any.
+    pub object_id: Option<String>,
+}
+
+#[derive(Serialize)]
+struct Body<'a> {
+    error: &'a str,
+    message: &'a str,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    object_id: Option<&'a str>,
+}
+
+impl ApiError {
+    /// A new error.
+    pub fn new(status: StatusCode, code: &'static str, message: impl Into<String>) -> ApiError {
+        ApiError {
+            status,
+            code,
+            message: message.into(),
+            object_id: None,
+        }
+    }
+
+    /// 400 with a code.
+    pub fn bad_request(code: &'static str, message: impl Into<String>) -> ApiError {
+        ApiError::new(StatusCode::BAD_REQUEST, code, message)
+    }
+
+    /// 413 for a body over `limit` bytes.
+    pub fn body_too_large(limit: usize) -> ApiError {
+        ApiError::new(
+            StatusCode::PAYLOAD_TOO_LARGE,
+            "body_too_large",
+            format!("the request body is larger than the limit of {limit} bytes"),
+        )
+    }
+
+    /// Attaches the object id.
+    pub fn for_object(mut self, id: &str) -> ApiError {
+        self.object_id = Some(id.to_string());
+        self
+    }
+}
+
+impl IntoResponse for ApiError {
+    fn into_response(self) -> Response {
+        if self.status.is_server_error() {
+            tracing::warn!(code = self.code, object = ?self.object_id, "{}", self.message);
+        }
+        let body = Body {
+            error: self.code,
+            message: &self.message,
+            object_id: self.object_id.as_deref(),
+        };
+        (self.status, Json(body)).into_response()
+    }
+}
+
+impl From<StationError> for ApiError {
+    fn from(error: StationError) -> ApiError {
+        let message = error.to_string();
+        let (status, code, object) = match &error {
+            StationError::InvalidId(_) => (StatusCode::BAD_REQUEST, "invalid_object_id", None),
+            StationError::ObjectNotFound(id) => {
+                (StatusCode::NOT_FOUND, "object_not_found", Some(id))
+            }
+            StationError::VersionNotFound { object, .. } => {
+                (StatusCode::NOT_FOUND, "version_not_found", Some(object))
+            }
+            StationError::Component(e) => {
+                let code = match e {
+                    runtime::Error::InvalidComponent(_) => "invalid_component",
+                    runtime::Error::UnsupportedImport { .. } => "unsupported_import",
+                    runtime::Error::WorldMismatch(_) => "world_mismatch",
+                    runtime::Error::Instantiate(_) => "instantiate_failed",
+                };
+                (StatusCode::BAD_REQUEST, code, None)
+            }
+            StationError::Activation { object, .. } => (
+                StatusCode::SERVICE_UNAVAILABLE,
+                "activation_failed",
+                Some(object),
+            ),
+            StationError::Trapped { object, .. } => {
+                (StatusCode::INTERNAL_SERVER_ERROR, "trapped", Some(object))
+            }
+            StationError::DeadlineExceeded { object, .. } => (
+                StatusCode::GATEWAY_TIMEOUT,
+                "deadline_exceeded",
+                Some(object),
+            ),
+            StationError::InvalidResponse { object, .. } => (
+                StatusCode::INTERNAL_SERVER_ERROR,
+                "invalid_response",
+                Some(object),
+            ),
+            StationError::Storage(_) => (StatusCode::INTERNAL_SERVER_ERROR, "storage_error", None),
+            StationError::Internal(_) => {
+                (StatusCode::INTERNAL_SERVER_ERROR, "internal_error", None)
+            }
+        };
+        ApiError {
+            status,
+            code,
+            message,
+            object_id: object.cloned(),
+        }
+    }
+}

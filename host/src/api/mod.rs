@@ -1,0 +1,127 @@
+//! The REST API of a station (DESIGN §5): routes, request parsing, JSON views.
+//!
+//! Handlers parse, call one [`Station`] method and map the result; errors become JSON with a
+//! stable code only in [`error`]. This module knows nothing of TSV files or wasmtime internals.
+
+mod admin;
+mod calls;
+pub mod error;
+
+use std::sync::Arc;
+
+use axum::Router;
+use axum::routing::{any, get, post, put};
+
+use crate::station::Station;
+
+/// Limits the API enforces, from the command line.
+#[derive(Clone, Debug)]
+pub struct ApiConfig {
+    /// Largest request body passed to an object.
+    pub max_body_bytes: usize,
+    /// Largest component accepted by a deploy.
+    pub max_component_bytes: usize,
+    /// When set, `/admin` routes require `Authorization: Bearer <token>`.
+    pub admin_token: Option<String>,
+}
+
+/// What every handler receives.
+#[derive(Clone)]
+pub struct ApiState {
+    station: Station,
+    config: Arc<ApiConfig>,
+}
+
+/// Builds the router for a station.
+pub fn router(station: Station, config: ApiConfig) -> Router {
+    let state = ApiState {
+        station,
+        config: Arc::new(config),
+    };
+    let admin_routes = Router::new()
+        .route(
+            "/admin/objects/{id}",
+            put(admin::deploy).delete(admin::undeploy),
+        )
+        .route("/admin/objects/{id}/rollback", post(admin::rollback))
+        .route("/admin/objects/{id}/logs", get(admin::logs))
+        .route("/admin/objects/{id}/versions", get(admin::versions))
+        .route("/admin/objects/{id}/state", get(admin::state))
+        .route("/admin/objects/{id}/metadata", get(admin::metadata))
+        .route_layer(axum::middleware::from_fn_with_state(
+            state.clone(),
+            require_admin_token,
+        ));
+    Router::new()
+        .route("/health", get(admin::health))
+        .route("/objects", get(admin::list_objects))
+        .route("/objects/{id}", any(calls::call_object))
+        .route("/objects/{id}/", any(calls::call_object))
+        .route("/objects/{id}/{*path}", any(calls::call_object))
+        .merge(admin_routes)
+        .fallback(admin::not_found)
+        .method_not_allowed_fallback(admin::method_not_allowed)
+        .layer(axum::extract::DefaultBodyLimit::disable())
+        .with_state(state)
+}
+
+/// Checks the bearer token on an admin request, when the station is configured with one.
+fn check_admin_token(
+    api: &ApiState,
+    headers: &axum::http::HeaderMap,
+) -> Result<(), error::ApiError> {
+    let Some(token) = &api.config.admin_token else {
+        return Ok(());
+    };
+    let presented = headers
+        .get(axum::http::header::AUTHORIZATION)
+        .and_then(|v| v.to_str().ok())
+        .and_then(|v| v.strip_prefix("Bearer "));
+    if presented == Some(token.as_str()) {
+        Ok(())
+    } else {
+        Err(error::ApiError::new(
+            axum::http::StatusCode::UNAUTHORIZED,
+            "unauthorized",
+            "this route needs `Authorization: Bearer <admin token>`",
+        ))
+    }
+}
+
+/// Refuses admin requests without the configured bearer token (when one is configured).
+async fn require_admin_token(
+    axum::extract::State(api): axum::extract::State<ApiState>,
+    request: axum::extract::Request,
+    next: axum::middleware::Next,
+) -> axum::response::Response {
+    use axum::response::IntoResponse;
+    match check_admin_token(&api, request.headers()) {
+        Ok(()) => next.run(request).await,
+        Err(e) => e.into_response(),
+    }
+}
+
+/// Reads a body up to `limit` bytes; past it, a 413 with the stable code.
+async fn read_body(body: axum::body::Body, limit: usize) -> Result<bytes::Bytes, error::ApiError> {
+    axum::body::to_bytes(body, limit).await.map_err(|e| {
+        // to_bytes reports a length-limit error, or an I/O error of the connection.
+        let text = e.to_string();
+        if text.contains("length limit")
+            || std::error::Error::source(&e).is_some_and(|s| s.to_string().contains("length limit"))
+        {
+            error::ApiError::body_too_large(limit)
+        } else {
+            error::ApiError::bad_request(
+                "bad_body",
+                format!("could not read the request body: {text}"),
+            )
+        }
+    })
+}
+
+/// Decodes a query string into ordered pairs.
+fn query_pairs(query: Option<&str>) -> Vec<(String, String)> {
+    query
+        .map(|q| form_urlencoded::parse(q.as_bytes()).into_owned().collect())
+        .unwrap_or_default()
+}

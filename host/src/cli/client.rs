@@ -1,0 +1,309 @@
+//! The client verbs (`deploy`, `call`, `logs`, `versions`, `rollback`, `objects`): HTTP requests
+//! to a station and plain-text output. Every failure becomes one line on stderr and a non-zero exit.
+
+use std::path::Path;
+use std::time::Duration;
+
+use anyhow::{Context, bail};
+use serde_json::Value;
+
+use super::StationArgs;
+
+/// A station the CLI talks to.
+pub struct Client {
+    http: reqwest::Client,
+    base: String,
+    token: Option<String>,
+}
+
+impl Client {
+    /// A client for the station named in the flags.
+    pub fn new(args: &StationArgs) -> anyhow::Result<Client> {
+        let base = args.station.trim_end_matches('/').to_string();
+        if !base.starts_with("http://") && !base.starts_with("https://") {
+            bail!("--station must be a URL like http://127.0.0.1:8001, not {base:?}");
+        }
+        let http = reqwest::Client::builder()
+            .timeout(Duration::from_secs(120))
+            .build()
+            .context("creating the HTTP client")?;
+        Ok(Client {
+            http,
+            base,
+            token: args.token.clone(),
+        })
+    }
+
+    fn request(&self, method: reqwest::Method, path: &str) -> reqwest::RequestBuilder {
+        let mut request = self.http.request(method, format!("{}{}", self.base, path));
+        if let Some(token) = &self.token {
+            request = request.bearer_auth(token);
+        }
+        request
+    }
+
+    /// Sends a request and returns (status, body), turning connection failures into a clear error.
+    async fn send(
+        &self,
+        request: reqwest::RequestBuilder,
+    ) -> anyhow::Result<(reqwest::StatusCode, bytes::Bytes)> {
+        let response = request.send().await.map_err(|e| {
+            if e.is_connect() {
+                anyhow::anyhow!(
+                    "cannot reach the station at {} (is `host serve` running?)",
+                    self.base
+                )
+            } else {
+                anyhow::anyhow!("request to {} failed: {e}", self.base)
+            }
+        })?;
+        let status = response.status();
+        let body = response.bytes().await.context("reading the response")?;
+        Ok((status, body))
+    }
+
+    /// Sends a request that must succeed and answer JSON.
+    async fn json(&self, request: reqwest::RequestBuilder) -> anyhow::Result<Value> {
+        let (status, body) = self.send(request).await?;
+        if !status.is_success() {
+            bail!("{}", describe_error(status, &body));
+        }
+        serde_json::from_slice(&body).context("the station answered with invalid JSON")
+    }
+}
+
+/// One line from an error response: `code: message` when it is the station's JSON error.
+fn describe_error(status: reqwest::StatusCode, body: &[u8]) -> String {
+    match serde_json::from_slice::<Value>(body) {
+        Ok(v) if v.get("error").is_some() => format!(
+            "{} ({}): {}",
+            v["error"].as_str().unwrap_or("error"),
+            status.as_u16(),
+            v["message"].as_str().unwrap_or("")
+        ),
+        _ => format!(
+            "HTTP {}: {}",
+            status.as_u16(),
+            String::from_utf8_lossy(body).trim()
+        ),
+    }
+}
+
+/// `host deploy`.
+pub async fn deploy(
+    args: &StationArgs,
+    file: &Path,
+    id: Option<String>,
+    note: &str,
+) -> anyhow::Result<()> {
+    let id = match id {
+        Some(id) => id,
+        None => file
+            .file_stem()
+            .and_then(|s| s.to_str())
+            .map(str::to_string)
+            .with_context(|| {
+                format!(
+                    "cannot derive an object id from {}; pass --id",
+                    file.display()
+                )
+            })?,
+    };
+    let bytes = tokio::fs::read(file)
+        .await
+        .with_context(|| format!("cannot read {}", file.display()))?;
+    let client = Client::new(args)?;
+    let user = std::env::var("USER").unwrap_or_else(|_| "cli".into());
+    let request = client
+        .request(reqwest::Method::PUT, &format!("/admin/objects/{id}"))
+        .query(&[("note", note)])
+        .header("x-deployed-by", format!("cli:{user}"))
+        .body(bytes);
+    let v = client.json(request).await?;
+    if v["unchanged"].as_bool() == Some(true) {
+        println!("{id} unchanged at version {} (same bytes)", v["version"]);
+    } else {
+        println!(
+            "deployed {id} version {} sha256 {} ({} bytes, compiled in {:.0} ms)",
+            v["version"],
+            v["sha256"].as_str().unwrap_or(""),
+            v["size"],
+            v["compile_ms"].as_f64().unwrap_or(0.0)
+        );
+    }
+    Ok(())
+}
+
+/// `host call`: prints the body; exits non-zero on a status >= 400.
+pub async fn call(
+    args: &StationArgs,
+    id: &str,
+    method: &str,
+    data: Option<String>,
+    path: &str,
+) -> anyhow::Result<()> {
+    let method = reqwest::Method::from_bytes(method.to_ascii_uppercase().as_bytes())
+        .with_context(|| format!("{method:?} is not an HTTP method"))?;
+    let client = Client::new(args)?;
+    let path = if path.starts_with('/') {
+        path.to_string()
+    } else {
+        format!("/{path}")
+    };
+    let path = if path == "/" { String::new() } else { path };
+    let mut request = client.request(method, &format!("/objects/{id}{path}"));
+    if let Some(data) = data {
+        request = request
+            .header("content-type", "application/json")
+            .body(data);
+    }
+    let (status, body) = client.send(request).await?;
+    if status.as_u16() >= 400 {
+        bail!("{}", describe_error(status, &body));
+    }
+    println!("{}", String::from_utf8_lossy(&body));
+    Ok(())
+}
+
+fn print_log_line(line: &Value) {
+    println!(
+        "{} {:5} {} {:10} {}",
+        line["ts"],
+        line["level"].as_str().unwrap_or(""),
+        line["request_id"]
+            .as_str()
+            .filter(|r| !r.is_empty())
+            .unwrap_or("-"),
+        line["event"].as_str().unwrap_or(""),
+        line["message"].as_str().unwrap_or("")
+    );
+}
+
+/// `host logs [--follow]`.
+pub async fn logs(
+    args: &StationArgs,
+    id: &str,
+    level: Option<String>,
+    limit: usize,
+    follow: bool,
+) -> anyhow::Result<()> {
+    let client = Client::new(args)?;
+    let mut query = vec![("limit".to_string(), limit.to_string())];
+    if let Some(level) = &level {
+        query.push(("level".into(), level.clone()));
+    }
+    let fetch = |query: Vec<(String, String)>| {
+        client.json(
+            client
+                .request(reqwest::Method::GET, &format!("/admin/objects/{id}/logs"))
+                .query(&query),
+        )
+    };
+    let v = fetch(query.clone()).await?;
+    let mut lines: Vec<Value> = v["logs"].as_array().cloned().unwrap_or_default();
+    lines.reverse();
+    lines.iter().for_each(print_log_line);
+    if !follow {
+        return Ok(());
+    }
+    // Follow: poll for lines newer than the last one printed.
+    let mut since = lines.last().and_then(|l| l["ts"].as_u64()).unwrap_or(0);
+    let mut seen: std::collections::HashSet<String> = lines.iter().map(|l| l.to_string()).collect();
+    loop {
+        tokio::time::sleep(Duration::from_millis(500)).await;
+        let mut q = query.clone();
+        q.push(("since".into(), since.to_string()));
+        let v = fetch(q).await?;
+        let mut fresh: Vec<Value> = v["logs"].as_array().cloned().unwrap_or_default();
+        fresh.reverse();
+        for line in fresh {
+            if seen.insert(line.to_string()) {
+                since = since.max(line["ts"].as_u64().unwrap_or(0));
+                print_log_line(&line);
+            }
+        }
+    }
+}
+
+/// `host versions`.
+pub async fn versions(args: &StationArgs, id: &str) -> anyhow::Result<()> {
+    let client = Client::new(args)?;
+    let v = client
+        .json(client.request(
+            reqwest::Method::GET,
+            &format!("/admin/objects/{id}/versions"),
+        ))
+        .await?;
+    let current = v["current"].as_u64().unwrap_or(0);
+    println!(
+        "{:>7}  {:<12}  {:>10}  {:<13}  {:<16}  note",
+        "version", "sha256", "size", "deployed_at", "deployed_by"
+    );
+    for version in v["versions"].as_array().into_iter().flatten() {
+        let n = version["version"].as_u64().unwrap_or(0);
+        println!(
+            "{:>6}{}  {:<12}  {:>10}  {:<13}  {:<16}  {}",
+            n,
+            if n == current { "*" } else { " " },
+            version["sha256"]
+                .as_str()
+                .unwrap_or("")
+                .chars()
+                .take(12)
+                .collect::<String>(),
+            version["size"],
+            version["deployed_at"],
+            version["deployed_by"].as_str().unwrap_or(""),
+            version["note"].as_str().unwrap_or("")
+        );
+    }
+    Ok(())
+}
+
+/// `host rollback`.
+pub async fn rollback(args: &StationArgs, id: &str, version: u32) -> anyhow::Result<()> {
+    let client = Client::new(args)?;
+    let request = client
+        .request(
+            reqwest::Method::POST,
+            &format!("/admin/objects/{id}/rollback"),
+        )
+        .json(&serde_json::json!({ "version": version }));
+    let v = client.json(request).await?;
+    if v["unchanged"].as_bool() == Some(true) {
+        println!(
+            "{id} already runs the bytes of version {version} (version {})",
+            v["version"]
+        );
+    } else {
+        println!(
+            "{id} rolled back to the bytes of version {version} as version {}",
+            v["version"]
+        );
+    }
+    Ok(())
+}
+
+/// `host objects`.
+pub async fn objects(args: &StationArgs) -> anyhow::Result<()> {
+    let client = Client::new(args)?;
+    let v = client
+        .json(client.request(reqwest::Method::GET, "/objects"))
+        .await?;
+    println!("{:<24}  {:>7}  {:<12}  home", "id", "version", "sha256");
+    for object in v["objects"].as_array().into_iter().flatten() {
+        println!(
+            "{:<24}  {:>7}  {:<12}  {}",
+            object["id"].as_str().unwrap_or(""),
+            object["version"],
+            object["sha256"]
+                .as_str()
+                .unwrap_or("")
+                .chars()
+                .take(12)
+                .collect::<String>(),
+            object["home"].as_str().unwrap_or("")
+        );
+    }
+    Ok(())
+}

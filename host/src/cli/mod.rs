@@ -1,0 +1,243 @@
+//! The command line: one clap definition for every verb, validated into the small configs each
+//! module takes. `serve` runs a station; the other verbs talk to one over HTTP (see [`client`]).
+
+pub mod client;
+pub mod scaffold;
+
+use std::net::IpAddr;
+use std::path::PathBuf;
+use std::time::Duration;
+
+use clap::{Parser, Subcommand, ValueEnum};
+
+/// Default station address for the client verbs.
+pub const DEFAULT_STATION: &str = "http://127.0.0.1:8001";
+
+/// Object Primitive: WebAssembly objects served as durable REST endpoints.
+#[derive(Debug, Parser)]
+#[command(name = "host", version, about)]
+pub struct Cli {
+    /// What to do.
+    #[command(subcommand)]
+    pub command: Command,
+}
+
+/// The verbs.
+#[derive(Debug, Subcommand)]
+pub enum Command {
+    /// Run a station: serve deployed objects over HTTP.
+    Serve(ServeArgs),
+    /// Deploy a component (.wasm) as a new version of an object.
+    Deploy {
+        /// The component file.
+        file: PathBuf,
+        /// Object id (default: the file name without `.wasm`).
+        #[arg(long)]
+        id: Option<String>,
+        /// A note stored with the version.
+        #[arg(long, default_value = "")]
+        note: String,
+        #[command(flatten)]
+        station: StationArgs,
+    },
+    /// Call an object and print the response body.
+    Call {
+        /// Object id.
+        id: String,
+        /// HTTP method.
+        #[arg(default_value = "GET")]
+        method: String,
+        /// Request body (usually JSON).
+        #[arg(long)]
+        data: Option<String>,
+        /// Path after /objects/ID, e.g. /items/3?x=1.
+        #[arg(long, default_value = "/")]
+        path: String,
+        #[command(flatten)]
+        station: StationArgs,
+    },
+    /// Show an object's log, newest last.
+    Logs {
+        /// Object id.
+        id: String,
+        /// Minimum level: trace, debug, info, warn, error.
+        #[arg(long)]
+        level: Option<String>,
+        /// Number of lines.
+        #[arg(long, default_value_t = 50)]
+        limit: usize,
+        /// Keep printing new lines as they arrive (Ctrl-C to stop).
+        #[arg(long)]
+        follow: bool,
+        #[command(flatten)]
+        station: StationArgs,
+    },
+    /// List an object's versions.
+    Versions {
+        /// Object id.
+        id: String,
+        #[command(flatten)]
+        station: StationArgs,
+    },
+    /// Deploy the bytes of an earlier version as a new version.
+    Rollback {
+        /// Object id.
+        id: String,
+        /// The version to bring back.
+        version: u32,
+        #[command(flatten)]
+        station: StationArgs,
+    },
+    /// List the objects a station serves.
+    Objects {
+        #[command(flatten)]
+        station: StationArgs,
+    },
+    /// Create a new object project that builds as-is.
+    New {
+        /// Object name (also the directory created).
+        name: String,
+        /// Language of the object.
+        #[arg(long, value_enum, default_value_t = Lang::Rust)]
+        lang: Lang,
+        /// Parent directory.
+        #[arg(long, default_value = ".")]
+        dir: PathBuf,
+    },
+}
+
+/// Languages `host new` can scaffold.
+#[derive(Debug, Clone, Copy, ValueEnum)]
+pub enum Lang {
+    /// A Rust crate built with `cargo build --target wasm32-wasip2 --release`.
+    Rust,
+}
+
+/// Where the client verbs send their requests.
+#[derive(Debug, Clone, clap::Args)]
+pub struct StationArgs {
+    /// Station URL.
+    #[arg(long, env = "OP_STATION", default_value = DEFAULT_STATION)]
+    pub station: String,
+    /// Admin token, when the station requires one.
+    #[arg(long, env = "OP_ADMIN_TOKEN", hide_env_values = true)]
+    pub token: Option<String>,
+}
+
+/// How state writes reach the disk before a call is answered.
+#[derive(Debug, Clone, Copy, ValueEnum, PartialEq, Eq)]
+pub enum DurabilityArg {
+    /// fsync each commit group before answering (default).
+    Fsync,
+    /// Write to the OS without fsync: fast, loses recent writes on power loss. For tests.
+    None,
+}
+
+/// `host serve` flags.
+#[derive(Debug, Clone, clap::Args)]
+pub struct ServeArgs {
+    /// TCP port (0 picks a free one; the address is printed on the first line of stdout).
+    #[arg(long, default_value_t = 8001)]
+    pub port: u16,
+    /// Address to bind. A non-loopback address requires --admin-token.
+    #[arg(long, default_value = "127.0.0.1")]
+    pub bind: IpAddr,
+    /// Data directory (state, logs, versions, compiled cache).
+    #[arg(long, default_value = "./data")]
+    pub data: PathBuf,
+    /// Directory watched for *.wasm files: each becomes the next version of the object named by
+    /// its file stem. Skipped if the directory does not exist.
+    #[arg(long, default_value = "./objects")]
+    pub watch: PathBuf,
+    /// Do not watch any directory.
+    #[arg(long)]
+    pub no_watch: bool,
+    /// Durability of state writes.
+    #[arg(long, value_enum, default_value_t = DurabilityArg::Fsync)]
+    pub durability: DurabilityArg,
+    /// Deadline per call in milliseconds, including waiting for the object's turn (→ 504).
+    #[arg(long, default_value_t = 10_000)]
+    pub deadline_ms: u64,
+    /// Memory cap per object instance in MiB (→ 500 trapped past it).
+    #[arg(long, default_value_t = 64)]
+    pub memory_mb: u64,
+    /// Seconds without calls before an object's live instance is dropped.
+    #[arg(long, default_value_t = 300)]
+    pub idle_secs: u64,
+    /// Largest request body passed to an object, in bytes (→ 413).
+    #[arg(long, default_value_t = 10 << 20)]
+    pub max_body_bytes: usize,
+    /// Largest component a deploy accepts, in bytes.
+    #[arg(long, default_value_t = 128 << 20)]
+    pub max_component_bytes: usize,
+    /// Most live instances at once (sizes the instance pool).
+    #[arg(long, default_value_t = 1000)]
+    pub max_instances: u32,
+    /// Versions of each state key kept for history by compaction.
+    #[arg(long, default_value_t = 16)]
+    pub history: usize,
+    /// Require `Authorization: Bearer TOKEN` on /admin routes.
+    #[arg(long, env = "OP_ADMIN_TOKEN", hide_env_values = true)]
+    pub admin_token: Option<String>,
+}
+
+/// `serve` settings after validation.
+#[derive(Debug, Clone)]
+pub struct ServeConfig {
+    /// The parsed flags.
+    pub args: ServeArgs,
+    /// Watched directory, if any.
+    pub watch: Option<PathBuf>,
+    /// Per-call deadline.
+    pub deadline: Duration,
+}
+
+impl ServeArgs {
+    /// Checks the flags that depend on each other.
+    pub fn validate(self) -> anyhow::Result<ServeConfig> {
+        if !self.bind.is_loopback() && self.admin_token.is_none() {
+            anyhow::bail!(
+                "refusing to bind {} without --admin-token: admin routes would be open to the network",
+                self.bind
+            );
+        }
+        if self.memory_mb == 0 || self.memory_mb > 4096 {
+            anyhow::bail!(
+                "--memory-mb must be between 1 and 4096, not {}",
+                self.memory_mb
+            );
+        }
+        if self.deadline_ms == 0 {
+            anyhow::bail!("--deadline-ms must be positive");
+        }
+        if self.history == 0 {
+            anyhow::bail!("--history must be at least 1");
+        }
+        let watch = (!self.no_watch && self.watch.is_dir()).then(|| self.watch.clone());
+        Ok(ServeConfig {
+            deadline: Duration::from_millis(self.deadline_ms),
+            watch,
+            args: self,
+        })
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use clap::CommandFactory;
+
+    #[test]
+    fn cli_definition_is_consistent() {
+        Cli::command().debug_assert();
+    }
+
+    #[test]
+    fn non_loopback_bind_needs_a_token() {
+        let cli = Cli::parse_from(["host", "serve", "--bind", "0.0.0.0"]);
+        let Command::Serve(args) = cli.command else {
+            panic!()
+        };
+        assert!(args.validate().is_err());
+    }
+}

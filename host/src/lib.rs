@@ -1,0 +1,92 @@
+//! Object Primitive's station: WebAssembly components served as durable REST objects.
+//!
+//! # Layout
+//! - [`cli`]: the command line (clap) and the client verbs that talk to a station over HTTP.
+//! - [`api`]: the REST API (axum): routes, parsing, and the one error-to-status mapping.
+//! - [`station`]: the deployed objects, their turn queues and live instances; where a call goes
+//!   through the runtime and its writes through the store.
+//! - [`runtime`]: wasmtime: compiling, validating and instantiating components, host imports,
+//!   deadlines and memory caps. Knows nothing of HTTP or files.
+//! - [`store`]: durable data: state TSV with group commit, logs, versions, the station id.
+//!   Knows nothing of wasmtime or HTTP.
+//! - [`watch`]: hot deploy from a watched directory.
+//!
+//! [`run`] connects them: it is the only code that sees every module.
+
+pub mod api;
+pub mod cli;
+pub mod runtime;
+pub mod station;
+pub mod store;
+pub mod watch;
+
+use std::future::Future;
+use std::time::Duration;
+
+use anyhow::Context;
+
+use crate::cli::{DurabilityArg, ServeConfig};
+
+/// Runs a station on `listener` until `shutdown` resolves, then finishes in-flight calls and
+/// flushes the store. Prints `listening on http://ADDR` as the first line on stdout.
+pub async fn run(
+    listener: tokio::net::TcpListener,
+    config: ServeConfig,
+    shutdown: impl Future<Output = ()> + Send + 'static,
+) -> anyhow::Result<()> {
+    let args = &config.args;
+    let store = store::Store::open(store::StoreConfig {
+        data_dir: args.data.clone(),
+        durability: match args.durability {
+            DurabilityArg::Fsync => store::Durability::Fsync,
+            DurabilityArg::None => store::Durability::None,
+        },
+        history_versions: args.history,
+        log_max_bytes: 8 << 20,
+        log_keep_files: 3,
+    })
+    .with_context(|| format!("opening the data directory {}", args.data.display()))?;
+    let runtime = runtime::Runtime::new(runtime::RuntimeConfig {
+        cache_dir: args.data.join("cache"),
+        memory_limit_bytes: (args.memory_mb as usize) << 20,
+        max_instances: args.max_instances,
+    })?;
+    let station = station::Station::open(
+        runtime,
+        store.clone(),
+        station::StationConfig {
+            call_deadline: config.deadline,
+            idle_timeout: Duration::from_secs(args.idle_secs),
+        },
+    )?;
+    let reaper = station.spawn_idle_reaper();
+    let router = api::router(
+        station.clone(),
+        api::ApiConfig {
+            max_body_bytes: args.max_body_bytes,
+            max_component_bytes: args.max_component_bytes,
+            admin_token: args.admin_token.clone(),
+        },
+    );
+    let address = listener.local_addr()?;
+    {
+        use std::io::Write;
+        let mut out = std::io::stdout().lock();
+        writeln!(out, "listening on http://{address}")?;
+        out.flush()?;
+    }
+    tracing::info!(station = station.station_id(), %address, data = %args.data.display(), "station serving");
+    let watcher = match &config.watch {
+        Some(dir) => Some(watch::start(station.clone(), dir.clone()).await?),
+        None => None,
+    };
+    axum::serve(listener, router)
+        .with_graceful_shutdown(shutdown)
+        .await
+        .context("serving HTTP")?;
+    drop(watcher);
+    reaper.abort();
+    station.shutdown().await;
+    tracing::info!("station stopped");
+    Ok(())
+}

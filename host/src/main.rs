@@ -1,0 +1,100 @@
+//! The `host` binary: parse the command line, set up logging, dispatch, map errors to exit codes.
+
+use clap::Parser;
+use host::cli::{Cli, Command, client, scaffold};
+
+fn main() {
+    let cli = Cli::parse();
+    tracing_subscriber::fmt()
+        .with_env_filter(
+            tracing_subscriber::EnvFilter::try_from_env("HOST_LOG")
+                .unwrap_or_else(|_| "info,wasmtime=warn,cranelift=warn".into()),
+        )
+        .with_writer(std::io::stderr)
+        .init();
+    let runtime = tokio::runtime::Builder::new_multi_thread()
+        .enable_all()
+        .build()
+        .expect("starting the tokio runtime");
+    if let Err(error) = runtime.block_on(dispatch(cli.command)) {
+        eprintln!("error: {error:#}");
+        std::process::exit(1);
+    }
+}
+
+async fn dispatch(command: Command) -> anyhow::Result<()> {
+    match command {
+        Command::Serve(args) => {
+            let config = args.validate()?;
+            let address = std::net::SocketAddr::new(config.args.bind, config.args.port);
+            let listener = tokio::net::TcpListener::bind(address)
+                .await
+                .map_err(|e| anyhow::anyhow!("cannot listen on {address}: {e}"))?;
+            host::run(listener, config, shutdown_signal()).await
+        }
+        Command::Deploy {
+            file,
+            id,
+            note,
+            station,
+        } => client::deploy(&station, &file, id, &note).await,
+        Command::Call {
+            id,
+            method,
+            data,
+            path,
+            station,
+        } => client::call(&station, &id, &method, data, &path).await,
+        Command::Logs {
+            id,
+            level,
+            limit,
+            follow,
+            station,
+        } => client::logs(&station, &id, level, limit, follow).await,
+        Command::Versions { id, station } => client::versions(&station, &id).await,
+        Command::Rollback {
+            id,
+            version,
+            station,
+        } => client::rollback(&station, &id, version).await,
+        Command::Objects { station } => client::objects(&station).await,
+        Command::New {
+            name,
+            lang: host::cli::Lang::Rust,
+            dir,
+        } => {
+            let root = scaffold::new_rust(&dir, &name)?;
+            println!("created {}", root.display());
+            println!(
+                "build it:  cd {} && cargo build --target wasm32-wasip2 --release",
+                root.display()
+            );
+            println!(
+                "deploy it: host deploy target/wasm32-wasip2/release/{}.wasm --id {name}",
+                name.replace('-', "_")
+            );
+            Ok(())
+        }
+    }
+}
+
+/// Resolves on Ctrl-C or SIGTERM.
+async fn shutdown_signal() {
+    let ctrl_c = async {
+        let _ = tokio::signal::ctrl_c().await;
+    };
+    let term = async {
+        match tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate()) {
+            Ok(mut signal) => {
+                signal.recv().await;
+            }
+            Err(_) => std::future::pending::<()>().await,
+        }
+    };
+    tokio::select! {
+        _ = ctrl_c => {},
+        _ = term => {},
+    }
+    tracing::info!("shutting down: finishing calls in flight");
+}

@@ -1,0 +1,228 @@
+//! An activation: one wasmtime `Store` and one instance of an object version, reused across calls
+//! while it is warm. Each call gets a fresh deadline and an empty write buffer; a trap or a timeout
+//! poisons the activation and the owner replaces it.
+
+use std::collections::BTreeMap;
+use std::time::Instant;
+
+use wasmtime::component::ResourceTable;
+use wasmtime::{Store, StoreLimits, StoreLimitsBuilder, UpdateDeadline};
+use wasmtime_wasi::{WasiCtx, WasiCtxBuilder, WasiCtxView, WasiView};
+
+use super::host_log::OutputPipe;
+use super::{
+    CallContext, CallFailure, CallOutcome, CompiledObject, Error, LogLevel, Object, ObjectRequest,
+    Runtime, StateWrite, wit,
+};
+
+/// Longest time a component's start-up code may run when it is instantiated.
+const INSTANTIATE_DEADLINE: std::time::Duration = std::time::Duration::from_secs(30);
+
+/// The data every store carries: WASI context, limits and the current call.
+pub struct StoreData {
+    wasi: WasiCtx,
+    table: ResourceTable,
+    limits: StoreLimits,
+    stdout: OutputPipe,
+    stderr: OutputPipe,
+    /// Set while a call runs.
+    pub(super) call: Option<ActiveCall>,
+}
+
+/// The state of the call in progress.
+pub(super) struct ActiveCall {
+    pub(super) ctx: CallContext,
+    /// Writes so far: key → `Some(value)` or `None` (deleted). Reads consult this first.
+    pub(super) overlay: BTreeMap<String, Option<String>>,
+    /// Write order, for the batch handed back (one entry per key, last write wins).
+    pub(super) order: Vec<String>,
+    /// Set by the epoch callback when it interrupts the call.
+    deadline_hit: bool,
+}
+
+impl ActiveCall {
+    /// The call in progress; host imports only run during a call.
+    pub(super) fn record_write(&mut self, key: String, value: Option<String>) {
+        if !self.overlay.contains_key(&key) {
+            self.order.push(key.clone());
+        }
+        self.overlay.insert(key, value);
+    }
+}
+
+impl StoreData {
+    /// The call in progress. Imports are only reachable from inside a call, so this is always set
+    /// when they run; if not, the import traps rather than act outside a call.
+    pub(super) fn active(&mut self) -> wasmtime::Result<&mut ActiveCall> {
+        self.call
+            .as_mut()
+            .ok_or_else(|| wasmtime::Error::msg("object import used outside of a call"))
+    }
+}
+
+impl WasiView for StoreData {
+    fn ctx(&mut self) -> WasiCtxView<'_> {
+        WasiCtxView {
+            ctx: &mut self.wasi,
+            table: &mut self.table,
+        }
+    }
+}
+
+/// A live instance of one object version.
+pub struct Activation {
+    store: Store<StoreData>,
+    bindings: Object,
+    /// sha256 of the version this activation runs.
+    pub sha256: std::sync::Arc<str>,
+    /// When this activation last finished a call.
+    pub last_used: Instant,
+    /// Calls served by this activation.
+    pub calls: u64,
+}
+
+impl Activation {
+    pub(super) async fn new(
+        runtime: &Runtime,
+        compiled: &CompiledObject,
+    ) -> Result<Activation, Error> {
+        let stdout = OutputPipe::default();
+        let stderr = OutputPipe::default();
+        // No preopened directories, no network, no environment, no arguments: the sandbox.
+        let wasi = WasiCtxBuilder::new()
+            .stdout(stdout.clone())
+            .stderr(stderr.clone())
+            .allow_tcp(false)
+            .allow_udp(false)
+            .allow_ip_name_lookup(false)
+            .build();
+        let limits = StoreLimitsBuilder::new()
+            .memory_size(runtime.inner.config.memory_limit_bytes)
+            .trap_on_grow_failure(true)
+            .build();
+        let data = StoreData {
+            wasi,
+            table: ResourceTable::new(),
+            limits,
+            stdout,
+            stderr,
+            call: None,
+        };
+        let mut store = Store::new(&runtime.inner.engine, data);
+        store.limiter(|d| &mut d.limits);
+        // Instantiation runs guest start code: bound it too, yielding between ticks.
+        let limit = Instant::now() + INSTANTIATE_DEADLINE;
+        store.set_epoch_deadline(1);
+        store.epoch_deadline_callback(move |_| {
+            if Instant::now() >= limit {
+                return Ok(UpdateDeadline::Interrupt);
+            }
+            Ok(UpdateDeadline::Yield(1))
+        });
+        let bindings = compiled
+            .pre
+            .instantiate_async(&mut store)
+            .await
+            .map_err(|e| Error::Instantiate(format!("{e:#}")))?;
+        Ok(Activation {
+            store,
+            bindings,
+            sha256: compiled.sha256.clone(),
+            last_used: Instant::now(),
+            calls: 0,
+        })
+    }
+
+    /// Runs one handler call. On success returns the response and the buffered writes; on a trap
+    /// or timeout returns the failure, and the activation must not be used again.
+    pub async fn call(
+        &mut self,
+        request: ObjectRequest,
+        ctx: CallContext,
+    ) -> Result<CallOutcome, CallFailure> {
+        let deadline = ctx.chain.deadline;
+        let log_target = (
+            ctx.object_id.clone(),
+            ctx.chain.request_id.clone(),
+            ctx.services.clone(),
+        );
+        self.store.data_mut().call = Some(ActiveCall {
+            ctx,
+            overlay: BTreeMap::new(),
+            order: Vec::new(),
+            deadline_hit: false,
+        });
+        // Check the deadline at every epoch tick, yielding to the executor in between so a busy
+        // guest never holds a worker thread for longer than a tick.
+        self.store.set_epoch_deadline(1);
+        self.store.epoch_deadline_callback(move |mut ctx| {
+            if Instant::now() >= deadline {
+                if let Some(call) = ctx.data_mut().call.as_mut() {
+                    call.deadline_hit = true;
+                }
+                return Ok(UpdateDeadline::Interrupt);
+            }
+            Ok(UpdateDeadline::Yield(1))
+        });
+
+        let method = request.method.clone();
+        let req: wit::Request = request.into();
+        let handler = self.bindings.object_primitive_object_handler();
+        let result = match method.as_str() {
+            "GET" => handler.call_get(&mut self.store, &req).await,
+            "POST" => handler.call_post(&mut self.store, &req).await,
+            "PUT" => handler.call_put(&mut self.store, &req).await,
+            "DELETE" => handler.call_delete(&mut self.store, &req).await,
+            "PATCH" => handler.call_patch(&mut self.store, &req).await,
+            other => Err(wasmtime::Error::msg(format!("unsupported method {other}"))),
+        };
+
+        let data = self.store.data_mut();
+        let call = data.call.take();
+        let (object_id, request_id, services) = log_target;
+        for (pipe, event, level) in [
+            (&data.stdout, "stdout", LogLevel::Info),
+            (&data.stderr, "stderr", LogLevel::Warn),
+        ] {
+            for line in pipe.take_lines() {
+                services.log(&object_id, &request_id, level, event, &line);
+            }
+        }
+        self.last_used = Instant::now();
+        self.calls += 1;
+        let call = call.expect("the call context is set for the whole call");
+        match result {
+            Ok(response) => {
+                let mut overlay = call.overlay;
+                let writes = call
+                    .order
+                    .into_iter()
+                    .map(|key| match overlay.remove(&key).flatten() {
+                        Some(value) => StateWrite::Set { key, value },
+                        None => StateWrite::Delete { key },
+                    })
+                    .collect();
+                Ok(CallOutcome {
+                    response: response.into(),
+                    writes,
+                })
+            }
+            Err(_) if call.deadline_hit => Err(CallFailure::DeadlineExceeded),
+            Err(e) => Err(describe_trap(&e)),
+        }
+    }
+}
+
+/// Why a call trapped, in one line, and the guest backtrace wasmtime attached (if any).
+fn describe_trap(error: &wasmtime::Error) -> CallFailure {
+    let message = match error.downcast_ref::<wasmtime::Trap>() {
+        Some(trap) => trap.to_string(),
+        // A host import refused (e.g. a state key too long): the root cause says why.
+        None => error.root_cause().to_string(),
+    };
+    let backtrace = error
+        .downcast_ref::<wasmtime::WasmBacktrace>()
+        .map(|bt| bt.to_string())
+        .unwrap_or_default();
+    CallFailure::Trapped { message, backtrace }
+}

@@ -1,0 +1,107 @@
+//! One object version, compiled and validated: the `Component`, its checked imports and its
+//! `ObjectPre` (an `InstancePre` with the handler export resolved), shared by all its activations.
+
+use std::sync::Arc;
+use std::time::Instant;
+
+use wasmtime::component::Component;
+use wasmtime::component::types::ComponentItem;
+
+use super::{Error, ObjectPre, Runtime, activation::StoreData, cache};
+
+/// Interfaces an object may import: the object world's own and the WASI p2 interfaces the host
+/// grants. Filesystem and sockets are linked so that componentize-py guests instantiate, but the
+/// context grants no directories and no network, so every such call fails inside the guest.
+const ALLOWED_IMPORT_PREFIXES: &[&str] = &[
+    "object-primitive:object/",
+    "wasi:cli/",
+    "wasi:clocks/",
+    "wasi:io/",
+    "wasi:random/",
+    "wasi:filesystem/",
+    "wasi:sockets/",
+];
+
+/// A compiled, validated object version. Cheap to clone.
+#[derive(Clone)]
+pub struct CompiledObject {
+    pub(super) pre: ObjectPre<StoreData>,
+    /// sha256 of the component bytes, lower-case hex.
+    pub sha256: Arc<str>,
+    /// Whether the artifact came from the on-disk cache (no compilation happened).
+    pub from_cache: bool,
+    /// Time spent compiling or loading, in milliseconds.
+    pub load_ms: f64,
+}
+
+/// Compiles or loads the component and checks it against the object world.
+pub(super) fn compile(
+    runtime: &Runtime,
+    sha256: &str,
+    bytes: &[u8],
+) -> Result<CompiledObject, Error> {
+    let started = Instant::now();
+    let inner = &runtime.inner;
+    let path = cache::artifact_path(&inner.config.cache_dir, sha256, &inner.engine_fingerprint);
+    let (component, from_cache) = match cache::load(&inner.engine, &path) {
+        Some(component) => (component, true),
+        None => {
+            check_is_component(bytes)?;
+            let component = Component::new(&inner.engine, bytes)
+                .map_err(|e| Error::InvalidComponent(format!("{e:#}")))?;
+            (component, false)
+        }
+    };
+    check_imports(&inner.engine, &component)?;
+    let instance_pre = inner
+        .linker
+        .instantiate_pre(&component)
+        .map_err(|e| Error::WorldMismatch(format!("{e:#}")))?;
+    let pre = ObjectPre::new(instance_pre).map_err(|e| Error::WorldMismatch(format!("{e:#}")))?;
+    if !from_cache {
+        cache::store(&component, &path);
+    }
+    Ok(CompiledObject {
+        pre,
+        sha256: sha256.into(),
+        from_cache,
+        load_ms: started.elapsed().as_secs_f64() * 1000.0,
+    })
+}
+
+/// Rejects bytes that are not a component before handing them to the compiler, with a message a
+/// user can act on (a core module is the common mistake).
+fn check_is_component(bytes: &[u8]) -> Result<(), Error> {
+    if bytes.is_empty() {
+        return Err(Error::InvalidComponent("the body is empty".into()));
+    }
+    if bytes.len() < 8 || &bytes[..4] != b"\0asm" {
+        return Err(Error::InvalidComponent(
+            "the bytes do not start with the wasm magic number `\\0asm`".into(),
+        ));
+    }
+    // Layer field: 0 = core module, 1 = component.
+    if bytes[6..8] == [0, 0] {
+        return Err(Error::InvalidComponent(
+            "this is a core wasm module, not a component: build with --target wasm32-wasip2 \
+             (Rust) or componentize-py (Python)"
+                .into(),
+        ));
+    }
+    Ok(())
+}
+
+/// Refuses any import outside the allowed interfaces, naming the first one found.
+fn check_imports(engine: &wasmtime::Engine, component: &Component) -> Result<(), Error> {
+    let ty = component.component_type();
+    for (name, item) in ty.imports(engine) {
+        let allowed = matches!(item.ty, ComponentItem::ComponentInstance(_))
+            && ALLOWED_IMPORT_PREFIXES.iter().any(|p| name.starts_with(p));
+        if !allowed {
+            return Err(Error::UnsupportedImport {
+                import: name.to_string(),
+            });
+        }
+    }
+    Ok(())
+}

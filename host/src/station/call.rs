@@ -1,0 +1,323 @@
+//! One call, end to end: turn, activation, handler, commit, release, durability, log.
+
+use std::sync::Arc;
+use std::sync::atomic::Ordering;
+use std::time::Instant;
+
+use tokio::time::Instant as TokioInstant;
+
+use super::services::Services;
+use super::{Error, LiveObject, Station, blocking};
+use crate::runtime::{
+    self, Activation, CallChain, CallContext, CallFailure, LogLevel, ObjectRequest, ObjectResponse,
+    StateReader, StateVersion,
+};
+use crate::store::{LogRecord, ObjectState, Write};
+
+/// A finished call: the object's response plus what the host adds to it.
+#[derive(Debug)]
+pub struct CallResult {
+    /// The object's response, to pass through unchanged.
+    pub response: ObjectResponse,
+    /// The request id the call ran under.
+    pub request_id: String,
+}
+
+/// What a call did, for logging and metrics.
+#[derive(Debug, Clone)]
+pub struct CallSummary {
+    /// Status sent.
+    pub status: u16,
+    /// Wall time in microseconds.
+    pub micros: u64,
+}
+
+/// The object's committed state, as the runtime reads it.
+struct CommittedState(ObjectState);
+
+impl StateReader for CommittedState {
+    fn get(&self, key: &str) -> Option<String> {
+        self.0.get(key)
+    }
+
+    fn keys(&self, prefix: &str) -> Vec<String> {
+        self.0.keys(prefix)
+    }
+
+    fn history(&self, key: &str, limit: usize) -> Vec<StateVersion> {
+        self.0
+            .history(key, limit)
+            .into_iter()
+            .map(|v| StateVersion {
+                seq: v.seq,
+                at_ms: v.at_ms,
+                value: v.value,
+            })
+            .collect()
+    }
+}
+
+impl Station {
+    /// Calls an object. `chain` is `None` for a call arriving over HTTP (a new chain starts with
+    /// `request_id`) and the caller's chain for an object-to-object call.
+    pub async fn call(
+        &self,
+        id: &str,
+        request: ObjectRequest,
+        request_id: String,
+        chain: Option<CallChain>,
+    ) -> Result<CallResult, Error> {
+        let object = self.object(id)?;
+        let deadline = match &chain {
+            Some(chain) => chain.deadline,
+            None => Instant::now() + self.inner.config.call_deadline,
+        };
+        let deadline_ms = self.inner.config.call_deadline.as_millis() as u64;
+        let chain = match chain {
+            Some(mut chain) => {
+                chain.objects.push(object.id.clone());
+                chain
+            }
+            None => CallChain {
+                request_id: request_id.clone(),
+                objects: vec![object.id.clone()],
+                deadline,
+            },
+        };
+        let started = Instant::now();
+        let line = format!("{} {}", request.method, request.path);
+        self.log(
+            &object.id,
+            &chain.request_id,
+            LogLevel::Info,
+            "call.start",
+            &line,
+        );
+        object.calls.fetch_add(1, Ordering::Relaxed);
+
+        let result = self
+            .run_turn(&object, request, chain.clone(), deadline)
+            .await;
+        let micros = started.elapsed().as_micros() as u64;
+        match &result {
+            Ok(response) => {
+                let message = format!("{line} -> {} in {micros}us", response.status);
+                self.log(
+                    &object.id,
+                    &chain.request_id,
+                    LogLevel::Info,
+                    "call.end",
+                    &message,
+                );
+            }
+            Err(Error::DeadlineExceeded { .. }) => {
+                object.traps.fetch_add(1, Ordering::Relaxed);
+                let message =
+                    format!("{line}: deadline of {deadline_ms} ms exceeded, nothing committed");
+                self.log(
+                    &object.id,
+                    &chain.request_id,
+                    LogLevel::Error,
+                    "call.timeout",
+                    &message,
+                );
+            }
+            Err(Error::Trapped {
+                message, backtrace, ..
+            }) => {
+                object.traps.fetch_add(1, Ordering::Relaxed);
+                let mut message = format!("{line}: {message}; nothing committed");
+                if !backtrace.is_empty() {
+                    message.push('\n');
+                    message.push_str(backtrace.trim_end());
+                }
+                self.log(
+                    &object.id,
+                    &chain.request_id,
+                    LogLevel::Error,
+                    "call.trap",
+                    &message,
+                );
+            }
+            Err(other) => {
+                let message = format!("{line}: {other}");
+                self.log(
+                    &object.id,
+                    &chain.request_id,
+                    LogLevel::Error,
+                    "call.error",
+                    &message,
+                );
+            }
+        }
+        result.map(|response| CallResult {
+            response,
+            request_id: chain.request_id,
+        })
+    }
+
+    async fn run_turn(
+        &self,
+        object: &Arc<LiveObject>,
+        request: ObjectRequest,
+        chain: CallChain,
+        deadline: Instant,
+    ) -> Result<ObjectResponse, Error> {
+        let deadline_ms = self.inner.config.call_deadline.as_millis() as u64;
+        let timed_out = || Error::DeadlineExceeded {
+            object: object.id.clone(),
+            deadline_ms,
+        };
+        let state = self.state_of(object).await?;
+        let mut turn =
+            tokio::time::timeout_at(TokioInstant::from_std(deadline), object.turn.lock())
+                .await
+                .map_err(|_| timed_out())?;
+
+        // The version is read at the start of the turn: a deploy lets calls in flight finish on
+        // the old version, and the next turn switches.
+        let slot = object.current();
+        let compiled = self.compiled(object, &slot).await?;
+        if turn.as_ref().is_some_and(|a| a.sha256 != compiled.sha256) {
+            *turn = None;
+        }
+        if turn.is_none() {
+            *turn = Some(self.activate(object, &compiled).await?);
+        }
+        let activation = turn.as_mut().expect("activation present");
+        let ctx = CallContext {
+            object_id: object.id.clone(),
+            chain,
+            state: Arc::new(CommittedState(state.clone())),
+            services: Arc::new(Services::new(self)),
+        };
+        let outcome = activation.call(request, ctx).await;
+        let (response, ticket) = match outcome {
+            Ok(outcome) => {
+                let response = outcome.response;
+                if !(100..=599).contains(&response.status) {
+                    drop(turn);
+                    return Err(Error::InvalidResponse {
+                        object: object.id.clone(),
+                        message: format!("status {} is not an HTTP status", response.status),
+                    });
+                }
+                // A status >= 500 means the object failed: its writes are discarded. An empty
+                // batch is a read barrier: the answer may show state not yet durable.
+                let writes = if response.status < 500 {
+                    outcome
+                        .writes
+                        .into_iter()
+                        .map(|w| match w {
+                            runtime::StateWrite::Set { key, value } => Write::Set { key, value },
+                            runtime::StateWrite::Delete { key } => Write::Delete { key },
+                        })
+                        .collect()
+                } else {
+                    Vec::new()
+                };
+                let ticket = state.commit(writes)?;
+                (response, ticket)
+            }
+            Err(failure) => {
+                *turn = None;
+                drop(turn);
+                return Err(match failure {
+                    CallFailure::DeadlineExceeded => timed_out(),
+                    CallFailure::Trapped { message, backtrace } => Error::Trapped {
+                        object: object.id.clone(),
+                        message,
+                        backtrace,
+                    },
+                });
+            }
+        };
+        // Release the turn before waiting for durability: the next call runs while this batch
+        // is being written, and its own answer waits for its own (later) batch.
+        drop(turn);
+        ticket.durable().await?;
+        Ok(response)
+    }
+
+    /// The compiled component of a version, compiled or loaded from the cache on first use.
+    async fn compiled(
+        &self,
+        object: &LiveObject,
+        slot: &super::VersionSlot,
+    ) -> Result<runtime::CompiledObject, Error> {
+        let compiled = slot
+            .compiled
+            .get_or_try_init(|| async {
+                let runtime = self.inner.runtime.clone();
+                let store = self.inner.store.clone();
+                let id = object.id.clone();
+                let record = slot.record.clone();
+                blocking(move || {
+                    let bytes = store.versions().read_bytes(&id, record.version)?;
+                    runtime
+                        .compile(&record.sha256, &bytes)
+                        .map_err(|source| Error::Activation { object: id, source })
+                })
+                .await?
+            })
+            .await?;
+        Ok(compiled.clone())
+    }
+
+    /// A fresh activation; if the instance pool is full, idle instances are dropped and it is
+    /// tried once more.
+    async fn activate(
+        &self,
+        object: &LiveObject,
+        compiled: &runtime::CompiledObject,
+    ) -> Result<Activation, Error> {
+        match self.inner.runtime.activate(compiled).await {
+            Ok(activation) => Ok(activation),
+            Err(first) => {
+                let freed = self.deactivate_where(|_| true);
+                tracing::warn!(object = %object.id, freed, "instantiation failed ({first}); retrying after freeing idle instances");
+                self.inner
+                    .runtime
+                    .activate(compiled)
+                    .await
+                    .map_err(|source| Error::Activation {
+                        object: object.id.clone(),
+                        source,
+                    })
+            }
+        }
+    }
+
+    /// Appends a host event or an object line to an object's log.
+    pub(crate) fn log(
+        &self,
+        object_id: &str,
+        request_id: &str,
+        level: LogLevel,
+        event: &str,
+        message: &str,
+    ) {
+        self.inner.store.logs().append(
+            object_id,
+            LogRecord {
+                ts_ms: super::now_ms(),
+                level: level.into(),
+                request_id: request_id.to_string(),
+                event: event.to_string(),
+                message: message.to_string(),
+            },
+        );
+    }
+}
+
+impl From<LogLevel> for crate::store::Level {
+    fn from(level: LogLevel) -> Self {
+        match level {
+            LogLevel::Trace => crate::store::Level::Trace,
+            LogLevel::Debug => crate::store::Level::Debug,
+            LogLevel::Info => crate::store::Level::Info,
+            LogLevel::Warn => crate::store::Level::Warn,
+            LogLevel::Error => crate::store::Level::Error,
+        }
+    }
+}

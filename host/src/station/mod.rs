@@ -1,0 +1,407 @@
+//! The station's objects: what is deployed, each object's turn queue and live activation, and the
+//! path of one call from request to durable response.
+//!
+//! This is where the runtime and the store meet. A call takes the object's turn (one call at a
+//! time per object), runs on the live activation (created on first use, replaced after a trap),
+//! commits the call's writes as one batch when the status is below 500, releases the turn so the
+//! next call can run while the batch is being made durable, and answers only once it is durable.
+//! It knows nothing of HTTP routes or the CLI.
+
+mod call;
+mod deploy;
+mod id;
+mod services;
+
+use std::collections::HashMap;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+
+pub use call::{CallResult, CallSummary};
+pub use deploy::DeployOutcome;
+pub use id::{IdError, validate_object_id};
+
+use crate::runtime::{self, Activation, CompiledObject, Runtime};
+use crate::store::{self, ObjectState, Store, VersionRecord};
+
+/// Settings for calls, from the command line.
+#[derive(Clone, Debug)]
+pub struct StationConfig {
+    /// Time a call may take, including waiting for its turn (→ 504 past it).
+    pub call_deadline: Duration,
+    /// An object with no call for this long drops its live instance.
+    pub idle_timeout: Duration,
+}
+
+/// Errors a station operation reports; the API maps each to a status and a stable code.
+#[derive(Debug, thiserror::Error)]
+pub enum Error {
+    /// The object id is malformed.
+    #[error(transparent)]
+    InvalidId(#[from] IdError),
+    /// No object with this id is deployed here.
+    #[error("no object `{0}` is deployed")]
+    ObjectNotFound(String),
+    /// The object has no such version.
+    #[error("object `{object}` has no version {version}")]
+    VersionNotFound {
+        /// Object id.
+        object: String,
+        /// Requested version.
+        version: u32,
+    },
+    /// The component was refused at deploy.
+    #[error(transparent)]
+    Component(runtime::Error),
+    /// The object could not be instantiated to serve a call.
+    #[error("object `{object}` could not start: {source}")]
+    Activation {
+        /// Object id.
+        object: String,
+        /// Why.
+        source: runtime::Error,
+    },
+    /// The call trapped; nothing was committed.
+    #[error("object `{object}` trapped: {message}")]
+    Trapped {
+        /// Object id.
+        object: String,
+        /// The trap.
+        message: String,
+        /// The guest backtrace, for the log.
+        backtrace: String,
+    },
+    /// The call ran out of time; nothing was committed.
+    #[error("object `{object}` did not answer within {deadline_ms} ms")]
+    DeadlineExceeded {
+        /// Object id.
+        object: String,
+        /// The deadline that applied.
+        deadline_ms: u64,
+    },
+    /// The object answered with something that is not a valid HTTP response.
+    #[error("object `{object}` answered with an invalid response: {message}")]
+    InvalidResponse {
+        /// Object id.
+        object: String,
+        /// What was wrong.
+        message: String,
+    },
+    /// The store failed; the write may not be durable, so the call is reported as failed.
+    #[error("storage error: {0}")]
+    Storage(#[from] store::Error),
+    /// A blocking task panicked or was cancelled.
+    #[error("internal error: {0}")]
+    Internal(String),
+}
+
+/// A deployed object and its live parts.
+struct LiveObject {
+    id: String,
+    /// The version calls run; swapped by deploys, read at the start of every turn.
+    version: Mutex<Arc<VersionSlot>>,
+    /// The turn queue and the live activation it guards.
+    turn: tokio::sync::Mutex<Option<Activation>>,
+    /// Committed state, opened on first use.
+    state: tokio::sync::OnceCell<ObjectState>,
+    calls: AtomicU64,
+    traps: AtomicU64,
+}
+
+/// One deployed version: its record and, once loaded, its compiled component.
+struct VersionSlot {
+    record: VersionRecord,
+    compiled: tokio::sync::OnceCell<CompiledObject>,
+}
+
+impl LiveObject {
+    fn new(id: &str, record: VersionRecord, compiled: Option<CompiledObject>) -> LiveObject {
+        LiveObject {
+            id: id.to_string(),
+            version: Mutex::new(Arc::new(VersionSlot::new(record, compiled))),
+            turn: tokio::sync::Mutex::new(None),
+            state: tokio::sync::OnceCell::new(),
+            calls: AtomicU64::new(0),
+            traps: AtomicU64::new(0),
+        }
+    }
+
+    fn current(&self) -> Arc<VersionSlot> {
+        self.version.lock().expect("version lock").clone()
+    }
+}
+
+impl VersionSlot {
+    fn new(record: VersionRecord, compiled: Option<CompiledObject>) -> VersionSlot {
+        let cell = tokio::sync::OnceCell::new();
+        if let Some(compiled) = compiled {
+            let _ = cell.set(compiled);
+        }
+        VersionSlot {
+            record,
+            compiled: cell,
+        }
+    }
+}
+
+/// The handle to this station's objects. Cheap to clone.
+#[derive(Clone)]
+pub struct Station {
+    inner: Arc<Inner>,
+}
+
+struct Inner {
+    runtime: Runtime,
+    store: Store,
+    config: StationConfig,
+    objects: Mutex<HashMap<String, Arc<LiveObject>>>,
+    /// Deploys, rollbacks and undeploys run one at a time.
+    admin: tokio::sync::Mutex<()>,
+}
+
+/// What `GET /objects` lists for one object.
+#[derive(Debug, Clone, serde::Serialize)]
+pub struct ObjectSummary {
+    /// Object id.
+    pub id: String,
+    /// Current version number.
+    pub version: u32,
+    /// sha256 of the current version.
+    pub sha256: String,
+    /// The station that serves it.
+    pub home: String,
+    /// Stations holding replicas (none on a single station).
+    pub replicas: Vec<String>,
+}
+
+/// What `?metadata=true` shows for one object.
+#[derive(Debug, Clone, serde::Serialize)]
+pub struct ObjectMetadata {
+    /// Object id.
+    pub object_id: String,
+    /// Current version.
+    pub version: u32,
+    /// sha256 of the current version.
+    pub sha256: String,
+    /// Size of the component in bytes.
+    pub size: u64,
+    /// Deploy time of the current version, unix ms.
+    pub deployed_at: u64,
+    /// Whether a live instance is warm right now.
+    pub active: bool,
+    /// Calls since the station started.
+    pub calls: u64,
+    /// Traps and timeouts since the station started.
+    pub traps: u64,
+    /// Last committed state sequence number.
+    pub state_seq: u64,
+    /// The station serving it.
+    pub home: String,
+}
+
+impl Station {
+    /// Registers every object deployed in the store. Components are compiled (or loaded from the
+    /// artifact cache) on their first call, so start-up time does not grow with the object count.
+    pub fn open(runtime: Runtime, store: Store, config: StationConfig) -> Result<Station, Error> {
+        let mut objects = HashMap::new();
+        for id in store.versions().deployed_ids()? {
+            if let Some(record) = store.versions().current(&id)? {
+                objects.insert(id.clone(), Arc::new(LiveObject::new(&id, record, None)));
+            }
+        }
+        tracing::info!(objects = objects.len(), "station opened");
+        Ok(Station {
+            inner: Arc::new(Inner {
+                runtime,
+                store,
+                config,
+                objects: Mutex::new(objects),
+                admin: tokio::sync::Mutex::new(()),
+            }),
+        })
+    }
+
+    /// This station's id.
+    pub fn station_id(&self) -> &str {
+        self.inner.store.station_id()
+    }
+
+    /// The store, for read-only admin views (logs, versions).
+    pub fn store(&self) -> &Store {
+        &self.inner.store
+    }
+
+    /// Number of deployed objects.
+    pub fn object_count(&self) -> usize {
+        self.inner.objects.lock().expect("objects lock").len()
+    }
+
+    fn object(&self, id: &str) -> Result<Arc<LiveObject>, Error> {
+        validate_object_id(id)?;
+        self.inner
+            .objects
+            .lock()
+            .expect("objects lock")
+            .get(id)
+            .cloned()
+            .ok_or_else(|| Error::ObjectNotFound(id.to_string()))
+    }
+
+    /// Every deployed object, sorted by id.
+    pub fn list(&self) -> Vec<ObjectSummary> {
+        let objects: Vec<Arc<LiveObject>> = self
+            .inner
+            .objects
+            .lock()
+            .expect("objects lock")
+            .values()
+            .cloned()
+            .collect();
+        let mut list: Vec<ObjectSummary> = objects
+            .iter()
+            .map(|o| {
+                let slot = o.current();
+                ObjectSummary {
+                    id: o.id.clone(),
+                    version: slot.record.version,
+                    sha256: slot.record.sha256.clone(),
+                    home: self.station_id().to_string(),
+                    replicas: Vec::new(),
+                }
+            })
+            .collect();
+        list.sort_by(|a, b| a.id.cmp(&b.id));
+        list
+    }
+
+    /// Metadata of one object.
+    pub async fn metadata(&self, id: &str) -> Result<ObjectMetadata, Error> {
+        let object = self.object(id)?;
+        let slot = object.current();
+        let active = match object.turn.try_lock() {
+            Ok(guard) => guard.is_some(),
+            Err(_) => true,
+        };
+        let state = self.state_of(&object).await?;
+        Ok(ObjectMetadata {
+            object_id: object.id.clone(),
+            version: slot.record.version,
+            sha256: slot.record.sha256.clone(),
+            size: slot.record.size,
+            deployed_at: slot.record.deployed_at,
+            active,
+            calls: object.calls.load(Ordering::Relaxed),
+            traps: object.traps.load(Ordering::Relaxed),
+            state_seq: state.applied_seq(),
+            home: self.station_id().to_string(),
+        })
+    }
+
+    /// The committed state of an object (opened on first use).
+    pub async fn state(&self, id: &str) -> Result<ObjectState, Error> {
+        let object = self.object(id)?;
+        self.state_of(&object).await
+    }
+
+    async fn state_of(&self, object: &LiveObject) -> Result<ObjectState, Error> {
+        let store = self.inner.store.clone();
+        let id = object.id.clone();
+        let state = object
+            .state
+            .get_or_try_init(|| async move {
+                tokio::task::spawn_blocking(move || store.state(&id))
+                    .await
+                    .map_err(|e| Error::Internal(format!("opening state: {e}")))?
+                    .map_err(Error::Storage)
+            })
+            .await?;
+        Ok(state.clone())
+    }
+
+    /// Versions of an object, oldest first, and the current version number.
+    pub async fn versions(&self, id: &str) -> Result<(u32, Vec<VersionRecord>), Error> {
+        let object = self.object(id)?;
+        let current = object.current().record.version;
+        let store = self.inner.store.clone();
+        let id = id.to_string();
+        let list = blocking(move || store.versions().list(&id)).await??;
+        Ok((current, list))
+    }
+
+    /// Drops live instances idle for longer than the configured time. Returns how many.
+    pub fn deactivate_idle(&self) -> usize {
+        self.deactivate_where(|a| a.last_used.elapsed() >= self.inner.config.idle_timeout)
+    }
+
+    /// Drops idle live instances matching `pred` (objects in a call are skipped).
+    fn deactivate_where(&self, pred: impl Fn(&Activation) -> bool) -> usize {
+        let objects: Vec<Arc<LiveObject>> = self
+            .inner
+            .objects
+            .lock()
+            .expect("objects lock")
+            .values()
+            .cloned()
+            .collect();
+        let mut dropped = 0;
+        for object in objects {
+            if let Ok(mut turn) = object.turn.try_lock()
+                && turn.as_ref().is_some_and(&pred)
+            {
+                *turn = None;
+                dropped += 1;
+            }
+        }
+        dropped
+    }
+
+    /// Runs the idle reaper until the returned task is aborted.
+    pub fn spawn_idle_reaper(&self) -> tokio::task::JoinHandle<()> {
+        let station = self.clone();
+        let every = (self.inner.config.idle_timeout / 4)
+            .clamp(Duration::from_millis(250), Duration::from_secs(30));
+        tokio::spawn(async move {
+            let mut tick = tokio::time::interval(every);
+            loop {
+                tick.tick().await;
+                let dropped = station.deactivate_idle();
+                if dropped > 0 {
+                    tracing::debug!(dropped, "deactivated idle objects");
+                }
+            }
+        })
+    }
+
+    /// Waits for in-flight calls to finish, then flushes and closes the store.
+    pub async fn shutdown(&self) {
+        let objects: Vec<Arc<LiveObject>> = self
+            .inner
+            .objects
+            .lock()
+            .expect("objects lock")
+            .values()
+            .cloned()
+            .collect();
+        for object in objects {
+            let mut turn = object.turn.lock().await;
+            *turn = None;
+        }
+        let store = self.inner.store.clone();
+        let _ = tokio::task::spawn_blocking(move || store.shutdown()).await;
+    }
+}
+
+/// Runs blocking file work off the async workers.
+async fn blocking<T: Send + 'static>(f: impl FnOnce() -> T + Send + 'static) -> Result<T, Error> {
+    tokio::task::spawn_blocking(f)
+        .await
+        .map_err(|e| Error::Internal(format!("blocking task failed: {e}")))
+}
+
+/// Milliseconds since the Unix epoch.
+pub(crate) fn now_ms() -> u64 {
+    std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map(|d| d.as_millis() as u64)
+        .unwrap_or(0)
+}

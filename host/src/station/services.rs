@@ -1,0 +1,85 @@
+//! The station services an object reaches through its imports: its log and calls to other objects.
+
+use std::sync::{Arc, Weak};
+
+use futures::FutureExt;
+use futures::future::BoxFuture;
+
+use super::{Error, Inner, Station};
+use crate::runtime::{CallChain, CallError, HostServices, LogLevel, ObjectRequest, ObjectResponse};
+
+/// Implements [`HostServices`] for the objects of one station. Holds the station weakly so a
+/// live instance never keeps a stopped station alive.
+pub(super) struct Services {
+    station: Weak<Inner>,
+    station_id: String,
+}
+
+impl Services {
+    pub(super) fn new(station: &Station) -> Services {
+        Services {
+            station: Arc::downgrade(&station.inner),
+            station_id: station.station_id().to_string(),
+        }
+    }
+
+    fn station(&self) -> Option<Station> {
+        self.station.upgrade().map(|inner| Station { inner })
+    }
+}
+
+impl HostServices for Services {
+    fn station_id(&self) -> String {
+        self.station_id.clone()
+    }
+
+    fn log(&self, object_id: &str, request_id: &str, level: LogLevel, event: &str, message: &str) {
+        if let Some(station) = self.station() {
+            station.log(object_id, request_id, level, event, message);
+        }
+    }
+
+    fn call_object(
+        &self,
+        target: String,
+        mut request: ObjectRequest,
+        chain: CallChain,
+    ) -> BoxFuture<'static, Result<ObjectResponse, CallError>> {
+        let station = self.station();
+        async move {
+            let Some(station) = station else {
+                return Err(CallError::Unavailable(
+                    "the station is shutting down".into(),
+                ));
+            };
+            if request.path.is_empty() {
+                request.path = "/".into();
+            }
+            request.method = request.method.to_ascii_uppercase();
+            if !matches!(
+                request.method.as_str(),
+                "GET" | "POST" | "PUT" | "DELETE" | "PATCH"
+            ) {
+                return Err(CallError::Invalid(format!(
+                    "unsupported method {}",
+                    request.method
+                )));
+            }
+            let request_id = chain.request_id.clone();
+            match station
+                .call(&target, request, request_id, Some(chain))
+                .await
+            {
+                Ok(result) => Ok(result.response),
+                Err(Error::InvalidId(e)) => Err(CallError::Invalid(e.to_string())),
+                Err(Error::ObjectNotFound(id)) => {
+                    Err(CallError::NotFound(format!("no object `{id}` is deployed")))
+                }
+                Err(Error::DeadlineExceeded { .. }) => Err(CallError::Timeout),
+                Err(Error::Trapped { message, .. }) => Err(CallError::Trapped(message)),
+                Err(other) => Err(CallError::Unavailable(other.to_string())),
+            }
+        }
+        .boxed()
+    }
+}

@@ -1,0 +1,88 @@
+//! `store::Error`: the cases a caller of the store acts on.
+//!
+//! The API layer maps these to HTTP statuses (in `api/error.rs`, not here); the variants carry the file, line or
+//! object they concern so a log line names what failed.
+
+use std::io;
+use std::path::{Path, PathBuf};
+
+/// Everything that can go wrong in the store.
+#[derive(Debug, thiserror::Error)]
+pub enum Error {
+    /// A file-system operation failed on `path`.
+    #[error("I/O error on {}", path.display())]
+    Io {
+        /// The file or directory the operation was about.
+        path: PathBuf,
+        /// The underlying error.
+        #[source]
+        source: io::Error,
+    },
+    /// A TSV file holds a record the store cannot accept (not a torn tail, which recovery truncates).
+    /// The file is left untouched so an operator can inspect and repair it.
+    #[error("corrupt record in {} at line {line}: {reason}", path.display())]
+    Corrupt {
+        /// The file holding the bad record.
+        path: PathBuf,
+        /// 1-based line where the bad record starts.
+        line: u64,
+        /// What is wrong with it.
+        reason: String,
+    },
+    /// The object has no deployed code on this station (never deployed, or purged).
+    #[error("object {object_id} not found")]
+    NotFound {
+        /// The object asked for.
+        object_id: String,
+    },
+    /// The object exists but has no such version.
+    #[error("object {object_id} has no version {version}")]
+    VersionNotFound {
+        /// The object asked for.
+        object_id: String,
+        /// The version asked for.
+        version: u32,
+    },
+    /// The object's durable writes failed (a write or fsync error); every pending and later commit of this
+    /// object fails with this until the store is reopened, which reloads the object from disk.
+    #[error("state writer failed: {0}")]
+    Failed(String),
+    /// The store was shut down; no more writes are accepted.
+    #[error("the store is shut down")]
+    Closed,
+    /// An object id that is not `[a-z0-9][a-z0-9_.-]{0,127}` or contains `..` (the caller validates ids first;
+    /// this guard only keeps a bad id from reaching outside the data directory).
+    #[error("invalid object id {0:?}")]
+    InvalidId(String),
+}
+
+impl Error {
+    /// Wraps an I/O error with the path it concerns.
+    pub(crate) fn io(path: impl AsRef<Path>, source: io::Error) -> Error {
+        Error::Io {
+            path: path.as_ref().to_path_buf(),
+            source,
+        }
+    }
+
+    /// A corrupt-record error.
+    pub(crate) fn corrupt(path: impl AsRef<Path>, line: u64, reason: impl Into<String>) -> Error {
+        Error::Corrupt {
+            path: path.as_ref().to_path_buf(),
+            line,
+            reason: reason.into(),
+        }
+    }
+}
+
+/// Attaches a path to `io::Result`s.
+pub(crate) trait IoContext<T> {
+    /// Maps the error to [`Error::Io`] naming `path`.
+    fn at(self, path: impl AsRef<Path>) -> Result<T, Error>;
+}
+
+impl<T> IoContext<T> for io::Result<T> {
+    fn at(self, path: impl AsRef<Path>) -> Result<T, Error> {
+        self.map_err(|e| Error::io(path, e))
+    }
+}

@@ -1,0 +1,185 @@
+//! Small file-system helpers: durable directory entries, atomic file replacement, a bounded cache of open
+//! file handles, the object-id guard, and wall-clock milliseconds.
+
+use std::collections::HashMap;
+use std::fs::{self, File, OpenOptions};
+use std::hash::Hash;
+use std::io::Write;
+use std::path::Path;
+use std::time::{SystemTime, UNIX_EPOCH};
+
+use super::error::{Error, IoContext};
+
+/// Milliseconds since the Unix epoch (0 if the clock is before it).
+pub(crate) fn now_ms() -> u64 {
+    SystemTime::now()
+        .duration_since(UNIX_EPOCH)
+        .map_or(0, |d| d.as_millis() as u64)
+}
+
+/// The cheap last line of defence against an id that could escape the data directory. The caller validates ids
+/// against `[a-z0-9][a-z0-9_.-]{0,127}` (no `..`) before they reach the store; this re-checks the same rule.
+pub(crate) fn check_id(id: &str) -> Result<(), Error> {
+    let ok = is_valid_id(id);
+    debug_assert!(ok, "object id {id:?} reached the store unvalidated");
+    if ok {
+        Ok(())
+    } else {
+        Err(Error::InvalidId(id.to_string()))
+    }
+}
+
+/// True if `id` matches `[a-z0-9][a-z0-9_.-]{0,127}` and has no `..`.
+pub(crate) fn is_valid_id(id: &str) -> bool {
+    let bytes = id.as_bytes();
+    !bytes.is_empty()
+        && bytes.len() <= 128
+        && (bytes[0].is_ascii_lowercase() || bytes[0].is_ascii_digit())
+        && bytes.iter().all(|&b| {
+            b.is_ascii_lowercase() || b.is_ascii_digit() || matches!(b, b'_' | b'.' | b'-')
+        })
+        && !id.contains("..")
+}
+
+/// fsyncs a directory so the entries created, renamed or removed in it survive a crash.
+pub(crate) fn fsync_dir(dir: &Path) -> Result<(), Error> {
+    File::open(dir).and_then(|d| d.sync_all()).at(dir)
+}
+
+/// Creates `dir` (and its parents) and makes the new entries durable.
+pub(crate) fn create_dir_durable(dir: &Path) -> Result<(), Error> {
+    if dir.is_dir() {
+        return Ok(());
+    }
+    fs::create_dir_all(dir).at(dir)?;
+    if let Some(parent) = dir.parent() {
+        fsync_dir(parent)?;
+    }
+    Ok(())
+}
+
+/// Replaces `path` with `bytes` atomically: write `path.tmp`, fsync it, rename it over `path`, fsync the
+/// directory. A crash leaves either the old file or the new one.
+pub(crate) fn write_atomic(path: &Path, bytes: &[u8]) -> Result<(), Error> {
+    let mut tmp_name = path.as_os_str().to_owned();
+    tmp_name.push(".tmp");
+    let tmp = Path::new(&tmp_name);
+    let result = (|| {
+        let mut f = OpenOptions::new()
+            .write(true)
+            .create(true)
+            .truncate(true)
+            .open(tmp)
+            .at(tmp)?;
+        f.write_all(bytes).at(tmp)?;
+        f.sync_all().at(tmp)?;
+        drop(f);
+        fs::rename(tmp, path).at(path)
+    })();
+    if result.is_err() {
+        let _ = fs::remove_file(tmp);
+    }
+    result?;
+    fsync_dir(path.parent().unwrap_or(Path::new(".")))
+}
+
+/// A map of open handles bounded to `capacity` entries; inserting past it drops (closes) the least recently
+/// used one. There may be 10,000 objects on a station, far more than a process may keep open.
+pub(crate) struct HandleCache<K, V> {
+    capacity: usize,
+    tick: u64,
+    map: HashMap<K, (V, u64)>,
+}
+
+impl<K: Hash + Eq + Clone, V> HandleCache<K, V> {
+    /// An empty cache holding at most `capacity` handles (at least 1).
+    pub(crate) fn new(capacity: usize) -> Self {
+        HandleCache {
+            capacity: capacity.max(1),
+            tick: 0,
+            map: HashMap::new(),
+        }
+    }
+
+    /// The handle for `key`, marked as most recently used.
+    pub(crate) fn get_mut(&mut self, key: &K) -> Option<&mut V> {
+        self.tick += 1;
+        let tick = self.tick;
+        self.map.get_mut(key).map(|(v, t)| {
+            *t = tick;
+            v
+        })
+    }
+
+    /// Inserts a handle, returning the one it evicted (the caller may flush it before it is dropped).
+    pub(crate) fn insert(&mut self, key: K, value: V) -> Option<(K, V)> {
+        self.tick += 1;
+        self.map.insert(key, (value, self.tick));
+        if self.map.len() <= self.capacity {
+            return None;
+        }
+        let oldest = self
+            .map
+            .iter()
+            .min_by_key(|(_, (_, t))| *t)
+            .map(|(k, _)| k.clone())?;
+        self.map.remove(&oldest).map(|(v, _)| (oldest, v))
+    }
+
+    /// Removes and returns the handle for `key`.
+    pub(crate) fn remove(&mut self, key: &K) -> Option<V> {
+        self.map.remove(key).map(|(v, _)| v)
+    }
+
+    /// All handles, in no particular order.
+    pub(crate) fn values_mut(&mut self) -> impl Iterator<Item = (&K, &mut V)> {
+        self.map.iter_mut().map(|(k, (v, _))| (k, v))
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn ids_that_could_escape_are_refused() {
+        for good in ["a", "counter", "0", "a.b-c_d", &"a".repeat(128)] {
+            assert!(check_id(good).is_ok(), "{good}");
+        }
+        for bad in [
+            "",
+            "..",
+            "a..b",
+            "../x",
+            "A",
+            "a/b",
+            ".a",
+            "-a",
+            "a b",
+            &"a".repeat(129),
+        ] {
+            assert!(!is_valid_id(bad), "{bad}");
+        }
+    }
+
+    #[test]
+    fn handle_cache_evicts_least_recently_used() {
+        let mut c = HandleCache::new(2);
+        assert!(c.insert("a", 1).is_none());
+        assert!(c.insert("b", 2).is_none());
+        assert_eq!(c.get_mut(&"a"), Some(&mut 1));
+        assert_eq!(c.insert("c", 3), Some(("b", 2)));
+        assert_eq!(c.remove(&"a"), Some(1));
+        assert_eq!(c.values_mut().count(), 1);
+    }
+
+    #[test]
+    fn write_atomic_replaces() {
+        let dir = tempfile::tempdir().unwrap();
+        let p = dir.path().join("f.tsv");
+        write_atomic(&p, b"one").unwrap();
+        write_atomic(&p, b"two").unwrap();
+        assert_eq!(fs::read(&p).unwrap(), b"two");
+        assert!(!dir.path().join("f.tsv.tmp").exists());
+    }
+}

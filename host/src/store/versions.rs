@@ -1,0 +1,456 @@
+//! Deployed versions: `data/objects/{id}/versions.tsv` (header `version sha256 size deployed_at deployed_by
+//! note`) and every version's bytes in `data/objects/{id}/v{N}.wasm`.
+//!
+//! Versions are never rewritten: a rollback is a new version with old bytes (the caller reads them with
+//! [`VersionStore::read_bytes`] and adds them), and undeploying writes an `undeployed` marker so numbering
+//! continues on a later deploy. The bytes are written atomically before their line is appended, so a listed
+//! version always has its bytes. Compiling, validating and the "unchanged" check belong to the caller.
+
+use std::fs::{self, File, OpenOptions};
+use std::io::{self, Read, Write as _};
+use std::path::{Path, PathBuf};
+use std::sync::{Arc, Mutex};
+
+use sha2::{Digest, Sha256};
+
+use super::error::{Error, IoContext};
+use super::fsutil::{check_id, create_dir_durable, fsync_dir, is_valid_id, now_ms, write_atomic};
+use super::tsv;
+
+/// The header row of `versions.tsv`.
+const VERSIONS_HEADER: [&str; 6] = [
+    "version",
+    "sha256",
+    "size",
+    "deployed_at",
+    "deployed_by",
+    "note",
+];
+/// The marker file of an undeployed object.
+const UNDEPLOYED: &str = "undeployed";
+
+/// One deployed version of an object.
+#[derive(Clone, Debug, PartialEq, Eq, serde::Serialize)]
+pub struct VersionRecord {
+    /// Its number, from 1.
+    pub version: u32,
+    /// SHA-256 of the component bytes, lower-case hex.
+    pub sha256: String,
+    /// Size of the component in bytes.
+    pub size: u64,
+    /// When it was deployed (Unix ms).
+    pub deployed_at: u64,
+    /// Who deployed it (free text from the caller).
+    pub deployed_by: String,
+    /// A note from the caller (e.g. "rollback to 3").
+    pub note: String,
+}
+
+/// The deployed versions of every object. Cheap to clone.
+#[derive(Clone)]
+pub struct VersionStore {
+    /// `data/objects`.
+    dir: PathBuf,
+    /// Serialises `add` and `undeploy` (deploys are rare; numbering must not race).
+    write: Arc<Mutex<()>>,
+}
+
+/// The parsed `versions.tsv`.
+struct Parsed {
+    records: Vec<VersionRecord>,
+    /// End of the last valid line; a torn line after it is cut off by the next `add`.
+    valid_end: u64,
+    len: u64,
+}
+
+impl VersionStore {
+    /// The versions kept under `dir` (`data/objects`).
+    pub(crate) fn new(dir: PathBuf) -> VersionStore {
+        VersionStore {
+            dir,
+            write: Arc::new(Mutex::new(())),
+        }
+    }
+
+    /// Every version of the object, oldest first; empty if it was never deployed.
+    pub fn list(&self, object_id: &str) -> Result<Vec<VersionRecord>, Error> {
+        check_id(object_id)?;
+        Ok(self
+            .parse(object_id)?
+            .map(|p| p.records)
+            .unwrap_or_default())
+    }
+
+    /// The current (latest) version; `None` if never deployed or undeployed.
+    pub fn current(&self, object_id: &str) -> Result<Option<VersionRecord>, Error> {
+        check_id(object_id)?;
+        if self.object_dir(object_id).join(UNDEPLOYED).exists() {
+            return Ok(None);
+        }
+        Ok(self.list(object_id)?.pop())
+    }
+
+    /// Records a new version: the next number, its bytes in `v{N}.wasm` (temp file, fsync, rename, directory
+    /// fsync), then its line in `versions.tsv` (append, fsync). Clears an `undeployed` marker.
+    pub fn add(
+        &self,
+        object_id: &str,
+        bytes: &[u8],
+        deployed_by: &str,
+        note: &str,
+    ) -> Result<VersionRecord, Error> {
+        check_id(object_id)?;
+        let _write = self.write.lock().unwrap_or_else(|e| e.into_inner());
+        let dir = self.object_dir(object_id);
+        create_dir_durable(&dir)?;
+        let path = dir.join("versions.tsv");
+        let parsed = self.parse(object_id)?;
+        let last = parsed
+            .as_ref()
+            .and_then(|p| p.records.last())
+            .map_or(0, |r| r.version);
+        let record = VersionRecord {
+            version: last + 1,
+            sha256: hex::encode(Sha256::digest(bytes)),
+            size: bytes.len() as u64,
+            deployed_at: now_ms(),
+            deployed_by: deployed_by.to_string(),
+            note: note.to_string(),
+        };
+        write_atomic(&self.wasm_path(object_id, record.version), bytes)?;
+
+        let new_file = parsed.is_none();
+        // No complete header (a new file, or one torn before its header's end): write one.
+        let mut line = if parsed.as_ref().is_none_or(|p| p.valid_end == 0) {
+            tsv::header_line(&VERSIONS_HEADER)
+        } else {
+            Vec::new()
+        };
+        tsv::encode_record(
+            &mut line,
+            [
+                record.version.to_string().as_str(),
+                &record.sha256,
+                &record.size.to_string(),
+                &record.deployed_at.to_string(),
+                &record.deployed_by,
+                &record.note,
+            ],
+        );
+        let mut file = OpenOptions::new()
+            .append(true)
+            .create(true)
+            .open(&path)
+            .at(&path)?;
+        if let Some(p) = &parsed
+            && p.valid_end < p.len
+        {
+            tracing::warn!(path = %path.display(), dropped_bytes = p.len - p.valid_end, "cutting a torn line off versions.tsv");
+            file.set_len(p.valid_end).at(&path)?;
+        }
+        file.write_all(&line).at(&path)?;
+        file.sync_data().at(&path)?;
+        if new_file {
+            fsync_dir(&dir)?;
+        }
+        let marker = dir.join(UNDEPLOYED);
+        if marker.exists() {
+            fs::remove_file(&marker).at(&marker)?;
+            fsync_dir(&dir)?;
+        }
+        Ok(record)
+    }
+
+    /// The bytes of one version; [`Error::VersionNotFound`] if the object has no such version (or no versions).
+    pub fn read_bytes(&self, object_id: &str, version: u32) -> Result<Vec<u8>, Error> {
+        check_id(object_id)?;
+        let not_found = || Error::VersionNotFound {
+            object_id: object_id.to_string(),
+            version,
+        };
+        if !self.list(object_id)?.iter().any(|r| r.version == version) {
+            return Err(not_found());
+        }
+        let path = self.wasm_path(object_id, version);
+        fs::read(&path).map_err(|e| {
+            if e.kind() == io::ErrorKind::NotFound {
+                not_found()
+            } else {
+                Error::io(&path, e)
+            }
+        })
+    }
+
+    /// Where version `version`'s bytes are (`data/objects/{id}/v{N}.wasm`), whether or not it exists.
+    pub fn wasm_path(&self, object_id: &str, version: u32) -> PathBuf {
+        debug_assert!(
+            is_valid_id(object_id),
+            "object id {object_id:?} reached the store unvalidated"
+        );
+        self.object_dir(object_id).join(format!("v{version}.wasm"))
+    }
+
+    /// The ids of the objects that have a current version and are not undeployed, sorted.
+    pub fn deployed_ids(&self) -> Result<Vec<String>, Error> {
+        let entries = match fs::read_dir(&self.dir) {
+            Ok(entries) => entries,
+            Err(e) if e.kind() == io::ErrorKind::NotFound => return Ok(Vec::new()),
+            Err(e) => return Err(Error::io(&self.dir, e)),
+        };
+        let mut ids = Vec::new();
+        for entry in entries {
+            let entry = entry.at(&self.dir)?;
+            let Some(id) = entry.file_name().to_str().map(str::to_string) else {
+                continue;
+            };
+            if !is_valid_id(&id) || entry.path().join(UNDEPLOYED).exists() {
+                continue;
+            }
+            if self.parse(&id)?.is_some_and(|p| !p.records.is_empty()) {
+                ids.push(id);
+            }
+        }
+        ids.sort();
+        Ok(ids)
+    }
+
+    /// Undeploys the object: writes the `undeployed` marker (versions are kept so numbering continues), or with
+    /// `purge` removes `data/objects/{id}` entirely. State and logs are the caller's to purge
+    /// ([`super::Store::purge_state`], [`super::LogStore::purge`]).
+    ///
+    /// [`Error::NotFound`] if there is nothing to undeploy (never deployed, or already undeployed and not
+    /// `purge`).
+    pub fn undeploy(&self, object_id: &str, purge: bool) -> Result<(), Error> {
+        check_id(object_id)?;
+        let _write = self.write.lock().unwrap_or_else(|e| e.into_inner());
+        let dir = self.object_dir(object_id);
+        let not_found = || Error::NotFound {
+            object_id: object_id.to_string(),
+        };
+        if !dir.is_dir() {
+            return Err(not_found());
+        }
+        if purge {
+            fs::remove_dir_all(&dir).at(&dir)?;
+            return fsync_dir(&self.dir);
+        }
+        let marker = dir.join(UNDEPLOYED);
+        if marker.exists() || self.parse(object_id)?.is_none_or(|p| p.records.is_empty()) {
+            return Err(not_found());
+        }
+        write_atomic(&marker, format!("{}\n", now_ms()).as_bytes())
+    }
+
+    fn object_dir(&self, object_id: &str) -> PathBuf {
+        self.dir.join(object_id)
+    }
+
+    /// Reads `versions.tsv`; `None` if it does not exist. A bad line followed by good ones is corruption; bad
+    /// lines at the end are a torn append and are ignored.
+    fn parse(&self, object_id: &str) -> Result<Option<Parsed>, Error> {
+        let path = self.object_dir(object_id).join("versions.tsv");
+        let mut file = match File::open(&path) {
+            Ok(f) => f,
+            Err(e) if e.kind() == io::ErrorKind::NotFound => return Ok(None),
+            Err(e) => return Err(Error::io(&path, e)),
+        };
+        let mut bytes = Vec::new();
+        file.read_to_end(&mut bytes).at(&path)?;
+        parse_versions(&path, &bytes).map(Some)
+    }
+}
+
+fn parse_versions(path: &Path, bytes: &[u8]) -> Result<Parsed, Error> {
+    let mut rdr = tsv::reader(bytes);
+    let mut rec = csv::ByteRecord::new();
+    let mut records = Vec::new();
+    let mut valid_end = 0;
+    let mut bad: Option<(u64, String)> = None;
+    let mut first = true;
+    loop {
+        let line = rdr.position().line();
+        match rdr.read_byte_record(&mut rec) {
+            Ok(true) => {}
+            Ok(false) => break,
+            Err(e) => {
+                bad.get_or_insert((line, e.to_string()));
+                continue;
+            }
+        }
+        let complete = bytes.get(rdr.position().byte() as usize - 1) == Some(&b'\n');
+        let parsed = if first {
+            first = false;
+            if rec.iter().eq(VERSIONS_HEADER.iter().map(|h| h.as_bytes())) {
+                Ok(None)
+            } else {
+                Err("missing header".to_string())
+            }
+        } else {
+            parse_record(&rec).map(Some)
+        };
+        match parsed {
+            Ok(r) if complete => {
+                if let Some((line, reason)) = bad.take() {
+                    return Err(Error::corrupt(
+                        path,
+                        line,
+                        format!("{reason} (valid lines follow it)"),
+                    ));
+                }
+                records.extend(r);
+                valid_end = rdr.position().byte();
+            }
+            Ok(_) => {
+                bad.get_or_insert((line, "line not terminated".into()));
+            }
+            Err(reason) => {
+                bad.get_or_insert((line, reason));
+            }
+        }
+    }
+    if let Some((line, reason)) = &bad {
+        tracing::warn!(path = %path.display(), line, reason = %reason, "ignoring a torn last line of versions.tsv");
+    }
+    Ok(Parsed {
+        records,
+        valid_end,
+        len: bytes.len() as u64,
+    })
+}
+
+fn parse_record(rec: &csv::ByteRecord) -> Result<VersionRecord, String> {
+    if rec.len() != VERSIONS_HEADER.len() {
+        return Err(format!(
+            "expected {} fields, found {}",
+            VERSIONS_HEADER.len(),
+            rec.len()
+        ));
+    }
+    let version = tsv::field_u64(rec, 0, "version")?;
+    Ok(VersionRecord {
+        version: u32::try_from(version)
+            .map_err(|_| format!("version {version} is out of range"))?,
+        sha256: tsv::field_str(rec, 1, "sha256")?,
+        size: tsv::field_u64(rec, 2, "size")?,
+        deployed_at: tsv::field_u64(rec, 3, "deployed_at")?,
+        deployed_by: tsv::field_str(rec, 4, "deployed_by")?,
+        note: tsv::field_str(rec, 5, "note")?,
+    })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn store() -> (tempfile::TempDir, VersionStore) {
+        let dir = tempfile::tempdir().unwrap();
+        let vs = VersionStore::new(dir.path().join("objects"));
+        (dir, vs)
+    }
+
+    #[test]
+    fn add_list_read_current() {
+        let (_dir, vs) = store();
+        assert!(vs.list("app").unwrap().is_empty());
+        assert_eq!(vs.current("app").unwrap(), None);
+        let v1 = vs.add("app", b"first", "alice", "").unwrap();
+        assert_eq!(v1.version, 1);
+        assert_eq!(
+            v1.sha256,
+            "a7937b64b8caa58f03721bb6bacf5c78cb235febe0e70b1b84cd99541461a08e"
+        );
+        assert_eq!(v1.size, 5);
+        let v2 = vs
+            .add(
+                "app",
+                b"second",
+                "bob",
+                "tab\there, newline\nthere, \"quotes\"",
+            )
+            .unwrap();
+        assert_eq!(v2.version, 2);
+        assert_eq!(vs.list("app").unwrap(), vec![v1.clone(), v2.clone()]);
+        assert_eq!(vs.current("app").unwrap(), Some(v2.clone()));
+        assert_eq!(vs.read_bytes("app", 1).unwrap(), b"first");
+        assert_eq!(vs.read_bytes("app", 2).unwrap(), b"second");
+        assert!(matches!(
+            vs.read_bytes("app", 3),
+            Err(Error::VersionNotFound { version: 3, .. })
+        ));
+        assert!(matches!(
+            vs.read_bytes("other", 1),
+            Err(Error::VersionNotFound { .. })
+        ));
+        assert_eq!(fs::read(vs.wasm_path("app", 2)).unwrap(), b"second");
+        // A rollback is a new version with old bytes.
+        let v3 = vs
+            .add(
+                "app",
+                &vs.read_bytes("app", 1).unwrap(),
+                "carol",
+                "rollback to 1",
+            )
+            .unwrap();
+        assert_eq!((v3.version, v3.sha256.as_str()), (3, v1.sha256.as_str()));
+        let text = fs::read_to_string(vs.dir.join("app/versions.tsv")).unwrap();
+        assert!(text.starts_with("version\tsha256\tsize\tdeployed_at\tdeployed_by\tnote\n1\t"));
+    }
+
+    #[test]
+    fn undeploy_keeps_numbering_and_purge_removes_everything() {
+        let (_dir, vs) = store();
+        vs.add("a", b"1", "", "").unwrap();
+        vs.add("b", b"1", "", "").unwrap();
+        vs.add("c", b"1", "", "").unwrap();
+        assert_eq!(vs.deployed_ids().unwrap(), vec!["a", "b", "c"]);
+        vs.undeploy("b", false).unwrap();
+        assert_eq!(vs.current("b").unwrap(), None);
+        assert_eq!(vs.list("b").unwrap().len(), 1);
+        assert_eq!(vs.deployed_ids().unwrap(), vec!["a", "c"]);
+        assert!(matches!(
+            vs.undeploy("b", false),
+            Err(Error::NotFound { .. })
+        ));
+        assert!(matches!(
+            vs.undeploy("zzz", false),
+            Err(Error::NotFound { .. })
+        ));
+        let again = vs.add("b", b"2", "", "").unwrap();
+        assert_eq!(again.version, 2);
+        assert_eq!(vs.current("b").unwrap(), Some(again));
+        assert_eq!(vs.deployed_ids().unwrap(), vec!["a", "b", "c"]);
+        vs.undeploy("c", true).unwrap();
+        assert!(!vs.dir.join("c").exists());
+        assert!(vs.list("c").unwrap().is_empty());
+        assert_eq!(vs.add("c", b"x", "", "").unwrap().version, 1);
+    }
+
+    #[test]
+    fn torn_last_line_is_ignored_then_cut_but_garbage_in_the_middle_is_corrupt() {
+        let (_dir, vs) = store();
+        vs.add("t", b"1", "", "").unwrap();
+        vs.add("t", b"2", "", "").unwrap();
+        let path = vs.dir.join("t/versions.tsv");
+        let whole = fs::read(&path).unwrap();
+        let mut torn = whole.clone();
+        torn.extend_from_slice(b"3\tabc");
+        fs::write(&path, &torn).unwrap();
+        assert_eq!(vs.list("t").unwrap().len(), 2);
+        assert_eq!(vs.add("t", b"3", "", "").unwrap().version, 3);
+        let list = vs.list("t").unwrap();
+        assert_eq!(
+            list.iter().map(|r| r.version).collect::<Vec<_>>(),
+            vec![1, 2, 3]
+        );
+        assert!(fs::read(&path).unwrap().starts_with(&whole));
+
+        let mut lines: Vec<String> = fs::read_to_string(&path)
+            .unwrap()
+            .lines()
+            .map(str::to_string)
+            .collect();
+        lines.insert(2, "garbage".into());
+        fs::write(&path, lines.join("\n") + "\n").unwrap();
+        assert!(matches!(vs.list("t"), Err(Error::Corrupt { line: 3, .. })));
+    }
+}

@@ -1,0 +1,543 @@
+//! The state writer: one background thread per store that makes committed batches durable.
+//!
+//! [`super::ObjectState::commit`] encodes a batch and sends it here as a [`Job`]. The thread takes everything
+//! queued (a *round*), appends each object's bytes with one write to its `state.tsv` (handles kept open, in
+//! `O_APPEND` mode, at most [`FILE_CACHE`] of them), then fdatasyncs each touched file once and only then
+//! marks the batches durable. Commits arriving while a round syncs form the next round, so concurrent commits
+//! — on one object or many — share fsyncs (group commit).
+//!
+//! After a round, an object whose file holds more than `max(4096, 4 × kept versions)` records is compacted:
+//! the kept versions are written to `state.tsv.tmp`, fsynced and renamed over `state.tsv`, and the directory
+//! is fsynced. The snapshot covers every batch applied in memory, so queued bytes of batches it includes are
+//! skipped afterwards.
+//!
+//! A failed write or fsync marks that object failed (see [`ObjInner::fail`]); other objects go on.
+
+use std::collections::HashMap;
+use std::fs::{self, File, OpenOptions};
+use std::io::{self, BufWriter, Write};
+use std::path::Path;
+use std::sync::Arc;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::mpsc::{Receiver, Sender};
+use std::thread::{self, JoinHandle};
+
+use super::Durability;
+use super::fsutil::{HandleCache, fsync_dir};
+use super::state::{ObjInner, write_compacted};
+
+/// Open `state.tsv` handles the writer keeps.
+pub(crate) const FILE_CACHE: usize = 512;
+/// Objects in one round at most (bounds the handles open at once).
+const MAX_ROUND_OBJECTS: usize = 256;
+/// A round touching at least this many files syncs them with one `syncfs` instead of one fdatasync each.
+const SYNCFS_MIN_FILES: usize = 3;
+/// Bytes buffered in one round at most before it is written.
+const MAX_ROUND_BYTES: usize = 32 << 20;
+
+/// One committed batch on its way to disk.
+pub(crate) struct Job {
+    /// The object it belongs to.
+    pub(crate) obj: Arc<ObjInner>,
+    /// Its seq.
+    pub(crate) seq: u64,
+    /// Its encoded records and commit line.
+    pub(crate) bytes: Vec<u8>,
+    /// Its `set`/`del` record count.
+    pub(crate) records: u64,
+}
+
+/// Counters of the writer's work, read by [`super::Store::stats`].
+#[derive(Debug, Default)]
+pub(crate) struct WriterStats {
+    pub(crate) batches: AtomicU64,
+    pub(crate) bytes: AtomicU64,
+    pub(crate) rounds: AtomicU64,
+    pub(crate) fsyncs: AtomicU64,
+    pub(crate) compactions: AtomicU64,
+    pub(crate) failures: AtomicU64,
+}
+
+/// What the writer thread receives.
+pub(crate) enum Msg {
+    /// Append a batch.
+    Job(Job),
+    /// Finish what is queued, then close the object's handle and answer (the object is being purged).
+    Forget { id: String, done: Sender<()> },
+    /// Finish what is queued and stop.
+    Shutdown,
+}
+
+/// Starts the writer thread.
+pub(crate) fn spawn(
+    durability: Durability,
+    rx: Receiver<Msg>,
+    stats: Arc<WriterStats>,
+) -> io::Result<JoinHandle<()>> {
+    let writer = Writer {
+        stats,
+        fsync: durability == Durability::Fsync,
+        files: HandleCache::new(FILE_CACHE),
+        round: Vec::new(),
+        slots: HashMap::new(),
+        round_bytes: 0,
+        in_flight: Vec::new(),
+        retry_compaction_at: HashMap::new(),
+    };
+    thread::Builder::new()
+        .name("store-writer".into())
+        .spawn(move || writer.run_guarded(rx))
+}
+
+/// One object's share of a round.
+struct Entry {
+    obj: Arc<ObjInner>,
+    bytes: Vec<u8>,
+    last_seq: u64,
+    records: u64,
+    file: Option<File>,
+}
+
+struct Writer {
+    stats: Arc<WriterStats>,
+    fsync: bool,
+    files: HandleCache<String, File>,
+    round: Vec<Entry>,
+    /// Object (by `Arc` address) → its entry in `round`.
+    slots: HashMap<usize, usize>,
+    round_bytes: usize,
+    /// The objects of the round being written (failed if the thread panics meanwhile).
+    in_flight: Vec<Arc<ObjInner>>,
+    /// After a failed compaction, the file size (in records) at which to try again.
+    retry_compaction_at: HashMap<String, u64>,
+}
+
+impl Writer {
+    /// Runs the loop; should it panic, fails every object with a batch in flight or queued, so no ticket waits
+    /// forever (later commits fail with `Closed` once the queue is gone).
+    fn run_guarded(mut self, rx: Receiver<Msg>) {
+        let result = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| self.run(&rx)));
+        if result.is_err() {
+            tracing::error!("the state writer thread panicked; failing the objects it was writing");
+            let msg = || "the state writer thread panicked".to_string();
+            let in_flight = self
+                .in_flight
+                .drain(..)
+                .chain(self.round.drain(..).map(|e| e.obj));
+            for obj in in_flight.collect::<Vec<_>>() {
+                obj.fail(msg());
+            }
+            for queued in rx.try_iter() {
+                match queued {
+                    Msg::Job(job) => job.obj.fail(msg()),
+                    Msg::Forget { done, .. } => drop(done.send(())),
+                    Msg::Shutdown => {}
+                }
+            }
+        }
+    }
+
+    fn run(&mut self, rx: &Receiver<Msg>) {
+        while let Ok(first) = rx.recv() {
+            let mut next = Some(first);
+            while let Some(msg) = next {
+                match msg {
+                    Msg::Job(job) => self.push(job),
+                    Msg::Forget { id, done } => {
+                        self.finish_round();
+                        self.files.remove(&id);
+                        self.retry_compaction_at.remove(&id);
+                        let _ = done.send(());
+                    }
+                    Msg::Shutdown => {
+                        self.finish_round();
+                        return;
+                    }
+                }
+                next = if self.round_bytes < MAX_ROUND_BYTES {
+                    rx.try_recv().ok()
+                } else {
+                    None
+                };
+            }
+            self.finish_round();
+        }
+        self.finish_round();
+    }
+
+    /// Adds a job to the current round.
+    fn push(&mut self, job: Job) {
+        let obj = &job.obj;
+        if obj.is_failed() || job.seq <= obj.compacted_through.load(Ordering::Acquire) {
+            // Failed objects write nothing more; compacted batches are already in the file.
+            return;
+        }
+        let key = Arc::as_ptr(obj) as usize;
+        let i = match self.slots.get(&key) {
+            Some(&i) => i,
+            None => {
+                if self.round.len() >= MAX_ROUND_OBJECTS {
+                    self.finish_round();
+                }
+                self.round.push(Entry {
+                    obj: Arc::clone(obj),
+                    bytes: Vec::new(),
+                    last_seq: 0,
+                    records: 0,
+                    file: None,
+                });
+                self.slots.insert(key, self.round.len() - 1);
+                self.round.len() - 1
+            }
+        };
+        let entry = &mut self.round[i];
+        self.round_bytes += job.bytes.len();
+        if entry.bytes.is_empty() {
+            entry.bytes = job.bytes;
+        } else {
+            entry.bytes.extend_from_slice(&job.bytes);
+        }
+        entry.last_seq = job.seq;
+        entry.records += job.records;
+        self.stats.batches.fetch_add(1, Ordering::Relaxed);
+    }
+
+    /// Writes the round, fsyncs each touched file once, marks the batches durable, then compacts what needs it.
+    fn finish_round(&mut self) {
+        if self.round.is_empty() {
+            return;
+        }
+        let mut round = std::mem::take(&mut self.round);
+        self.in_flight
+            .extend(round.iter().map(|e| Arc::clone(&e.obj)));
+        self.slots.clear();
+        self.stats.rounds.fetch_add(1, Ordering::Relaxed);
+        self.stats
+            .bytes
+            .fetch_add(self.round_bytes as u64, Ordering::Relaxed);
+        self.round_bytes = 0;
+
+        for entry in &mut round {
+            if entry.obj.is_failed() {
+                continue;
+            }
+            let obj = &entry.obj;
+            let file = match self.files.remove(&obj.id) {
+                Some(f) => Ok(f),
+                None => OpenOptions::new().append(true).open(&obj.path),
+            };
+            match file.and_then(|mut f| f.write_all(&entry.bytes).map(|()| f)) {
+                Ok(f) => entry.file = Some(f),
+                Err(e) => {
+                    self.stats.failures.fetch_add(1, Ordering::Relaxed);
+                    fail(obj, "writing", &obj.path, &e);
+                }
+            }
+        }
+        if self.fsync {
+            self.sync(&mut round);
+        }
+        let mut written = Vec::with_capacity(round.len());
+        for entry in round {
+            let Some(file) = entry.file else { continue };
+            entry
+                .obj
+                .file_records
+                .fetch_add(entry.records, Ordering::Relaxed);
+            entry.obj.mark_durable(entry.last_seq);
+            // Evicted handles were synced in an earlier round (or need no sync): dropping closes them.
+            self.files.insert(entry.obj.id.clone(), file);
+            written.push(entry.obj);
+        }
+        for obj in written {
+            let retry_at = self.retry_compaction_at.get(&obj.id).copied().unwrap_or(0);
+            if obj.file_records.load(Ordering::Relaxed) >= retry_at && obj.needs_compaction() {
+                self.compact(&obj);
+            }
+        }
+        self.in_flight.clear();
+    }
+
+    /// Makes the round's appends durable: one fdatasync per file, or, when the round touched several files of
+    /// one file system, a single `syncfs` (each fdatasync costs a device cache flush of its own, so many
+    /// objects committing at once would otherwise pay one flush each, one after the other).
+    fn sync(&mut self, round: &mut [Entry]) {
+        let files: Vec<&File> = round.iter().filter_map(|e| e.file.as_ref()).collect();
+        if files.len() >= SYNCFS_MIN_FILES && same_file_system(&files) {
+            self.stats.fsyncs.fetch_add(1, Ordering::Relaxed);
+            if let Err(e) = syncfs(files[0]) {
+                for entry in round.iter_mut().filter(|e| e.file.is_some()) {
+                    self.stats.failures.fetch_add(1, Ordering::Relaxed);
+                    fail(
+                        &entry.obj,
+                        "syncing the file system of",
+                        &entry.obj.path,
+                        &e,
+                    );
+                    entry.file = None;
+                }
+            }
+            return;
+        }
+        for entry in round.iter_mut() {
+            let Some(f) = &entry.file else { continue };
+            self.stats.fsyncs.fetch_add(1, Ordering::Relaxed);
+            if let Err(e) = f.sync_data() {
+                self.stats.failures.fetch_add(1, Ordering::Relaxed);
+                fail(&entry.obj, "fsyncing", &entry.obj.path, &e);
+                entry.file = None;
+            }
+        }
+    }
+
+    /// Rewrites the object's file with only the versions its index keeps.
+    fn compact(&mut self, obj: &Arc<ObjInner>) {
+        let Some((seq, rows)) = obj.compaction_rows() else {
+            return;
+        };
+        let before = obj.file_records.load(Ordering::Relaxed);
+        let mut tmp_name = obj.path.as_os_str().to_owned();
+        tmp_name.push(".tmp");
+        let tmp = Path::new(&tmp_name);
+        let written = (|| {
+            let f = File::create(tmp)?;
+            let mut w = BufWriter::with_capacity(256 * 1024, f);
+            write_compacted(&mut w, &rows)?;
+            let f = w.into_inner().map_err(|e| e.into_error())?;
+            f.sync_all()?;
+            drop(f);
+            fs::rename(tmp, &obj.path)
+        })();
+        if let Err(e) = written {
+            // The original file is intact: keep appending to it and try again once it has doubled.
+            tracing::warn!(object_id = %obj.id, path = %tmp.display(), error = %e, "state compaction failed");
+            let _ = fs::remove_file(tmp);
+            self.retry_compaction_at
+                .insert(obj.id.clone(), before.saturating_mul(2));
+            return;
+        }
+        // The old handle points at the replaced file; the next round opens the new one.
+        self.files.remove(&obj.id);
+        self.retry_compaction_at.remove(&obj.id);
+        obj.compacted_through.store(seq, Ordering::Release);
+        obj.file_records.store(rows.len() as u64, Ordering::Relaxed);
+        let dir = obj.path.parent().unwrap_or(Path::new("."));
+        if let Err(e) = fsync_dir(dir) {
+            obj.fail(format!("compacting {}: {e}", obj.path.display()));
+            tracing::error!(object_id = %obj.id, error = %e, "state compaction could not be made durable");
+            return;
+        }
+        obj.mark_durable(seq);
+        self.stats.compactions.fetch_add(1, Ordering::Relaxed);
+        tracing::debug!(object_id = %obj.id, records_before = before, records_after = rows.len(), seq, "compacted state file");
+    }
+}
+
+/// True if every file is on the file system of the first (so one `syncfs` covers them all).
+#[cfg(target_os = "linux")]
+fn same_file_system(files: &[&File]) -> bool {
+    use std::os::unix::fs::MetadataExt;
+    let dev = |f: &File| f.metadata().map(|m| m.dev()).ok();
+    let first = files.first().and_then(|f| dev(f));
+    first.is_some() && files.iter().all(|f| dev(f) == first)
+}
+
+#[cfg(not(target_os = "linux"))]
+fn same_file_system(_files: &[&File]) -> bool {
+    false
+}
+
+/// Writes back and flushes the whole file system holding `file` (Linux `syncfs(2)`; since Linux 5.8 it
+/// reports write-back errors of that file system).
+#[cfg(target_os = "linux")]
+fn syncfs(file: &File) -> io::Result<()> {
+    use std::os::fd::AsRawFd;
+    // SAFETY: `file` keeps the descriptor open for the duration of the call, and syncfs only uses it to find
+    // the file system.
+    if unsafe { libc::syncfs(file.as_raw_fd()) } == 0 {
+        Ok(())
+    } else {
+        Err(io::Error::last_os_error())
+    }
+}
+
+#[cfg(not(target_os = "linux"))]
+fn syncfs(_file: &File) -> io::Result<()> {
+    unreachable!("same_file_system is false off Linux")
+}
+
+/// Marks the object failed after an I/O error and logs it.
+fn fail(obj: &ObjInner, doing: &str, path: &Path, e: &io::Error) {
+    let msg = format!("{doing} {}: {e}", path.display());
+    tracing::error!(object_id = %obj.id, error = %msg, "state write failed; the object refuses commits until restart");
+    obj.fail(msg);
+}
+
+#[cfg(test)]
+mod tests {
+    use crate::store::{Durability, ObjectState, Store, StoreConfig, Write};
+    use std::path::Path;
+
+    fn open(dir: &Path, durability: Durability, history: usize) -> Store {
+        Store::open(StoreConfig {
+            durability,
+            history_versions: history,
+            ..StoreConfig::new(dir.join("data"))
+        })
+        .unwrap()
+    }
+
+    /// Everything a reader can observe of an object, as text.
+    fn observe(st: &ObjectState, keys: &[String]) -> String {
+        let mut out = format!(
+            "seq={} snapshot={:?} keys={:?}\n",
+            st.applied_seq(),
+            st.snapshot(),
+            st.keys("")
+        );
+        for k in keys {
+            out += &format!("{k}: {:?} {:?}\n", st.get(k), st.history(k, 0));
+        }
+        out
+    }
+
+    fn records_in_file(dir: &Path, id: &str) -> usize {
+        let text =
+            std::fs::read_to_string(dir.join("data/state").join(id).join("state.tsv")).unwrap();
+        text.lines()
+            .skip(1)
+            .filter(|l| !l.contains("\tcommit\t"))
+            .count()
+    }
+
+    #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+    async fn compaction_preserves_reads_and_history_across_reload() {
+        let dir = tempfile::tempdir().unwrap();
+        let store = open(dir.path(), Durability::Fsync, 4);
+        let st = store.state("hot").unwrap();
+        let keys: Vec<String> = (0..12)
+            .map(|k| format!("k{k}"))
+            .chain(["gone".into(), "tab\tkey\n".into()])
+            .collect();
+        // Four committers on one object, pipelining, with multi-key batches, deletes and hostile values.
+        let tasks: Vec<_> = (0..4)
+            .map(|t| {
+                let st = st.clone();
+                let keys = keys.clone();
+                tokio::spawn(async move {
+                    let mut last = None;
+                    for i in 0..3000usize {
+                        let k = &keys[(i * 7 + t) % 12];
+                        let mut batch = vec![Write::Set {
+                            key: k.clone(),
+                            value: format!("{t}:{i}\t\"v\"\n"),
+                        }];
+                        if i % 5 == 0 {
+                            batch.push(Write::Delete {
+                                key: keys[(i + t) % 12].clone(),
+                            });
+                        }
+                        if i % 97 == 0 {
+                            batch.push(Write::Set {
+                                key: "tab\tkey\n".into(),
+                                value: String::new(),
+                            });
+                        }
+                        last = Some(st.commit(batch).unwrap());
+                        if i % 64 == 0 {
+                            last.take().unwrap().durable().await.unwrap();
+                        }
+                    }
+                    if let Some(t) = last {
+                        t.durable().await.unwrap();
+                    }
+                })
+            })
+            .collect();
+        st.commit(vec![Write::Set {
+            key: "gone".into(),
+            value: "x".into(),
+        }])
+        .unwrap();
+        st.commit(vec![Write::Delete { key: "gone".into() }])
+            .unwrap()
+            .durable()
+            .await
+            .unwrap();
+        for t in tasks {
+            t.await.unwrap();
+        }
+        let stats = store.stats();
+        assert!(stats.compactions >= 2, "{stats:?}");
+        assert_eq!(stats.failures, 0);
+        let before = observe(&st, &keys);
+        assert!(
+            before.contains("gone: None [KeyVersion"),
+            "tombstone kept:\n{before}"
+        );
+        let on_disk = records_in_file(dir.path(), "hot");
+        assert!(on_disk <= 4096 + 4 * 3000, "{on_disk}");
+        let s2 = store.clone();
+        tokio::task::spawn_blocking(move || s2.shutdown())
+            .await
+            .unwrap();
+        drop((st, store));
+
+        let dir2 = dir.path().to_path_buf();
+        let after = tokio::task::spawn_blocking(move || {
+            let store = open(&dir2, Durability::Fsync, 4);
+            observe(&store.state("hot").unwrap(), &keys)
+        })
+        .await
+        .unwrap();
+        assert_eq!(before, after);
+        assert!(!dir.path().join("data/state/hot/state.tsv.tmp").exists());
+    }
+
+    #[test]
+    fn compacted_file_keeps_only_kept_versions_in_seq_order() {
+        let dir = tempfile::tempdir().unwrap();
+        let store = open(dir.path(), Durability::None, 2);
+        let st = store.state("c").unwrap();
+        let rt = tokio::runtime::Builder::new_current_thread()
+            .build()
+            .unwrap();
+        let mut last = None;
+        for i in 0..4200u32 {
+            let key = if i % 2 == 0 { "even" } else { "odd" };
+            last = Some(
+                st.commit(vec![Write::Set {
+                    key: key.into(),
+                    value: i.to_string(),
+                }])
+                .unwrap(),
+            );
+        }
+        rt.block_on(last.unwrap().durable()).unwrap();
+        store.shutdown();
+        assert_eq!(store.stats().compactions, 1);
+        let text = std::fs::read_to_string(dir.path().join("data/state/c/state.tsv")).unwrap();
+        let lines: Vec<&str> = text.lines().collect();
+        assert_eq!(lines[0], "seq\thlc\top\tkey\tvalue");
+        // After compaction at seq S only the last 2 versions of each key were kept, then appends resumed.
+        let first_seq: u64 = lines[1].split('\t').next().unwrap().parse().unwrap();
+        assert!(first_seq > 4000, "{first_seq}");
+        let seqs: Vec<u64> = lines[1..]
+            .iter()
+            .map(|l| l.split('\t').next().unwrap().parse().unwrap())
+            .collect();
+        assert!(seqs.windows(2).all(|w| w[0] <= w[1]));
+        assert_eq!(*seqs.last().unwrap(), 4200);
+        drop((st, store));
+        let store = open(dir.path(), Durability::None, 2);
+        let st = store.state("c").unwrap();
+        assert_eq!(st.get("even").as_deref(), Some("4198"));
+        assert_eq!(
+            st.history("odd", 0)
+                .iter()
+                .map(|v| v.seq)
+                .collect::<Vec<_>>(),
+            vec![4200, 4198]
+        );
+    }
+}

@@ -1,0 +1,883 @@
+//! Every helper of the black-box tests: stations (start, stop, kill, restart), HTTP calls,
+//! raw HTTP for paths a client library would normalise, guest fixtures, TSV parsing and
+//! the CLI. Tests only combine these; they never spawn or sleep on their own.
+
+#![allow(dead_code)]
+
+use std::io::{BufRead, BufReader, Read, Write};
+use std::net::TcpStream;
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, ExitStatus, Stdio};
+use std::sync::{Arc, Condvar, Mutex, mpsc};
+use std::thread::{self, JoinHandle};
+use std::time::{Duration, Instant};
+
+use serde_json::Value;
+use sha2::{Digest, Sha256};
+
+/// The binary under test.
+pub const HOST: &str = env!("CARGO_BIN_EXE_host");
+
+/// How long a station may take to print its first line (the first start compiles nothing
+/// but may create the data directory and the engine).
+const START_TIMEOUT: Duration = Duration::from_secs(60);
+/// How long a station may take to exit after SIGTERM.
+const STOP_TIMEOUT: Duration = Duration::from_secs(30);
+/// Upper bound for any one HTTP exchange made by a test.
+pub const HTTP_TIMEOUT: Duration = Duration::from_secs(120);
+/// At most this many stations run at once across all tests of the binary (2-core machine).
+const MAX_STATIONS: usize = 4;
+/// Captured station output kept for printing on failure.
+const OUTPUT_CAP: usize = 512 * 1024;
+
+// ---------------------------------------------------------------------------------------
+// Fixtures
+
+/// The repository root (the host package lives in `host/`).
+pub fn repo_root() -> PathBuf {
+    PathBuf::from(concat!(env!("CARGO_MANIFEST_DIR"), "/.."))
+}
+
+/// Path of a built guest component: the example objects are in `objects/dist/`, the test
+/// fixtures (`misbehave`, `foreign`) in `tests/fixtures/dist/`.
+pub fn fixture(name: &str) -> PathBuf {
+    let dir = match name {
+        "misbehave" | "foreign" => "tests/fixtures/dist",
+        _ => "objects/dist",
+    };
+    let path = repo_root().join(dir).join(format!("{name}.wasm"));
+    if !path.is_file() {
+        panic!(
+            "guest component {} is missing: run scripts/build-objects.sh first",
+            path.display()
+        );
+    }
+    path
+}
+
+/// The bytes of a built guest component.
+pub fn fixture_bytes(name: &str) -> Vec<u8> {
+    let path = fixture(name);
+    std::fs::read(&path).unwrap_or_else(|e| panic!("reading {}: {e}", path.display()))
+}
+
+/// Lower-case hex sha256, as the station reports it.
+pub fn sha256_hex(bytes: &[u8]) -> String {
+    hex::encode(Sha256::digest(bytes))
+}
+
+/// Percent-encode everything except RFC 3986 unreserved characters.
+pub fn pct(s: &str) -> String {
+    let mut out = String::new();
+    for b in s.bytes() {
+        if b.is_ascii_alphanumeric() || b"-._~".contains(&b) {
+            out.push(b as char);
+        } else {
+            out.push_str(&format!("%{b:02X}"));
+        }
+    }
+    out
+}
+
+/// Percent-encode every byte that is not an ASCII letter or digit (so `..` becomes `%2E%2E`).
+pub fn pct_all(s: &str) -> String {
+    let mut out = String::new();
+    for b in s.bytes() {
+        if b.is_ascii_alphanumeric() {
+            out.push(b as char);
+        } else {
+            out.push_str(&format!("%{b:02X}"));
+        }
+    }
+    out
+}
+
+/// An integer carried as a JSON number or as a decimal string (state values are strings).
+pub fn as_i64(v: &Value) -> i64 {
+    match v {
+        Value::Number(n) => n.as_i64().unwrap_or_else(|| panic!("not an i64: {v}")),
+        Value::String(s) => s.parse().unwrap_or_else(|_| panic!("not an integer: {v}")),
+        _ => panic!("expected an integer, got {v}"),
+    }
+}
+
+/// Poll `f` every 50 ms until it returns `Some`, for at most `timeout`.
+pub fn poll<T>(what: &str, timeout: Duration, mut f: impl FnMut() -> Option<T>) -> T {
+    let deadline = Instant::now() + timeout;
+    loop {
+        if let Some(v) = f() {
+            return v;
+        }
+        if Instant::now() >= deadline {
+            panic!("timed out after {timeout:?} waiting for {what}");
+        }
+        thread::sleep(Duration::from_millis(50));
+    }
+}
+
+// ---------------------------------------------------------------------------------------
+// A global limit on concurrently running stations.
+
+static SLOTS: Mutex<usize> = Mutex::new(0);
+static SLOT_FREED: Condvar = Condvar::new();
+
+struct Slot;
+
+impl Slot {
+    fn acquire() -> Slot {
+        let mut n = SLOTS.lock().unwrap_or_else(|e| e.into_inner());
+        while *n >= MAX_STATIONS {
+            n = SLOT_FREED.wait(n).unwrap_or_else(|e| e.into_inner());
+        }
+        *n += 1;
+        Slot
+    }
+}
+
+impl Drop for Slot {
+    fn drop(&mut self) {
+        let mut n = SLOTS.lock().unwrap_or_else(|e| e.into_inner());
+        *n -= 1;
+        SLOT_FREED.notify_one();
+    }
+}
+
+// ---------------------------------------------------------------------------------------
+// HTTP answers
+
+/// One HTTP answer, with what was asked, for assertion messages.
+#[derive(Debug, Clone)]
+pub struct Resp {
+    pub what: String,
+    pub status: u16,
+    pub headers: Vec<(String, String)>,
+    pub body: Vec<u8>,
+}
+
+impl Resp {
+    pub fn text(&self) -> String {
+        String::from_utf8_lossy(&self.body).into_owned()
+    }
+
+    fn shown(&self) -> String {
+        let t = self.text();
+        if t.len() > 2000 {
+            let mut cut = 2000;
+            while !t.is_char_boundary(cut) {
+                cut -= 1;
+            }
+            format!("{}... ({} bytes)", &t[..cut], t.len())
+        } else {
+            t
+        }
+    }
+
+    pub fn json(&self) -> Value {
+        serde_json::from_slice(&self.body).unwrap_or_else(|e| {
+            panic!(
+                "{} -> {}: body is not JSON ({e}): {:?}",
+                self.what,
+                self.status,
+                self.shown()
+            )
+        })
+    }
+
+    /// The first header of that (case-insensitive) name.
+    pub fn header(&self, name: &str) -> Option<&str> {
+        self.headers
+            .iter()
+            .find(|(k, _)| k.eq_ignore_ascii_case(name))
+            .map(|(_, v)| v.as_str())
+    }
+
+    /// Assert the status.
+    #[track_caller]
+    pub fn expect(self, status: u16) -> Self {
+        assert_eq!(
+            self.status,
+            status,
+            "{} answered {} (expected {status}) with body {:?}",
+            self.what,
+            self.status,
+            self.shown()
+        );
+        self
+    }
+
+    /// Assert the status and return the JSON body.
+    #[track_caller]
+    pub fn expect_json(self, status: u16) -> Value {
+        self.expect(status).json()
+    }
+
+    /// Assert a station error: the status, JSON `{"error": code, "message": non-empty}`.
+    #[track_caller]
+    pub fn expect_error(self, status: u16, code: &str) -> Value {
+        let v = self.clone().expect_json(status);
+        assert_eq!(
+            v["error"], code,
+            "{} -> {}: expected error code {code:?} in {v}",
+            self.what, self.status
+        );
+        let msg = v["message"]
+            .as_str()
+            .unwrap_or_else(|| panic!("{}: error without a string message: {v}", self.what));
+        assert!(!msg.is_empty(), "{}: empty error message: {v}", self.what);
+        v
+    }
+}
+
+// ---------------------------------------------------------------------------------------
+// Stations
+
+/// How to start a station.
+#[derive(Clone, Debug)]
+pub struct Opts {
+    durability: &'static str,
+    data: Option<PathBuf>,
+    args: Vec<String>,
+}
+
+impl Default for Opts {
+    fn default() -> Self {
+        Opts {
+            durability: "none",
+            data: None,
+            args: Vec::new(),
+        }
+    }
+}
+
+impl Opts {
+    /// `--durability none`, a fresh data directory, no extra flags.
+    pub fn new() -> Self {
+        Opts::default()
+    }
+
+    /// `--durability fsync`.
+    pub fn fsync(mut self) -> Self {
+        self.durability = "fsync";
+        self
+    }
+
+    /// Use this data directory instead of a fresh one.
+    pub fn data(mut self, dir: impl Into<PathBuf>) -> Self {
+        self.data = Some(dir.into());
+        self
+    }
+
+    /// One extra argument to `host serve`.
+    pub fn arg(mut self, a: impl Into<String>) -> Self {
+        self.args.push(a.into());
+        self
+    }
+
+    /// A flag and its value.
+    pub fn flag(self, name: &str, value: impl ToString) -> Self {
+        self.arg(name).arg(value.to_string())
+    }
+}
+
+/// A running `host serve` process. Killed on drop; its output is printed if the test panics.
+pub struct Station {
+    opts: Opts,
+    /// The process's working directory, a fresh temporary directory (parent of the default data dir).
+    workdir: tempfile::TempDir,
+    data: PathBuf,
+    child: Option<Child>,
+    readers: Vec<JoinHandle<()>>,
+    port: u16,
+    /// `http://127.0.0.1:PORT` of the current process.
+    pub url: String,
+    output: Arc<Mutex<String>>,
+    http: reqwest::blocking::Client,
+    _slot: Slot,
+}
+
+fn append_output(out: &Mutex<String>, tag: &str, line: &str) {
+    let mut o = out.lock().unwrap_or_else(|e| e.into_inner());
+    o.push_str(tag);
+    o.push_str(line);
+    if !line.ends_with('\n') {
+        o.push('\n');
+    }
+    if o.len() > 2 * OUTPUT_CAP {
+        let mut cut = o.len() - OUTPUT_CAP;
+        while !o.is_char_boundary(cut) {
+            cut += 1;
+        }
+        o.drain(..cut);
+        o.insert_str(0, "[... earlier output dropped ...]\n");
+    }
+}
+
+fn drain<R: Read + Send + 'static>(
+    r: R,
+    out: Arc<Mutex<String>>,
+    tag: &'static str,
+    first: Option<mpsc::Sender<String>>,
+) -> JoinHandle<()> {
+    thread::spawn(move || {
+        let mut r = BufReader::new(r);
+        let mut first = first;
+        loop {
+            let mut buf = Vec::new();
+            match r.read_until(b'\n', &mut buf) {
+                Ok(0) | Err(_) => break,
+                Ok(_) => {}
+            }
+            let line = String::from_utf8_lossy(&buf).into_owned();
+            if let Some(tx) = first.take() {
+                let _ = tx.send(line.clone());
+            }
+            append_output(&out, tag, &line);
+        }
+    })
+}
+
+impl Station {
+    /// A station with default options (`--durability none`, fresh data dir).
+    pub fn new() -> Station {
+        Station::start(Opts::new())
+    }
+
+    /// Spawn `host serve --port 0 --bind 127.0.0.1 --data DIR --durability D [args]` and wait
+    /// for its first stdout line `listening on http://127.0.0.1:PORT`.
+    pub fn start(opts: Opts) -> Station {
+        let slot = Slot::acquire();
+        let workdir = tempfile::Builder::new()
+            .prefix("op-station-")
+            .tempdir()
+            .expect("create temp dir");
+        let data = opts
+            .data
+            .clone()
+            .unwrap_or_else(|| workdir.path().join("data"));
+        let http = reqwest::blocking::Client::builder()
+            .no_proxy()
+            .timeout(HTTP_TIMEOUT)
+            .build()
+            .expect("build HTTP client");
+        let mut st = Station {
+            opts,
+            workdir,
+            data,
+            child: None,
+            readers: Vec::new(),
+            port: 0,
+            url: String::new(),
+            output: Arc::new(Mutex::new(String::new())),
+            http,
+            _slot: slot,
+        };
+        st.spawn();
+        st
+    }
+
+    fn spawn(&mut self) {
+        assert!(self.child.is_none(), "station already running");
+        let mut cmd = Command::new(HOST);
+        cmd.arg("serve")
+            .args(["--port", "0", "--bind", "127.0.0.1", "--data"])
+            .arg(&self.data)
+            .args(["--durability", self.opts.durability])
+            .args(&self.opts.args)
+            .current_dir(self.workdir.path())
+            // wasmtime captures a backtrace on every Store drop when RUST_BACKTRACE is set.
+            .env_remove("RUST_BACKTRACE")
+            .env("NO_COLOR", "1")
+            .env_remove("OP_STATION")
+            .stdin(Stdio::null())
+            .stdout(Stdio::piped())
+            .stderr(Stdio::piped());
+        append_output(&self.output, "[harness] ", &format!("starting {cmd:?}"));
+        let mut child = cmd.spawn().unwrap_or_else(|e| panic!("spawn {HOST}: {e}"));
+        let (tx, rx) = mpsc::channel();
+        let stdout = child.stdout.take().expect("piped stdout");
+        let stderr = child.stderr.take().expect("piped stderr");
+        self.readers
+            .push(drain(stdout, self.output.clone(), "[stdout] ", Some(tx)));
+        self.readers
+            .push(drain(stderr, self.output.clone(), "[stderr] ", None));
+        self.child = Some(child);
+
+        let first = match rx.recv_timeout(START_TIMEOUT) {
+            Ok(line) => line,
+            Err(mpsc::RecvTimeoutError::Timeout) => {
+                panic!("station printed no first line within {START_TIMEOUT:?}")
+            }
+            Err(mpsc::RecvTimeoutError::Disconnected) => {
+                let status = self.reap_with_timeout(Duration::from_secs(10));
+                panic!("station exited ({status:?}) before printing its first line")
+            }
+        };
+        let first = first.trim_end_matches(['\r', '\n']);
+        let port = first
+            .strip_prefix("listening on http://127.0.0.1:")
+            .and_then(|p| p.parse::<u16>().ok())
+            .unwrap_or_else(|| {
+                panic!(
+                    "first stdout line is {first:?}, expected `listening on http://127.0.0.1:PORT`"
+                )
+            });
+        assert_ne!(port, 0, "station reported port 0");
+        self.port = port;
+        self.url = format!("http://127.0.0.1:{port}");
+
+        // The line is printed after bind, so the port accepts connections; /health must answer.
+        let health = self.get("/health");
+        let v = health.expect_json(200);
+        assert_eq!(v["status"], "ok", "GET /health: {v}");
+    }
+
+    /// Wait for the process to exit (up to `t`), killing it if it does not.
+    fn reap_with_timeout(&mut self, t: Duration) -> Option<ExitStatus> {
+        let mut child = self.child.take()?;
+        let deadline = Instant::now() + t;
+        let status = loop {
+            match child.try_wait() {
+                Ok(Some(st)) => break Some(st),
+                Ok(None) if Instant::now() < deadline => thread::sleep(Duration::from_millis(20)),
+                _ => {
+                    let _ = child.kill();
+                    let _ = child.wait();
+                    break None;
+                }
+            }
+        };
+        self.join_readers();
+        status
+    }
+
+    fn join_readers(&mut self) {
+        for r in self.readers.drain(..) {
+            let _ = r.join();
+        }
+    }
+
+    /// The port of the current process.
+    pub fn port(&self) -> u16 {
+        self.port
+    }
+
+    /// The station's `--data` directory.
+    pub fn data_dir(&self) -> &Path {
+        &self.data
+    }
+
+    /// The station process's working directory (parent of the default data dir).
+    pub fn workdir(&self) -> &Path {
+        self.workdir.path()
+    }
+
+    /// Everything the station printed so far (stdout and stderr, tagged).
+    pub fn output(&self) -> String {
+        self.output
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .clone()
+    }
+
+    /// The process id of the running station.
+    pub fn pid(&self) -> u32 {
+        self.child.as_ref().expect("station is not running").id()
+    }
+
+    /// SIGTERM, then assert a clean exit (status 0) within a bounded wait.
+    pub fn stop(&mut self) {
+        let pid = self.pid();
+        // SAFETY: kill(2) on the pid of our own child, which we have not reaped yet.
+        let rc = unsafe { libc::kill(pid as libc::pid_t, libc::SIGTERM) };
+        assert_eq!(rc, 0, "kill(SIGTERM) failed");
+        let status = self.reap_with_timeout(STOP_TIMEOUT);
+        append_output(&self.output, "[harness] ", &format!("stopped: {status:?}"));
+        match status {
+            None => panic!("station did not exit within {STOP_TIMEOUT:?} of SIGTERM"),
+            Some(st) => assert!(st.success(), "station exited with {st} after SIGTERM"),
+        }
+    }
+
+    /// SIGKILL: a crash.
+    pub fn kill9(&mut self) {
+        let mut child = self.child.take().expect("station is not running");
+        child.kill().expect("SIGKILL station");
+        let status = child.wait().expect("wait for killed station");
+        self.join_readers();
+        append_output(&self.output, "[harness] ", &format!("killed: {status:?}"));
+    }
+
+    /// Start again on the same data directory (stopping gracefully first if running).
+    pub fn restart(&mut self) {
+        if self.child.is_some() {
+            self.stop();
+        }
+        self.spawn();
+    }
+
+    // -----------------------------------------------------------------------------------
+    // HTTP
+
+    /// A blocking HTTP client configured like the station's own (no proxy, bounded).
+    pub fn client(&self) -> reqwest::blocking::Client {
+        self.http.clone()
+    }
+
+    /// `METHOD path` with a body; `path` starts with `/` and may carry a query.
+    pub fn request(&self, method: &str, path: &str, body: impl Into<Vec<u8>>) -> Resp {
+        request_with(&self.http, &self.url, method, path, body.into())
+    }
+
+    pub fn get(&self, path: &str) -> Resp {
+        self.request("GET", path, Vec::new())
+    }
+
+    /// GET, assert 200, return the JSON body.
+    #[track_caller]
+    pub fn get_json(&self, path: &str) -> Value {
+        self.get(path).expect_json(200)
+    }
+
+    /// Call an object: `METHOD /objects/{id}{path}`; `path` is empty or starts with `/` or `?`.
+    pub fn call(&self, method: &str, id: &str, path: &str, body: impl Into<Vec<u8>>) -> Resp {
+        self.request(method, &format!("/objects/{id}{path}"), body)
+    }
+
+    /// `PUT /admin/objects/{id}` with these bytes.
+    pub fn put_component(&self, id: &str, bytes: impl Into<Vec<u8>>) -> Resp {
+        self.request("PUT", &format!("/admin/objects/{id}"), bytes)
+    }
+
+    /// Deploy the component at `wasm` as `id`; assert 201 (or 200 unchanged) and `ready`.
+    #[track_caller]
+    pub fn deploy(&self, id: &str, wasm: &Path) -> Value {
+        let bytes = std::fs::read(wasm).unwrap_or_else(|e| panic!("read {}: {e}", wasm.display()));
+        let r = self.put_component(id, bytes);
+        assert!(
+            r.status == 201 || r.status == 200,
+            "deploy {id} from {}: {} {}",
+            wasm.display(),
+            r.status,
+            r.text()
+        );
+        let v = r.json();
+        assert_eq!(v["object_id"], id, "deploy answer: {v}");
+        assert_eq!(v["ready"], true, "deploy answer: {v}");
+        v
+    }
+
+    /// Deploy a named fixture (see [`fixture`]) as `id`.
+    #[track_caller]
+    pub fn deploy_fixture(&self, id: &str, name: &str) -> Value {
+        self.deploy(id, &fixture(name))
+    }
+
+    /// The ids listed by `GET /objects`.
+    pub fn object_ids(&self) -> Vec<String> {
+        let v = self.get_json("/objects");
+        v["objects"]
+            .as_array()
+            .unwrap_or_else(|| panic!("GET /objects: no objects array: {v}"))
+            .iter()
+            .map(|o| o["id"].as_str().expect("object id").to_string())
+            .collect()
+    }
+
+    /// An HTTP/1.1 request written by hand, so the path reaches the station byte for byte
+    /// (an HTTP client would resolve `%2e%2e` and friends).
+    pub fn raw(&self, method: &str, raw_path: &str, body: &[u8]) -> Resp {
+        raw_request(self.port, method, raw_path, body)
+    }
+}
+
+impl Drop for Station {
+    fn drop(&mut self) {
+        if let Some(mut child) = self.child.take() {
+            let _ = child.kill();
+            let _ = child.wait();
+        }
+        self.join_readers();
+        if thread::panicking() {
+            eprintln!(
+                "===== station output (data dir {}) =====\n{}===== end of station output =====",
+                self.data.display(),
+                self.output()
+            );
+        }
+    }
+}
+
+/// One request with a blocking client (usable from any thread).
+pub fn request_with(
+    http: &reqwest::blocking::Client,
+    base: &str,
+    method: &str,
+    path: &str,
+    body: Vec<u8>,
+) -> Resp {
+    let what = format!("{method} {path}");
+    let m = reqwest::Method::from_bytes(method.as_bytes()).expect("method");
+    let url = format!("{base}{path}");
+    let r = http
+        .request(m, &url)
+        .body(body)
+        .send()
+        .unwrap_or_else(|e| panic!("{what}: request failed: {e}"));
+    let status = r.status().as_u16();
+    let headers = r
+        .headers()
+        .iter()
+        .map(|(k, v)| {
+            (
+                k.as_str().to_string(),
+                String::from_utf8_lossy(v.as_bytes()).into_owned(),
+            )
+        })
+        .collect();
+    let body = r
+        .bytes()
+        .unwrap_or_else(|e| panic!("{what}: reading body failed: {e}"))
+        .to_vec();
+    Resp {
+        what,
+        status,
+        headers,
+        body,
+    }
+}
+
+/// Raw HTTP/1.1 with `Connection: close`; decodes a chunked body.
+pub fn raw_request(port: u16, method: &str, raw_path: &str, body: &[u8]) -> Resp {
+    let what = format!("{method} {raw_path} (raw)");
+    let mut s = TcpStream::connect(("127.0.0.1", port)).unwrap_or_else(|e| panic!("{what}: {e}"));
+    s.set_read_timeout(Some(HTTP_TIMEOUT)).unwrap();
+    s.set_write_timeout(Some(HTTP_TIMEOUT)).unwrap();
+    let head = format!(
+        "{method} {raw_path} HTTP/1.1\r\nHost: 127.0.0.1:{port}\r\nConnection: close\r\nContent-Length: {}\r\n\r\n",
+        body.len()
+    );
+    s.write_all(head.as_bytes())
+        .unwrap_or_else(|e| panic!("{what}: write: {e}"));
+    // The server may answer (and close) before reading a body it refuses; that is fine.
+    let _ = s.write_all(body);
+    let mut buf = Vec::new();
+    if let Err(e) = s.read_to_end(&mut buf)
+        && buf.is_empty()
+    {
+        panic!("{what}: read: {e}");
+    }
+    let split = buf
+        .windows(4)
+        .position(|w| w == b"\r\n\r\n")
+        .unwrap_or_else(|| {
+            panic!(
+                "{what}: no header end in {:?}",
+                String::from_utf8_lossy(&buf)
+            )
+        });
+    let head = String::from_utf8_lossy(&buf[..split]).into_owned();
+    let mut rest = buf[split + 4..].to_vec();
+    let mut lines = head.split("\r\n");
+    let status_line = lines.next().unwrap_or("");
+    let status: u16 = status_line
+        .split(' ')
+        .nth(1)
+        .and_then(|s| s.parse().ok())
+        .unwrap_or_else(|| panic!("{what}: bad status line {status_line:?}"));
+    let headers: Vec<(String, String)> = lines
+        .filter_map(|l| l.split_once(':'))
+        .map(|(k, v)| (k.trim().to_ascii_lowercase(), v.trim().to_string()))
+        .collect();
+    let chunked = headers
+        .iter()
+        .any(|(k, v)| k == "transfer-encoding" && v.to_ascii_lowercase().contains("chunked"));
+    if chunked {
+        let mut out = Vec::new();
+        let mut i = 0;
+        while let Some(eol) = rest[i..].windows(2).position(|w| w == b"\r\n") {
+            let size_str = String::from_utf8_lossy(&rest[i..i + eol]).into_owned();
+            let size = usize::from_str_radix(size_str.split(';').next().unwrap().trim(), 16)
+                .unwrap_or_else(|_| panic!("{what}: bad chunk size {size_str:?}"));
+            i += eol + 2;
+            if size == 0 {
+                break;
+            }
+            out.extend_from_slice(&rest[i..(i + size).min(rest.len())]);
+            i += size + 2;
+            if i >= rest.len() {
+                break;
+            }
+        }
+        rest = out;
+    }
+    Resp {
+        what,
+        status,
+        headers,
+        body: rest,
+    }
+}
+
+// ---------------------------------------------------------------------------------------
+// State files
+
+/// Parse a `state.tsv` the way a user's tools would: tab-separated, `"`-quoted, header
+/// `seq hlc op key value`, every row exactly 5 fields, op `set`, `del` or `commit`.
+/// Returns the rows (without the header).
+#[track_caller]
+pub fn read_state_tsv(path: &Path) -> Vec<Vec<String>> {
+    let mut rdr = csv::ReaderBuilder::new()
+        .delimiter(b'\t')
+        .has_headers(true)
+        .flexible(false)
+        .from_path(path)
+        .unwrap_or_else(|e| panic!("open {}: {e}", path.display()));
+    let headers = rdr
+        .headers()
+        .unwrap_or_else(|e| panic!("{}: header: {e}", path.display()))
+        .clone();
+    let names: Vec<&str> = headers.iter().collect();
+    assert_eq!(
+        names,
+        ["seq", "hlc", "op", "key", "value"],
+        "{}: header row",
+        path.display()
+    );
+    let mut rows = Vec::new();
+    for (i, rec) in rdr.records().enumerate() {
+        let rec = rec.unwrap_or_else(|e| panic!("{}: row {}: {e}", path.display(), i + 1));
+        assert_eq!(
+            rec.len(),
+            5,
+            "{}: row {} has {} fields",
+            path.display(),
+            i + 1,
+            rec.len()
+        );
+        let row: Vec<String> = rec.iter().map(str::to_string).collect();
+        row[0].parse::<u64>().unwrap_or_else(|_| {
+            panic!(
+                "{}: row {}: seq {:?} is not a number",
+                path.display(),
+                i + 1,
+                row[0]
+            )
+        });
+        // `commit` rows close a batch (the host's atomic-batch marker; see store/).
+        assert!(
+            row[2] == "set" || row[2] == "del" || row[2] == "commit",
+            "{}: row {}: op {:?}",
+            path.display(),
+            i + 1,
+            row[2]
+        );
+        rows.push(row);
+    }
+    rows
+}
+
+// ---------------------------------------------------------------------------------------
+// CLI
+
+/// What a CLI run printed.
+#[derive(Debug)]
+pub struct CliOut {
+    pub args: Vec<String>,
+    pub status: ExitStatus,
+    pub stdout: String,
+    pub stderr: String,
+}
+
+impl CliOut {
+    /// Assert exit 0 and return stdout.
+    #[track_caller]
+    pub fn ok(&self) -> &str {
+        assert!(
+            self.status.success(),
+            "host {:?} exited {}\nstdout: {}\nstderr: {}",
+            self.args,
+            self.status,
+            self.stdout,
+            self.stderr
+        );
+        &self.stdout
+    }
+
+    /// Assert a non-zero exit with exactly one line `error: ...` on stderr; return that line.
+    #[track_caller]
+    pub fn fails_with_one_line(&self) -> String {
+        assert!(
+            !self.status.success(),
+            "host {:?} should fail but exited 0\nstdout: {}\nstderr: {}",
+            self.args,
+            self.stdout,
+            self.stderr
+        );
+        let lines: Vec<&str> = self
+            .stderr
+            .lines()
+            .filter(|l| !l.trim().is_empty())
+            .collect();
+        assert_eq!(
+            lines.len(),
+            1,
+            "host {:?}: expected one error line on stderr, got {:?}",
+            self.args,
+            self.stderr
+        );
+        assert!(
+            lines[0].starts_with("error: "),
+            "host {:?}: stderr line does not start with `error: `: {:?}",
+            self.args,
+            lines[0]
+        );
+        lines[0].to_string()
+    }
+}
+
+/// Run `host ARGS` with a bounded wait (60 s), `RUST_BACKTRACE` and `OP_STATION` removed
+/// unless given in `env`.
+pub fn cli(args: &[&str], env: &[(&str, &str)]) -> CliOut {
+    let mut cmd = Command::new(HOST);
+    cmd.args(args)
+        .env_remove("RUST_BACKTRACE")
+        .env_remove("OP_STATION")
+        .current_dir(std::env::temp_dir())
+        .stdin(Stdio::null())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped());
+    for (k, v) in env {
+        cmd.env(k, v);
+    }
+    let mut child = cmd.spawn().unwrap_or_else(|e| panic!("spawn {HOST}: {e}"));
+    let mut so = child.stdout.take().unwrap();
+    let mut se = child.stderr.take().unwrap();
+    let t_out = thread::spawn(move || {
+        let mut s = Vec::new();
+        let _ = so.read_to_end(&mut s);
+        s
+    });
+    let t_err = thread::spawn(move || {
+        let mut s = Vec::new();
+        let _ = se.read_to_end(&mut s);
+        s
+    });
+    let deadline = Instant::now() + Duration::from_secs(60);
+    let status = loop {
+        if let Some(st) = child.try_wait().expect("wait for CLI") {
+            break st;
+        }
+        if Instant::now() >= deadline {
+            let _ = child.kill();
+            let _ = child.wait();
+            panic!("host {args:?} did not finish within 60 s");
+        }
+        thread::sleep(Duration::from_millis(20));
+    };
+    CliOut {
+        args: args.iter().map(|s| s.to_string()).collect(),
+        status,
+        stdout: String::from_utf8_lossy(&t_out.join().unwrap()).into_owned(),
+        stderr: String::from_utf8_lossy(&t_err.join().unwrap()).into_owned(),
+    }
+}

@@ -9,12 +9,15 @@
 //!   deadlines and memory caps. Knows nothing of HTTP or files.
 //! - [`store`]: durable data: state TSV with group commit, logs, versions, the station id.
 //!   Knows nothing of wasmtime or HTTP.
+//! - [`cluster`]: membership (chitchat gossip), placement and station-to-station forwarding.
 //! - [`watch`]: hot deploy from a watched directory.
 //!
 //! [`run`] connects them: it is the only code that sees every module.
 
 pub mod api;
 pub mod cli;
+pub mod cluster;
+mod remote;
 pub mod runtime;
 pub mod station;
 pub mod store;
@@ -60,15 +63,40 @@ pub async fn run(
         },
     )?;
     let reaper = station.spawn_idle_reaper();
+    let address = listener.local_addr()?;
+    let http_url = args
+        .advertise
+        .clone()
+        .unwrap_or_else(|| format!("http://{address}"))
+        .trim_end_matches('/')
+        .to_string();
+    let cluster = cluster::Cluster::start(
+        cluster::ClusterConfig {
+            station_id: station.station_id().to_string(),
+            http_url,
+            gossip_addr: gossip_address(address)?,
+            join: args.join.clone(),
+            replicas: args.replicas,
+            gossip_interval: Duration::from_millis(args.gossip_interval_ms),
+            phi_threshold: args.phi_threshold,
+            min_stations: args.min_stations,
+            secret: args.cluster_secret.clone(),
+        },
+        station.in_flight_counter(),
+    )
+    .await
+    .context("starting cluster membership")?;
+    station.set_remote(std::sync::Arc::new(remote::ClusterCalls { cluster: cluster.clone() }));
+    let claims = spawn_claim_pump(&station, &cluster);
     let router = api::router(
         station.clone(),
+        cluster.clone(),
         api::ApiConfig {
             max_body_bytes: args.max_body_bytes,
             max_component_bytes: args.max_component_bytes,
             admin_token: args.admin_token.clone(),
         },
     );
-    let address = listener.local_addr()?;
     {
         use std::io::Write;
         let mut out = std::io::stdout().lock();
@@ -86,7 +114,34 @@ pub async fn run(
         .context("serving HTTP")?;
     drop(watcher);
     reaper.abort();
+    claims.abort();
     station.shutdown().await;
+    cluster.shutdown().await;
     tracing::info!("station stopped");
     Ok(())
+}
+
+/// The UDP address to gossip on: the HTTP port number on the same IP when it is free, else any
+/// free port (peers learn it from `GET /cluster/info`, so users only ever type HTTP addresses).
+fn gossip_address(http: std::net::SocketAddr) -> anyhow::Result<std::net::SocketAddr> {
+    let probe = std::net::UdpSocket::bind(http)
+        .or_else(|_| std::net::UdpSocket::bind(std::net::SocketAddr::new(http.ip(), 0)))
+        .context("finding a UDP port for gossip")?;
+    Ok(probe.local_addr()?)
+}
+
+/// Keeps the cluster's gossip in step with what this station homes.
+fn spawn_claim_pump(station: &station::Station, cluster: &cluster::Cluster) -> tokio::task::JoinHandle<()> {
+    let mut events = station.subscribe();
+    let cluster = cluster.clone();
+    tokio::spawn(async move {
+        while let Some(event) = events.recv().await {
+            match event {
+                station::ObjectEvent::Homed { id, epoch, version, sha256 } => {
+                    cluster.claim(&id, &cluster::ObjectClaim { epoch, version, sha256 }).await;
+                }
+                station::ObjectEvent::Released { id } => cluster.release(&id).await,
+            }
+        }
+    })
 }

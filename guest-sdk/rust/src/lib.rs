@@ -62,7 +62,7 @@
 //! [`CallError::Unavailable`]. Writes apply immediately (there is no call to commit
 //! or discard). Use `testing::reset()` between tests that share a thread.
 
-#![warn(missing_docs)]
+#![deny(missing_docs)]
 
 mod http;
 pub mod log;

@@ -26,18 +26,59 @@ fn object_id(path: Result<Path<String>, PathRejection>) -> Result<String, ApiErr
     Ok(id)
 }
 
-/// `GET /health`.
-pub(super) async fn health(State(api): State<ApiState>) -> Json<serde_json::Value> {
-    Json(json!({
-        "status": "ok",
+/// `GET /health`: 200 when the station serves calls, 503 `not_ready` (with the reason) when it
+/// waits for `--min-stations`.
+pub(super) async fn health(State(api): State<ApiState>) -> Response {
+    let live = api.cluster.live_count();
+    let (status, code, reason) = match api.cluster.quorum() {
+        Ok(()) => (StatusCode::OK, "ok", None),
+        Err(reason) => (StatusCode::SERVICE_UNAVAILABLE, "not_ready", Some(reason)),
+    };
+    let body = json!({
+        "status": code,
+        "ready": reason.is_none(),
+        "reason": reason,
         "station": api.station.station_id(),
         "objects": api.station.object_count(),
-    }))
+        "live_stations": live,
+    });
+    (status, Json(body)).into_response()
 }
 
-/// `GET /objects`.
+/// `GET /objects`: every object of the cluster, with its home and replicas.
 pub(super) async fn list_objects(State(api): State<ApiState>) -> Json<serde_json::Value> {
-    Json(json!({ "objects": api.station.list() }))
+    let mut objects: std::collections::BTreeMap<String, serde_json::Value> = api
+        .cluster
+        .objects()
+        .into_iter()
+        .map(|(id, home)| {
+            let replicas = api.cluster.replicas_of(&id, &home.station);
+            let entry = json!({
+                "id": id,
+                "version": home.claim.version,
+                "sha256": home.claim.sha256,
+                "home": home.station,
+                "epoch": home.claim.epoch,
+                "replicas": replicas,
+            });
+            (id, entry)
+        })
+        .collect();
+    // Objects deployed here a moment ago may not be in the gossip view yet.
+    for local in api.station.list() {
+        objects.entry(local.id.clone()).or_insert_with(|| {
+            let replicas = api.cluster.replicas_of(&local.id, &local.home);
+            json!({
+                "id": local.id,
+                "version": local.version,
+                "sha256": local.sha256,
+                "home": local.home,
+                "epoch": 1,
+                "replicas": replicas,
+            })
+        });
+    }
+    Json(json!({ "objects": objects.into_values().collect::<Vec<_>>() }))
 }
 
 /// `PUT /admin/objects/{id}`: the body is the component.

@@ -6,8 +6,10 @@ use axum::http::{HeaderName, HeaderValue, Method, StatusCode};
 use axum::response::{IntoResponse, Response};
 
 use super::error::ApiError;
+use super::forward::{Route, forward, route};
 use super::{ApiState, admin, check_admin_token, query_pairs, read_body};
-use crate::runtime::ObjectRequest;
+use crate::cluster::forward::{CHAIN_HEADER, DEADLINE_HEADER};
+use crate::runtime::{CallChain, ObjectRequest};
 
 /// Query keys a GET may use to reach the station's views of an object instead of the object
 /// (compatibility with the Python prototype).
@@ -55,6 +57,21 @@ fn request_id(headers: &axum::http::HeaderMap) -> String {
     format!("{:016x}", rand::random::<u64>())
 }
 
+/// The call chain of an object-to-object call forwarded from another station, if this is one.
+fn incoming_chain(headers: &axum::http::HeaderMap, request_id: &str) -> Option<CallChain> {
+    let objects = headers.get(CHAIN_HEADER)?.to_str().ok()?;
+    let remaining_ms: u64 = headers
+        .get(DEADLINE_HEADER)
+        .and_then(|v| v.to_str().ok())
+        .and_then(|v| v.parse().ok())
+        .unwrap_or(10_000);
+    Some(CallChain {
+        request_id: request_id.to_string(),
+        objects: objects.split(',').filter(|o| !o.is_empty()).map(str::to_string).collect(),
+        deadline: std::time::Instant::now() + std::time::Duration::from_millis(remaining_ms),
+    })
+}
+
 /// The handler for every object call.
 pub(super) async fn call_object(
     State(api): State<ApiState>,
@@ -63,6 +80,16 @@ pub(super) async fn call_object(
     let (parts, body) = request.into_parts();
     let (id, path) = split_object_path(parts.uri.path())?;
     let query = query_pairs(parts.uri.query());
+
+    if let Route::Remote(home) = route(&api, &id, &parts.headers)? {
+        let body = read_body(body, api.config.max_body_bytes)
+            .await
+            .map_err(|e| e.for_object(&id))?;
+        return forward(&api, home, parts.method, &parts.uri, parts.headers, body, &id).await;
+    }
+    if let Err(reason) = api.cluster.quorum() {
+        return Err(ApiError::new(StatusCode::SERVICE_UNAVAILABLE, "not_ready", reason).for_object(&id));
+    }
 
     if parts.method == Method::GET
         && let Some((view, _)) = query
@@ -99,6 +126,17 @@ pub(super) async fn call_object(
         })
         .collect();
     let request_id = request_id(&parts.headers);
+    let chain = incoming_chain(&parts.headers, &request_id);
+    if let Some(chain) = &chain
+        && chain.objects.iter().any(|o| o == &id)
+    {
+        return Err(ApiError::new(
+            StatusCode::LOOP_DETECTED,
+            "loop_detected",
+            format!("`{id}` is already on the call chain {}", chain.objects.join(" -> ")),
+        )
+        .for_object(&id));
+    }
     let object_request = ObjectRequest {
         method,
         path,
@@ -108,7 +146,7 @@ pub(super) async fn call_object(
     };
     match api
         .station
-        .call(&id, object_request, request_id.clone(), None)
+        .call(&id, object_request, request_id.clone(), chain)
         .await
     {
         Ok(result) => Ok(into_http(result.response, &result.request_id)),

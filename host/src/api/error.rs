@@ -10,6 +10,10 @@ use serde::Serialize;
 use crate::runtime;
 use crate::station::Error as StationError;
 
+/// Set on every error the station itself produces (never on an object's own answer), so a
+/// station receiving a forwarded answer can tell the two apart.
+pub const ERROR_HEADER: &str = "x-op-error";
+
 /// An error on its way to the client.
 #[derive(Debug)]
 pub struct ApiError {
@@ -73,7 +77,11 @@ impl IntoResponse for ApiError {
             message: &self.message,
             object_id: self.object_id.as_deref(),
         };
-        (self.status, Json(body)).into_response()
+        let mut response = (self.status, Json(body)).into_response();
+        response
+            .headers_mut()
+            .insert(ERROR_HEADER, axum::http::HeaderValue::from_static(self.code));
+        response
     }
 }
 

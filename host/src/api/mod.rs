@@ -5,13 +5,16 @@
 
 mod admin;
 mod calls;
+mod cluster;
 pub mod error;
+mod forward;
 
 use std::sync::Arc;
 
 use axum::Router;
 use axum::routing::{any, get, post, put};
 
+use crate::cluster::Cluster;
 use crate::station::Station;
 
 /// Limits the API enforces, from the command line.
@@ -29,13 +32,15 @@ pub struct ApiConfig {
 #[derive(Clone)]
 pub struct ApiState {
     station: Station,
+    cluster: Cluster,
     config: Arc<ApiConfig>,
 }
 
 /// Builds the router for a station.
-pub fn router(station: Station, config: ApiConfig) -> Router {
+pub fn router(station: Station, cluster: Cluster, config: ApiConfig) -> Router {
     let state = ApiState {
         station,
+        cluster,
         config: Arc::new(config),
     };
     let admin_routes = Router::new()
@@ -48,12 +53,12 @@ pub fn router(station: Station, config: ApiConfig) -> Router {
         .route("/admin/objects/{id}/versions", get(admin::versions))
         .route("/admin/objects/{id}/state", get(admin::state))
         .route("/admin/objects/{id}/metadata", get(admin::metadata))
-        .route_layer(axum::middleware::from_fn_with_state(
-            state.clone(),
-            require_admin_token,
-        ));
+        .route_layer(axum::middleware::from_fn_with_state(state.clone(), forward::route_admin))
+        .route_layer(axum::middleware::from_fn_with_state(state.clone(), require_admin_token));
     Router::new()
         .route("/health", get(admin::health))
+        .route("/cluster/info", get(cluster::info))
+        .route("/cluster/stations", get(cluster::stations))
         .route("/objects", get(admin::list_objects))
         .route("/objects/{id}", any(calls::call_object))
         .route("/objects/{id}/", any(calls::call_object))

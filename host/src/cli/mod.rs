@@ -179,6 +179,27 @@ pub struct ServeArgs {
     /// Require `Authorization: Bearer TOKEN` on /admin routes.
     #[arg(long, env = "OP_ADMIN_TOKEN", hide_env_values = true)]
     pub admin_token: Option<String>,
+    /// HTTP address (HOST:PORT) of a station to join; repeat for more seeds.
+    #[arg(long, value_name = "HOST:PORT")]
+    pub join: Vec<String>,
+    /// Replicas per object besides its home (capped by the cluster size).
+    #[arg(long, default_value_t = 2)]
+    pub replicas: usize,
+    /// Interval between gossip rounds, in milliseconds. Failure detection scales with it.
+    #[arg(long, default_value_t = 500)]
+    pub gossip_interval_ms: u64,
+    /// Phi-accrual threshold above which a silent station is declared dead (lower = faster, less tolerant).
+    #[arg(long, default_value_t = 8.0)]
+    pub phi_threshold: f64,
+    /// Stations that must be alive before this one serves object calls (503 `not_ready` until then).
+    #[arg(long, default_value_t = 1)]
+    pub min_stations: usize,
+    /// Shared secret required on station-to-station routes; stations with different secrets do not join.
+    #[arg(long, env = "OP_CLUSTER_SECRET", hide_env_values = true)]
+    pub cluster_secret: Option<String>,
+    /// HTTP base URL other stations use to reach this one (default: http://BIND:PORT).
+    #[arg(long)]
+    pub advertise: Option<String>,
 }
 
 /// `serve` settings after validation.
@@ -200,6 +221,21 @@ impl ServeArgs {
                 "refusing to bind {} without --admin-token: admin routes would be open to the network",
                 self.bind
             );
+        }
+        if !self.bind.is_loopback() && self.cluster_secret.is_none() {
+            anyhow::bail!(
+                "refusing to bind {} without --cluster-secret: station-to-station routes would be open to the network",
+                self.bind
+            );
+        }
+        if self.bind.is_unspecified() && self.advertise.is_none() {
+            anyhow::bail!("binding {} needs --advertise http://HOST:PORT so other stations can reach this one", self.bind);
+        }
+        if self.gossip_interval_ms < 10 {
+            anyhow::bail!("--gossip-interval-ms must be at least 10");
+        }
+        if self.min_stations == 0 {
+            anyhow::bail!("--min-stations must be at least 1");
         }
         if self.memory_mb == 0 || self.memory_mb > 4096 {
             anyhow::bail!(

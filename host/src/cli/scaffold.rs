@@ -6,6 +6,7 @@ use anyhow::{Context, bail};
 
 const RUST_CARGO_TOML: &str = include_str!("templates/rust/Cargo.toml.tmpl");
 const RUST_LIB_RS: &str = include_str!("templates/rust/lib.rs.tmpl");
+const RUST_README: &str = include_str!("templates/rust/README.md.tmpl");
 
 /// Where this host's Rust guest SDK lives, so a scaffolded crate can depend on it by path.
 fn sdk_path() -> PathBuf {
@@ -40,5 +41,6 @@ pub fn new_rust(dir: &Path, name: &str) -> anyhow::Result<PathBuf> {
         .with_context(|| format!("creating {}", root.display()))?;
     std::fs::write(root.join("Cargo.toml"), render(RUST_CARGO_TOML))?;
     std::fs::write(root.join("src/lib.rs"), render(RUST_LIB_RS))?;
+    std::fs::write(root.join("README.md"), render(RUST_README))?;
     Ok(root)
 }

@@ -32,6 +32,22 @@ pub struct CallSummary {
     pub micros: u64,
 }
 
+/// Counts a call as in flight for as long as it lives.
+struct InFlight<'a>(&'a std::sync::atomic::AtomicU64);
+
+impl<'a> InFlight<'a> {
+    fn enter(counter: &'a std::sync::atomic::AtomicU64) -> InFlight<'a> {
+        counter.fetch_add(1, Ordering::Relaxed);
+        InFlight(counter)
+    }
+}
+
+impl Drop for InFlight<'_> {
+    fn drop(&mut self) {
+        self.0.fetch_sub(1, Ordering::Relaxed);
+    }
+}
+
 /// The object's committed state, as the runtime reads it.
 struct CommittedState(ObjectState);
 
@@ -85,6 +101,7 @@ impl Station {
             },
         };
         let started = Instant::now();
+        let _in_flight = InFlight::enter(&self.inner.in_flight);
         let line = format!("{} {}", request.method, request.path);
         self.log(
             &object.id,

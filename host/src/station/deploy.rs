@@ -98,10 +98,11 @@ impl Station {
                 format!(": {note}")
             }
         );
-        match existing {
+        let object = match existing {
             Some(object) => {
                 *object.version.lock().expect("version lock") =
                     Arc::new(VersionSlot::new(record, Some(compiled)));
+                object
             }
             None => {
                 let object = Arc::new(LiveObject::new(id, record, Some(compiled)));
@@ -109,9 +110,11 @@ impl Station {
                     .objects
                     .lock()
                     .expect("objects lock")
-                    .insert(id.to_string(), object);
+                    .insert(id.to_string(), object.clone());
+                object
             }
-        }
+        };
+        self.announce(object.homed_event());
         self.log(id, "", LogLevel::Info, "deploy", &message);
         tracing::info!(object = id, version = outcome.version, "{message}");
         Ok(outcome)
@@ -170,6 +173,7 @@ impl Station {
             Ok(())
         })
         .await??;
+        self.announce(super::ObjectEvent::Released { id: id.to_string() });
         if !purge {
             self.log(
                 id,

@@ -14,10 +14,11 @@ mod services;
 
 use std::collections::HashMap;
 use std::sync::atomic::{AtomicU64, Ordering};
-use std::sync::{Arc, Mutex};
+use std::sync::{Arc, Mutex, OnceLock};
 use std::time::Duration;
 
 pub use call::{CallResult, CallSummary};
+pub use services::RemoteCalls;
 pub use deploy::DeployOutcome;
 pub use id::{IdError, validate_object_id};
 
@@ -106,6 +107,8 @@ struct LiveObject {
     state: tokio::sync::OnceCell<ObjectState>,
     calls: AtomicU64,
     traps: AtomicU64,
+    /// Placement epoch: increases whenever the object changes home.
+    epoch: AtomicU64,
 }
 
 /// One deployed version: its record and, once loaded, its compiled component.
@@ -123,6 +126,17 @@ impl LiveObject {
             state: tokio::sync::OnceCell::new(),
             calls: AtomicU64::new(0),
             traps: AtomicU64::new(0),
+            epoch: AtomicU64::new(1),
+        }
+    }
+
+    fn homed_event(&self) -> ObjectEvent {
+        let slot = self.current();
+        ObjectEvent::Homed {
+            id: self.id.clone(),
+            epoch: self.epoch.load(Ordering::Relaxed),
+            version: slot.record.version,
+            sha256: slot.record.sha256.clone(),
         }
     }
 
@@ -157,6 +171,33 @@ struct Inner {
     objects: Mutex<HashMap<String, Arc<LiveObject>>>,
     /// Deploys, rollbacks and undeploys run one at a time.
     admin: tokio::sync::Mutex<()>,
+    /// Object calls running or waiting for their turn.
+    in_flight: Arc<AtomicU64>,
+    /// Where changes of what this station homes are announced (the cluster listens).
+    events: Mutex<Option<tokio::sync::mpsc::UnboundedSender<ObjectEvent>>>,
+    /// How objects reach objects that are not on this station.
+    remote: OnceLock<Arc<dyn RemoteCalls>>,
+}
+
+/// A change in what this station homes, for the cluster to gossip.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum ObjectEvent {
+    /// This station now homes the object at this version.
+    Homed {
+        /// Object id.
+        id: String,
+        /// Placement epoch.
+        epoch: u64,
+        /// Current version.
+        version: u32,
+        /// Its sha256.
+        sha256: String,
+    },
+    /// This station no longer homes the object.
+    Released {
+        /// Object id.
+        id: String,
+    },
 }
 
 /// What `GET /objects` lists for one object.
@@ -217,8 +258,44 @@ impl Station {
                 config,
                 objects: Mutex::new(objects),
                 admin: tokio::sync::Mutex::new(()),
+                in_flight: Arc::new(AtomicU64::new(0)),
+                events: Mutex::new(None),
+                remote: OnceLock::new(),
             }),
         })
+    }
+
+    /// The counter of calls in flight (running or queued), for load reports.
+    pub fn in_flight_counter(&self) -> Arc<AtomicU64> {
+        self.inner.in_flight.clone()
+    }
+
+    /// Subscribes to changes of what this station homes; the receiver first gets a `Homed` event
+    /// for every object homed now. There is one subscriber: a new one replaces the previous one.
+    pub fn subscribe(&self) -> tokio::sync::mpsc::UnboundedReceiver<ObjectEvent> {
+        let (tx, rx) = tokio::sync::mpsc::unbounded_channel();
+        let mut events = self.inner.events.lock().expect("events lock");
+        for object in self.inner.objects.lock().expect("objects lock").values() {
+            let _ = tx.send(object.homed_event());
+        }
+        *events = Some(tx);
+        rx
+    }
+
+    fn announce(&self, event: ObjectEvent) {
+        if let Some(tx) = self.inner.events.lock().expect("events lock").as_ref() {
+            let _ = tx.send(event);
+        }
+    }
+
+    /// Sets how calls to objects not on this station are made (the cluster). Set once.
+    pub fn set_remote(&self, remote: Arc<dyn RemoteCalls>) {
+        let _ = self.inner.remote.set(remote);
+    }
+
+    /// Whether this station serves calls to `id` itself.
+    pub fn serves(&self, id: &str) -> bool {
+        self.inner.objects.lock().expect("objects lock").contains_key(id)
     }
 
     /// This station's id.

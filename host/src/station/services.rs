@@ -8,6 +8,18 @@ use futures::future::BoxFuture;
 use super::{Error, Inner, Station};
 use crate::runtime::{CallChain, CallError, HostServices, LogLevel, ObjectRequest, ObjectResponse};
 
+/// Calls to objects this station does not serve, implemented by the cluster. `None` means no
+/// station of the cluster serves the object.
+pub trait RemoteCalls: Send + Sync + 'static {
+    /// Calls `target` on the station that homes it.
+    fn call(
+        &self,
+        target: String,
+        request: ObjectRequest,
+        chain: CallChain,
+    ) -> BoxFuture<'static, Option<Result<ObjectResponse, CallError>>>;
+}
+
 /// Implements [`HostServices`] for the objects of one station. Holds the station weakly so a
 /// live instance never keeps a stopped station alive.
 pub(super) struct Services {

@@ -43,6 +43,8 @@ pub(crate) fn is_valid_id(id: &str) -> bool {
 
 /// fsyncs a directory so the entries created, renamed or removed in it survive a crash.
 pub(crate) fn fsync_dir(dir: &Path) -> Result<(), Error> {
+    // The parent of a relative single-component path (`data`) is the empty path: the cwd.
+    let dir = if dir.as_os_str().is_empty() { Path::new(".") } else { dir };
     File::open(dir).and_then(|d| d.sync_all()).at(dir)
 }
 
@@ -139,6 +141,13 @@ impl<K: Hash + Eq + Clone, V> HandleCache<K, V> {
 
 #[cfg(test)]
 mod tests {
+
+    #[test]
+    fn fsync_of_the_empty_parent_means_the_current_directory() {
+        // `Path::new("data").parent()` is `Some("")`: a relative --data must work.
+        let parent = Path::new("data").parent().unwrap();
+        fsync_dir(parent).unwrap();
+    }
     use super::*;
 
     #[test]

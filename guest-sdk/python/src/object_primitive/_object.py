@@ -1,0 +1,183 @@
+"""The ``Object`` base class, request dispatch and the component export."""
+
+from __future__ import annotations
+
+import traceback
+from typing import Any, Callable, Optional, Union
+
+from . import _sys
+from ._http import JSON_CONTENT_TYPE, HTTPError, Request, Response, _to_bytes, dumps
+
+#: The handler functions of the WIT ``handler`` interface, one per HTTP method.
+METHODS = ("get", "post", "put", "delete", "patch")
+
+_ERROR_LEVEL = 4
+
+
+class Object:
+    """Base class of an object: one method per HTTP method.
+
+    Every method answers ``405`` with the JSON error
+    ``{"error":"method_not_allowed","message":"..."}`` unless overridden, so an object
+    defines only the methods it supports, then exports its class with :func:`export`::
+
+        from object_primitive import Object, Request, Response, export, state
+
+        class Counter(Object):
+            def get(self, req: Request) -> Response:
+                return Response.json({"count": state.get_json("count", 0)})
+
+            def post(self, req: Request) -> Response:
+                return Response.json({"count": state.increment("count")})
+
+        Handler = export(Counter)
+
+    A handler returns a :class:`Response`. Raising :class:`HTTPError` (or ``BadRequest``,
+    ``NotFound``) answers with that error; any other uncaught exception answers
+    ``500 {"error":"exception","message":...}``, writes the traceback to the object's log at
+    ``error`` level and commits none of the call's state writes (nor does any status of 500
+    or more).
+
+    The station creates one instance per live component instance, on its first call, and
+    reuses it while the instance is warm; it may be replaced at any time. Attributes set on
+    ``self`` are a cache at best: keep what matters in :mod:`~object_primitive.state`.
+    """
+
+    def get(self, req: Request) -> Response:
+        """Answers ``GET``. Defaults to ``405 Method Not Allowed``."""
+        return not_supported(req)
+
+    def post(self, req: Request) -> Response:
+        """Answers ``POST``. Defaults to ``405 Method Not Allowed``."""
+        return not_supported(req)
+
+    def put(self, req: Request) -> Response:
+        """Answers ``PUT``. Defaults to ``405 Method Not Allowed``."""
+        return not_supported(req)
+
+    def delete(self, req: Request) -> Response:
+        """Answers ``DELETE``. Defaults to ``405 Method Not Allowed``."""
+        return not_supported(req)
+
+    def patch(self, req: Request) -> Response:
+        """Answers ``PATCH``. Defaults to ``405 Method Not Allowed``."""
+        return not_supported(req)
+
+
+def not_supported(req: Request) -> Response:
+    """The ``405 method_not_allowed`` answer for a method the object does not support."""
+    return Response.method_not_allowed(f"{req.method} is not supported by this object")
+
+
+def exception_response(exc: BaseException) -> Response:
+    """The ``500`` answer for an uncaught exception:
+    ``{"error":"exception","message":str(exc),"type":"ValueError"}``."""
+    message = str(exc) or type(exc).__name__
+    # A str may hold lone surrogates, which UTF-8 (and so the station) cannot carry.
+    message = message.encode("utf-8", "backslashreplace").decode("utf-8")
+    body = dumps({"error": "exception", "message": message, "type": type(exc).__name__})
+    return Response(500, [("content-type", JSON_CONTENT_TYPE)], body)
+
+
+def _log_exception(where: str) -> None:
+    try:
+        text = traceback.format_exc().rstrip("\n")
+        text = text.encode("utf-8", "backslashreplace").decode("utf-8")
+        _sys.log(_ERROR_LEVEL, f"uncaught exception in {where}:\n{text}")
+    except Exception:  # the answer matters more than the log line
+        pass
+
+
+def _checked(result: Any, where: str) -> Response:
+    if not isinstance(result, Response):
+        raise TypeError(
+            f"{where} returned {type(result).__name__}, expected a Response "
+            "(for example Response.json({...}))"
+        )
+    if type(result.body) is not bytes:
+        result.body = _to_bytes(result.body)
+    if not isinstance(result.status, int) or not 100 <= result.status <= 999:
+        raise ValueError(f"{where} answered with an invalid status {result.status!r}")
+    return result
+
+
+class _Instance:
+    """The object instance behind an export, created on first use."""
+
+    __slots__ = ("cls", "obj")
+
+    def __init__(self, cls: type[Object]) -> None:
+        self.cls = cls
+        self.obj: Optional[Object] = None
+
+    def handle(self, name: str, req: Request) -> Response:
+        where = f"{self.cls.__qualname__}.{name}"
+        try:
+            obj = self.obj
+            if obj is None:
+                obj = self.obj = self.cls()
+            return _checked(getattr(obj, name)(req), where)
+        except HTTPError as e:
+            return e.response
+        except BaseException as e:  # noqa: BLE001 - every failure becomes a 500 answer
+            _log_exception(f"{where} ({req.method} {req.path})")
+            return exception_response(e)
+
+
+def dispatch(obj: Union[Object, type[Object]], req: Request) -> Response:
+    """Routes ``req`` to the method of ``obj`` named by ``req.method`` (case-insensitive),
+    as the station does, with the same error handling as an exported object: unknown
+    methods answer ``405``, :class:`HTTPError` answers its response, other exceptions answer
+    ``500 exception`` (traceback logged). Handy for tests::
+
+        >>> dispatch(Counter, Request("POST", "/")).json_body()
+        {'count': 1}
+
+    Passing a class creates a fresh instance for this one call.
+    """
+    instance = _Instance(obj if isinstance(obj, type) else type(obj))
+    if not isinstance(obj, type):
+        instance.obj = obj
+    name = req.method.lower()
+    if name not in METHODS:
+        return not_supported(req)
+    return instance.handle(name, req)
+
+
+def export(cls: type[Object]) -> type:
+    """The component export for ``cls``: assign it to ``Handler`` in the app module.
+
+    componentize-py looks for a class named ``Handler`` (the WIT interface ``handler``) in
+    the module it builds, deriving from the generated ``wit_world.exports.Handler``::
+
+        Handler = export(Counter)
+
+    Each WIT function (``get``, ``post``, ...) calls the method of the same name on one
+    lazily created ``cls()`` instance, converting the request and response and turning
+    exceptions into answers (see :class:`Object`). Outside a component the returned class
+    derives from ``object`` and works the same with any request-like value.
+    """
+    if not (isinstance(cls, type) and issubclass(cls, Object)):
+        raise TypeError(
+            f"export() takes a subclass of object_primitive.Object, not {cls!r}; "
+            "write `Handler = export(MyObject)`"
+        )
+    instance = _Instance(cls)
+    from_wit = _sys.request_from_wit
+    to_wit = _sys.response_to_wit
+    raw = Request._raw
+
+    def method(name: str) -> Callable[[Any, Any], Any]:
+        def handler(self: Any, req: Any) -> Any:
+            r = instance.handle(name, raw(*from_wit(req)))
+            return to_wit(r.status, r.headers, r.body)
+
+        handler.__name__ = handler.__qualname__ = name
+        handler.__doc__ = f"Calls {cls.__qualname__}.{name}."
+        return handler
+
+    namespace: dict[str, Any] = {name: method(name) for name in METHODS}
+    namespace["__doc__"] = f"The component export of {cls.__qualname__} (the WIT handler)."
+    namespace["__module__"] = cls.__module__
+    namespace["object_class"] = cls
+    return type("Handler", (_sys.handler_base(),), namespace)

@@ -1,0 +1,124 @@
+//! Routing a request to the station that homes its object, in one hop.
+
+use axum::body::Body;
+use axum::http::{HeaderMap, Method, StatusCode, Uri};
+use axum::response::Response;
+
+use super::ApiState;
+use super::error::ApiError;
+use crate::cluster::{ForwardError, ForwardRequest, HOP_HEADER};
+
+/// Where a request for an object should run.
+pub(super) enum Route {
+    /// On this station.
+    Local,
+    /// On the station at this base URL.
+    Remote(String),
+}
+
+/// Decides where a request for `id` runs. A request that was already forwarded once is never
+/// forwarded again: if this station does not serve the object, the answer is 503 `not_home`
+/// (placement is changing), so a forwarding loop cannot happen.
+pub(super) fn route(api: &ApiState, id: &str, headers: &HeaderMap) -> Result<Route, ApiError> {
+    if api.station.serves(id) {
+        return Ok(Route::Local);
+    }
+    match api.cluster.home_of(id) {
+        Some(home) if home.station != api.cluster.station_id() => {
+            if headers.contains_key(HOP_HEADER) {
+                return Err(ApiError::new(
+                    StatusCode::SERVICE_UNAVAILABLE,
+                    "not_home",
+                    format!("this station does not home `{id}`; placement is changing, retry"),
+                )
+                .for_object(id));
+            }
+            Ok(Route::Remote(home.address))
+        }
+        _ => Ok(Route::Local),
+    }
+}
+
+/// Sends the request to `base_url` and returns its answer unchanged.
+pub(super) async fn forward(
+    api: &ApiState,
+    base_url: String,
+    method: Method,
+    uri: &Uri,
+    headers: HeaderMap,
+    body: bytes::Bytes,
+    id: &str,
+) -> Result<Response, ApiError> {
+    let path_and_query = uri.path_and_query().map(|p| p.as_str().to_string()).unwrap_or_else(|| uri.path().to_string());
+    let request = ForwardRequest {
+        base_url,
+        method,
+        path_and_query,
+        headers,
+        body,
+        timeout: std::time::Duration::from_secs(130),
+    };
+    let answer = api.cluster.forward(request).await.map_err(|e| match e {
+        ForwardError::Timeout(_) => ApiError::new(StatusCode::GATEWAY_TIMEOUT, "station_timeout", e.to_string()).for_object(id),
+        ForwardError::Unavailable { .. } => ApiError::new(StatusCode::BAD_GATEWAY, "station_unavailable", e.to_string()).for_object(id),
+    })?;
+    let mut response = Response::builder().status(answer.status);
+    if let Some(headers) = response.headers_mut() {
+        *headers = answer.headers;
+    }
+    response
+        .body(Body::from(answer.body))
+        .map_err(|e| ApiError::new(StatusCode::BAD_GATEWAY, "station_unavailable", e.to_string()))
+}
+
+/// Middleware on `/admin/objects/{id}/...`: runs the request where the object is homed. A deploy
+/// with `?place=auto` of an object no station has yet goes to the least-loaded station.
+pub(super) async fn route_admin(
+    axum::extract::State(api): axum::extract::State<ApiState>,
+    request: axum::extract::Request,
+    next: axum::middleware::Next,
+) -> Response {
+    use axum::response::IntoResponse;
+    let raw_id = request
+        .uri()
+        .path()
+        .strip_prefix("/admin/objects/")
+        .and_then(|rest| rest.split('/').next())
+        .unwrap_or("");
+    let Ok(id) = percent_encoding::percent_decode_str(raw_id).decode_utf8().map(|id| id.into_owned()) else {
+        return next.run(request).await;
+    };
+    if crate::station::validate_object_id(&id).is_err() {
+        // The handler answers with the precise error.
+        return next.run(request).await;
+    }
+    let mut target = match route(&api, &id, request.headers()) {
+        Ok(Route::Remote(home)) => Some(home),
+        Ok(Route::Local) => None,
+        Err(e) => return e.into_response(),
+    };
+    let is_deploy = request.method() == Method::PUT && request.uri().path().trim_end_matches('/') == format!("/admin/objects/{raw_id}");
+    let place_auto = super::query_pairs(request.uri().query()).iter().any(|(k, v)| k == "place" && v == "auto");
+    if target.is_none()
+        && is_deploy
+        && place_auto
+        && !api.station.serves(&id)
+        && !request.headers().contains_key(HOP_HEADER)
+        && let Some(station) = api.cluster.least_loaded()
+        && station.id != api.cluster.station_id()
+    {
+        target = Some(station.address);
+    }
+    let Some(base_url) = target else {
+        return next.run(request).await;
+    };
+    let (parts, body) = request.into_parts();
+    let body = match super::read_body(body, api.config.max_component_bytes).await {
+        Ok(body) => body,
+        Err(e) => return e.into_response(),
+    };
+    match forward(&api, base_url, parts.method, &parts.uri, parts.headers, body, &id).await {
+        Ok(response) => response,
+        Err(e) => e.into_response(),
+    }
+}

@@ -1,0 +1,124 @@
+//! Station-to-station HTTP: forwarding a call to the object's home in one hop, with the headers
+//! that carry the hop count, the call chain and the deadline.
+
+use std::time::Duration;
+
+use bytes::Bytes;
+
+/// Set on every forwarded request; a station never forwards a request that carries it.
+pub const HOP_HEADER: &str = "x-op-hop";
+/// The object ids already on the call chain, comma-separated (cycle detection across stations).
+pub const CHAIN_HEADER: &str = "x-op-chain";
+/// Milliseconds left before the caller's deadline.
+pub const DEADLINE_HEADER: &str = "x-op-deadline-ms";
+/// The station that forwarded the request.
+pub const FORWARDED_BY_HEADER: &str = "x-op-forwarded-by";
+/// The shared cluster secret on station-to-station routes.
+pub const SECRET_HEADER: &str = "x-op-cluster-secret";
+
+/// Headers that belong to one connection and are not forwarded.
+const HOP_BY_HOP: &[&str] = &["connection", "keep-alive", "transfer-encoding", "upgrade", "host", "content-length", "te", "trailer", "proxy-connection"];
+
+/// A request to send to another station.
+#[derive(Debug, Clone)]
+pub struct ForwardRequest {
+    /// Base URL of the target station.
+    pub base_url: String,
+    /// HTTP method.
+    pub method: http::Method,
+    /// Path and query, starting with `/`.
+    pub path_and_query: String,
+    /// Headers to pass on.
+    pub headers: http::HeaderMap,
+    /// Body.
+    pub body: Bytes,
+    /// How long to wait for the answer.
+    pub timeout: Duration,
+}
+
+/// The other station's answer, byte for byte.
+#[derive(Debug)]
+pub struct Forwarded {
+    /// Status.
+    pub status: http::StatusCode,
+    /// Headers (hop-by-hop ones removed).
+    pub headers: http::HeaderMap,
+    /// Body.
+    pub body: Bytes,
+}
+
+/// Why forwarding failed.
+#[derive(Debug, thiserror::Error)]
+pub enum ForwardError {
+    /// The station did not answer in time.
+    #[error("station {0} did not answer in time")]
+    Timeout(String),
+    /// The station could not be reached or the connection broke mid-call.
+    #[error("station {url} is unavailable: {message}")]
+    Unavailable {
+        /// Its URL.
+        url: String,
+        /// What happened.
+        message: String,
+    },
+}
+
+/// The client used for every station-to-station request: keep-alive, no proxies.
+pub fn client() -> anyhow::Result<reqwest::Client> {
+    Ok(reqwest::Client::builder()
+        .no_proxy()
+        .pool_idle_timeout(Duration::from_secs(60))
+        .pool_max_idle_per_host(64)
+        .tcp_nodelay(true)
+        .connect_timeout(Duration::from_secs(2))
+        .build()?)
+}
+
+/// Sends one request, marking it as forwarded.
+pub async fn send(
+    client: &reqwest::Client,
+    station_id: &str,
+    secret: Option<&str>,
+    request: ForwardRequest,
+) -> Result<Forwarded, ForwardError> {
+    let url = format!("{}{}", request.base_url.trim_end_matches('/'), request.path_and_query);
+    let mut headers = request.headers;
+    for name in HOP_BY_HOP {
+        headers.remove(*name);
+    }
+    headers.insert(HOP_HEADER, http::HeaderValue::from_static("1"));
+    if let Ok(value) = http::HeaderValue::from_str(station_id) {
+        headers.insert(FORWARDED_BY_HEADER, value);
+    }
+    if let Some(secret) = secret
+        && let Ok(value) = http::HeaderValue::from_str(secret)
+    {
+        headers.insert(SECRET_HEADER, value);
+    }
+    let response = client
+        .request(request.method, &url)
+        .headers(headers)
+        .body(request.body)
+        .timeout(request.timeout)
+        .send()
+        .await
+        .map_err(|e| classify(&request.base_url, e))?;
+    let status = response.status();
+    let mut headers = response.headers().clone();
+    for name in HOP_BY_HOP {
+        headers.remove(*name);
+    }
+    let body = response.bytes().await.map_err(|e| classify(&request.base_url, e))?;
+    Ok(Forwarded { status, headers, body })
+}
+
+fn classify(url: &str, error: reqwest::Error) -> ForwardError {
+    if error.is_timeout() {
+        ForwardError::Timeout(url.to_string())
+    } else {
+        ForwardError::Unavailable {
+            url: url.to_string(),
+            message: error.to_string(),
+        }
+    }
+}

@@ -1,0 +1,305 @@
+//! Membership and failure detection, from the `chitchat` gossip library (scuttlebutt anti-entropy
+//! with a phi-accrual failure detector).
+//!
+//! chitchat was chosen over foca because it carries versioned per-station key/values with catch-up
+//! for late joiners: each station gossips its HTTP address, its load and one small key per object
+//! it homes (`obj:<id>` → `epoch:version:sha256`), and a station that joins late learns all of it
+//! without a separate protocol. This module owns the chitchat handle, the refresh loop that turns
+//! its state into a [`View`], and seed discovery; it knows nothing of HTTP routes or wasmtime.
+
+use std::collections::{BTreeMap, HashMap};
+use std::net::SocketAddr;
+use std::sync::{Arc, RwLock};
+use std::time::{Duration, Instant};
+
+use chitchat::transport::UdpTransport;
+use chitchat::{ChitchatConfig, ChitchatHandle, ChitchatId, FailureDetectorConfig};
+use serde::Serialize;
+
+use super::load::Load;
+
+/// Key prefix of the objects a station homes.
+pub const OBJECT_KEY_PREFIX: &str = "obj:";
+const HTTP_KEY: &str = "http";
+const LOAD_KEY: &str = "load";
+const READY_KEY: &str = "ready";
+
+/// Gossip settings.
+#[derive(Debug, Clone)]
+pub struct MembershipConfig {
+    /// This station's id (stable across restarts).
+    pub station_id: String,
+    /// Advertised HTTP base URL, e.g. `http://127.0.0.1:8001`.
+    pub http_url: String,
+    /// UDP address to gossip on.
+    pub gossip_addr: SocketAddr,
+    /// Cluster name: stations only talk to stations with the same one.
+    pub cluster_id: String,
+    /// Interval between gossip rounds.
+    pub gossip_interval: Duration,
+    /// Phi-accrual threshold above which a station is declared dead.
+    pub phi_threshold: f64,
+}
+
+/// How a station looks from here.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
+#[serde(rename_all = "lowercase")]
+pub enum MemberState {
+    /// Heartbeats arrive.
+    Alive,
+    /// Still considered alive, but no heartbeat for a while.
+    Suspect,
+    /// Declared dead by the failure detector.
+    Dead,
+}
+
+/// One object homed by a station, as gossiped.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+pub struct ObjectClaim {
+    /// Placement epoch: increases with every change of home.
+    pub epoch: u64,
+    /// Current version number.
+    pub version: u32,
+    /// sha256 of that version.
+    pub sha256: String,
+}
+
+/// A station of the cluster.
+#[derive(Debug, Clone, Serialize)]
+pub struct Member {
+    /// Station id.
+    pub id: String,
+    /// HTTP base URL.
+    pub address: String,
+    /// Alive, suspect or dead.
+    pub state: MemberState,
+    /// Last load it reported.
+    pub load: Load,
+    /// Whether it reports itself ready to serve (quorum reached).
+    pub ready: bool,
+    /// Objects it homes, with their placement.
+    #[serde(skip)]
+    pub objects: BTreeMap<String, ObjectClaim>,
+    /// Generation (start time) of the station process.
+    pub generation: u64,
+}
+
+impl Member {
+    /// Whether calls may be sent to it.
+    pub fn is_live(&self) -> bool {
+        self.state != MemberState::Dead
+    }
+}
+
+/// A consistent picture of the cluster at one moment.
+#[derive(Debug, Clone, Default)]
+pub struct View {
+    /// Every station known, self included, sorted by id.
+    pub members: Vec<Member>,
+}
+
+impl View {
+    /// The member with this id.
+    pub fn member(&self, id: &str) -> Option<&Member> {
+        self.members.iter().find(|m| m.id == id)
+    }
+
+    /// Live members.
+    pub fn live(&self) -> impl Iterator<Item = &Member> {
+        self.members.iter().filter(|m| m.is_live())
+    }
+}
+
+/// The running gossip: a chitchat handle plus the latest [`View`].
+pub struct Membership {
+    handle: ChitchatHandle,
+    config: MembershipConfig,
+    view: Arc<RwLock<Arc<View>>>,
+    heartbeats: std::sync::Mutex<HashMap<String, (u64, Instant)>>,
+}
+
+impl Membership {
+    /// Starts gossiping on `config.gossip_addr`.
+    pub async fn start(config: MembershipConfig) -> anyhow::Result<Arc<Membership>> {
+        let generation = std::time::SystemTime::now()
+            .duration_since(std::time::UNIX_EPOCH)
+            .map(|d| d.as_millis() as u64)
+            .unwrap_or(0);
+        let chitchat_id = ChitchatId::new(config.station_id.clone(), generation, config.gossip_addr);
+        let chitchat_config = ChitchatConfig {
+            chitchat_id,
+            cluster_id: config.cluster_id.clone(),
+            gossip_interval: config.gossip_interval,
+            listen_addr: config.gossip_addr,
+            seed_nodes: Vec::new(),
+            failure_detector_config: FailureDetectorConfig {
+                phi_threshold: config.phi_threshold,
+                sampling_window_size: 1000,
+                max_interval: Duration::from_secs(10),
+                initial_interval: config.gossip_interval,
+                dead_node_grace_period: Duration::from_secs(3600),
+            },
+            marked_for_deletion_grace_period: Duration::from_secs(3600),
+            catchup_callback: None,
+            extra_liveness_predicate: None,
+            protocol_version: chitchat::ProtocolVersion::V0,
+        };
+        let initial = vec![
+            (HTTP_KEY.to_string(), config.http_url.clone()),
+            (READY_KEY.to_string(), "false".to_string()),
+        ];
+        let handle = chitchat::spawn_chitchat(chitchat_config, initial, &UdpTransport).await?;
+        let membership = Arc::new(Membership {
+            handle,
+            config,
+            view: Arc::new(RwLock::new(Arc::new(View::default()))),
+            heartbeats: std::sync::Mutex::new(HashMap::new()),
+        });
+        membership.refresh().await;
+        Ok(membership)
+    }
+
+    /// This station's id.
+    pub fn station_id(&self) -> &str {
+        &self.config.station_id
+    }
+
+    /// The gossip interval.
+    pub fn gossip_interval(&self) -> Duration {
+        self.config.gossip_interval
+    }
+
+    /// The latest view (cheap: an `Arc`).
+    pub fn view(&self) -> Arc<View> {
+        self.view.read().expect("view lock").clone()
+    }
+
+    /// Gossips with an address now (seed discovery).
+    pub fn gossip_with(&self, addr: SocketAddr) {
+        let _ = self.handle.gossip(addr);
+    }
+
+    /// Sets one of this station's keys.
+    pub async fn set(&self, key: String, value: String) {
+        let chitchat = self.handle.chitchat();
+        let mut chitchat = chitchat.lock().await;
+        chitchat.self_node_state().set(key, value);
+    }
+
+    /// Deletes one of this station's keys.
+    pub async fn delete(&self, key: &str) {
+        let chitchat = self.handle.chitchat();
+        let mut chitchat = chitchat.lock().await;
+        chitchat.self_node_state().delete(key);
+    }
+
+    /// Announces that this station homes `object`.
+    pub async fn claim_object(&self, object: &str, claim: &ObjectClaim) {
+        let value = format!("{}:{}:{}", claim.epoch, claim.version, claim.sha256);
+        self.set(format!("{OBJECT_KEY_PREFIX}{object}"), value).await;
+    }
+
+    /// Withdraws the claim on `object`.
+    pub async fn release_object(&self, object: &str) {
+        self.delete(&format!("{OBJECT_KEY_PREFIX}{object}")).await;
+    }
+
+    /// Publishes this station's load.
+    pub async fn publish_load(&self, load: &Load) {
+        self.set(LOAD_KEY.to_string(), load.encode()).await;
+    }
+
+    /// Publishes whether this station is ready.
+    pub async fn publish_ready(&self, ready: bool) {
+        self.set(READY_KEY.to_string(), ready.to_string()).await;
+    }
+
+    /// Rebuilds the view from chitchat's state.
+    pub async fn refresh(&self) {
+        let view = {
+            let chitchat = self.handle.chitchat();
+            let chitchat = chitchat.lock().await;
+            let live: std::collections::HashSet<&ChitchatId> = chitchat.live_nodes().collect();
+            // Keep only the newest generation of each station id.
+            let mut newest: BTreeMap<String, (&ChitchatId, &chitchat::NodeState)> = BTreeMap::new();
+            for (id, state) in chitchat.node_states() {
+                let entry = newest.entry(id.node_id.to_string()).or_insert((id, state));
+                if id.generation_id > entry.0.generation_id {
+                    *entry = (id, state);
+                }
+            }
+            let now = Instant::now();
+            let stale_after = self.config.gossip_interval * 4;
+            let mut heartbeats = self.heartbeats.lock().expect("heartbeat lock");
+            let members = newest
+                .into_iter()
+                .filter_map(|(station, (id, state))| {
+                    let address = state.get(HTTP_KEY)?.to_string();
+                    let heartbeat = u64::from(state.heartbeat());
+                    let seen = heartbeats.entry(station.clone()).or_insert((heartbeat, now));
+                    if seen.0 != heartbeat {
+                        *seen = (heartbeat, now);
+                    }
+                    let is_self = station == self.config.station_id;
+                    let state_now = if !live.contains(id) {
+                        MemberState::Dead
+                    } else if !is_self && now.duration_since(seen.1) > stale_after {
+                        MemberState::Suspect
+                    } else {
+                        MemberState::Alive
+                    };
+                    let objects = state
+                        .iter_prefix(OBJECT_KEY_PREFIX)
+                        .filter_map(|(key, value)| {
+                            let object = key.strip_prefix(OBJECT_KEY_PREFIX)?;
+                            parse_claim(&value.value).map(|c| (object.to_string(), c))
+                        })
+                        .collect();
+                    Some(Member {
+                        id: station,
+                        address,
+                        state: state_now,
+                        load: state.get(LOAD_KEY).and_then(Load::decode).unwrap_or_default(),
+                        ready: state.get(READY_KEY) == Some("true"),
+                        objects,
+                        generation: id.generation_id,
+                    })
+                })
+                .collect();
+            View { members }
+        };
+        *self.view.write().expect("view lock") = Arc::new(view);
+    }
+
+    /// Leaves the cluster: stops gossiping.
+    pub async fn shutdown(&self) {
+        let _ = self.handle.initiate_shutdown();
+    }
+}
+
+fn parse_claim(value: &str) -> Option<ObjectClaim> {
+    let mut parts = value.splitn(3, ':');
+    Some(ObjectClaim {
+        epoch: parts.next()?.parse().ok()?,
+        version: parts.next()?.parse().ok()?,
+        sha256: parts.next()?.to_string(),
+    })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn claims_round_trip_through_their_gossip_form() {
+        let claim = ObjectClaim {
+            epoch: 3,
+            version: 7,
+            sha256: "ab".repeat(32),
+        };
+        let text = format!("{}:{}:{}", claim.epoch, claim.version, claim.sha256);
+        assert_eq!(parse_claim(&text), Some(claim));
+        assert_eq!(parse_claim("x:1:y"), None);
+        assert_eq!(parse_claim("1"), None);
+    }
+}

@@ -1,0 +1,260 @@
+//! The cluster (DESIGN §6): stations that find each other, know where every object lives, and
+//! forward calls to it in one hop.
+//!
+//! - [`membership`]: chitchat gossip and failure detection → a [`View`] of the stations;
+//! - [`placement`]: pure functions over a view: home, replicas, least-loaded station;
+//! - [`load`]: what a station reports about how busy it is;
+//! - [`forward`]: station-to-station HTTP (reqwest, keep-alive) with the hop and chain headers.
+//!
+//! The cluster knows nothing of axum or wasmtime; `lib.rs` connects it to the station.
+
+pub mod forward;
+pub mod load;
+pub mod membership;
+pub mod placement;
+
+use std::net::SocketAddr;
+use std::sync::atomic::AtomicU64;
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+
+pub use forward::{Forwarded, HOP_HEADER, ForwardError, ForwardRequest};
+pub use load::Load;
+pub use membership::{Member, MemberState, ObjectClaim, View};
+pub use placement::Home;
+
+use membership::{Membership, MembershipConfig};
+
+/// Cluster settings, from the command line.
+#[derive(Debug, Clone)]
+pub struct ClusterConfig {
+    /// This station's id.
+    pub station_id: String,
+    /// This station's HTTP base URL as peers should use it.
+    pub http_url: String,
+    /// UDP address for gossip.
+    pub gossip_addr: SocketAddr,
+    /// HTTP addresses (`host:port`) of stations to join.
+    pub join: Vec<String>,
+    /// Replicas per object, besides its home.
+    pub replicas: usize,
+    /// Interval between gossip rounds.
+    pub gossip_interval: Duration,
+    /// Phi-accrual threshold for declaring a station dead.
+    pub phi_threshold: f64,
+    /// Stations that must be alive before this one serves calls.
+    pub min_stations: usize,
+    /// Shared secret for station-to-station routes (also names the gossip cluster).
+    pub secret: Option<String>,
+}
+
+/// Answer of `GET /cluster/info`: what a joining station needs to gossip with this one.
+#[derive(Debug, Clone, serde::Serialize, serde::Deserialize)]
+pub struct ClusterInfo {
+    /// Station id.
+    pub station_id: String,
+    /// HTTP base URL.
+    pub http: String,
+    /// UDP gossip address.
+    pub gossip: SocketAddr,
+}
+
+/// The handle to this station's view of the cluster. Cheap to clone.
+#[derive(Clone)]
+pub struct Cluster {
+    inner: Arc<Inner>,
+}
+
+struct Inner {
+    config: ClusterConfig,
+    membership: Arc<Membership>,
+    http: reqwest::Client,
+    tasks: Mutex<Vec<tokio::task::JoinHandle<()>>>,
+}
+
+impl Cluster {
+    /// Starts gossip, seed discovery and the load and view refresh loops.
+    pub async fn start(config: ClusterConfig, in_flight: Arc<AtomicU64>) -> anyhow::Result<Cluster> {
+        let cluster_id = match &config.secret {
+            // Stations with different secrets form different clusters instead of half-trusting each other.
+            Some(secret) => {
+                use sha2::Digest;
+                format!("op-{}", &hex::encode(sha2::Sha256::digest(secret.as_bytes()))[..16])
+            }
+            None => "object-primitive".to_string(),
+        };
+        let membership = Membership::start(MembershipConfig {
+            station_id: config.station_id.clone(),
+            http_url: config.http_url.clone(),
+            gossip_addr: config.gossip_addr,
+            cluster_id,
+            gossip_interval: config.gossip_interval,
+            phi_threshold: config.phi_threshold,
+        })
+        .await?;
+        let http = forward::client()?;
+        let cluster = Cluster {
+            inner: Arc::new(Inner {
+                config,
+                membership,
+                http,
+                tasks: Mutex::new(Vec::new()),
+            }),
+        };
+        let mut tasks = vec![cluster.spawn_refresh_loop(in_flight)];
+        for seed in cluster.inner.config.join.clone() {
+            tasks.push(cluster.spawn_seed_loop(seed));
+        }
+        cluster.inner.tasks.lock().expect("tasks lock").extend(tasks);
+        Ok(cluster)
+    }
+
+    /// This station's id.
+    pub fn station_id(&self) -> &str {
+        &self.inner.config.station_id
+    }
+
+    /// What peers need to join this station.
+    pub fn info(&self) -> ClusterInfo {
+        ClusterInfo {
+            station_id: self.inner.config.station_id.clone(),
+            http: self.inner.config.http_url.clone(),
+            gossip: self.inner.config.gossip_addr,
+        }
+    }
+
+    /// The shared secret station-to-station requests must carry, if any.
+    pub fn secret(&self) -> Option<&str> {
+        self.inner.config.secret.as_deref()
+    }
+
+    /// The latest view of the stations.
+    pub fn view(&self) -> Arc<View> {
+        self.inner.membership.view()
+    }
+
+    /// Where `object` is homed, if any live station claims it.
+    pub fn home_of(&self, object: &str) -> Option<Home> {
+        placement::home_of(&self.view(), object)
+    }
+
+    /// Every object claimed in the cluster, with its home.
+    pub fn objects(&self) -> std::collections::BTreeMap<String, Home> {
+        placement::all_objects(&self.view())
+    }
+
+    /// The replicas of `object` homed at `home`.
+    pub fn replicas_of(&self, object: &str, home: &str) -> Vec<String> {
+        placement::replicas_of(&self.view(), object, home, self.inner.config.replicas)
+    }
+
+    /// The least-loaded ready station.
+    pub fn least_loaded(&self) -> Option<Member> {
+        placement::least_loaded(&self.view()).cloned()
+    }
+
+    /// Live stations (self included).
+    pub fn live_count(&self) -> usize {
+        self.view().live().count()
+    }
+
+    /// Whether enough stations are alive for this one to serve (`--min-stations`).
+    pub fn quorum(&self) -> Result<(), String> {
+        let live = self.live_count();
+        let need = self.inner.config.min_stations;
+        if live >= need {
+            Ok(())
+        } else {
+            Err(format!("{live} of the {need} stations required by --min-stations are alive"))
+        }
+    }
+
+    /// Announces that this station homes `object`.
+    pub async fn claim(&self, object: &str, claim: &ObjectClaim) {
+        self.inner.membership.claim_object(object, claim).await;
+        self.inner.membership.refresh().await;
+    }
+
+    /// Withdraws this station's claim on `object`.
+    pub async fn release(&self, object: &str) {
+        self.inner.membership.release_object(object).await;
+        self.inner.membership.refresh().await;
+    }
+
+    /// Sends a request to another station (one hop).
+    pub async fn forward(&self, request: ForwardRequest) -> Result<Forwarded, ForwardError> {
+        forward::send(&self.inner.http, self.station_id(), self.secret(), request).await
+    }
+
+    /// The shared HTTP client (keep-alive pool) for station-to-station requests.
+    pub fn http(&self) -> &reqwest::Client {
+        &self.inner.http
+    }
+
+    fn spawn_refresh_loop(&self, in_flight: Arc<AtomicU64>) -> tokio::task::JoinHandle<()> {
+        let membership = self.inner.membership.clone();
+        let min_stations = self.inner.config.min_stations;
+        tokio::spawn(async move {
+            let mut sampler = load::LoadSampler::new(in_flight);
+            let mut tick = tokio::time::interval(membership.gossip_interval() / 2);
+            let mut last_load = std::time::Instant::now() - Duration::from_secs(10);
+            loop {
+                tick.tick().await;
+                membership.refresh().await;
+                if last_load.elapsed() >= Duration::from_secs(1) {
+                    last_load = std::time::Instant::now();
+                    let load = sampler.sample();
+                    membership.publish_load(&load).await;
+                    let live = membership.view().live().count();
+                    membership.publish_ready(live >= min_stations).await;
+                }
+            }
+        })
+    }
+
+    /// Learns a seed's gossip address from its `GET /cluster/info` and keeps gossiping with it, so
+    /// a seed that starts later, or comes back after a partition, is found.
+    fn spawn_seed_loop(&self, seed: String) -> tokio::task::JoinHandle<()> {
+        let membership = self.inner.membership.clone();
+        let http = self.inner.http.clone();
+        let url = if seed.starts_with("http://") || seed.starts_with("https://") {
+            format!("{}/cluster/info", seed.trim_end_matches('/'))
+        } else {
+            format!("http://{seed}/cluster/info")
+        };
+        tokio::spawn(async move {
+            let mut gossip: Option<SocketAddr> = None;
+            let mut warned = false;
+            loop {
+                if gossip.is_none() {
+                    match http.get(&url).timeout(Duration::from_secs(2)).send().await {
+                        Ok(response) => match response.json::<ClusterInfo>().await {
+                            Ok(info) => {
+                                tracing::info!(seed = %url, station = %info.station_id, gossip = %info.gossip, "found seed station");
+                                gossip = Some(info.gossip);
+                            }
+                            Err(e) => tracing::warn!(seed = %url, "seed answered something else than cluster info: {e}"),
+                        },
+                        Err(e) if !warned => {
+                            warned = true;
+                            tracing::warn!(seed = %url, "seed not reachable yet, will keep trying: {e}");
+                        }
+                        Err(_) => {}
+                    }
+                }
+                if let Some(addr) = gossip {
+                    membership.gossip_with(addr);
+                }
+                tokio::time::sleep(membership.gossip_interval() * 4).await;
+            }
+        })
+    }
+
+    /// Stops the loops and gossip.
+    pub async fn shutdown(&self) {
+        for task in self.inner.tasks.lock().expect("tasks lock").drain(..) {
+            task.abort();
+        }
+        self.inner.membership.shutdown().await;
+    }
+}

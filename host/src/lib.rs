@@ -17,7 +17,7 @@
 pub mod api;
 pub mod cli;
 pub mod cluster;
-mod remote;
+mod coordinator;
 pub mod runtime;
 pub mod station;
 pub mod store;
@@ -86,11 +86,14 @@ pub async fn run(
     )
     .await
     .context("starting cluster membership")?;
-    station.set_remote(std::sync::Arc::new(remote::ClusterCalls { cluster: cluster.clone() }));
-    let claims = spawn_claim_pump(&station, &cluster);
-    let router = api::router(
+    let coordinator = coordinator::Coordinator::start(
         station.clone(),
         cluster.clone(),
+        store.clone(),
+        args.sync_replicas,
+    );
+    let router = api::router(
+        coordinator.clone(),
         api::ApiConfig {
             max_body_bytes: args.max_body_bytes,
             max_component_bytes: args.max_component_bytes,
@@ -114,7 +117,7 @@ pub async fn run(
         .context("serving HTTP")?;
     drop(watcher);
     reaper.abort();
-    claims.abort();
+    coordinator.shutdown();
     station.shutdown().await;
     cluster.shutdown().await;
     tracing::info!("station stopped");
@@ -128,20 +131,4 @@ fn gossip_address(http: std::net::SocketAddr) -> anyhow::Result<std::net::Socket
         .or_else(|_| std::net::UdpSocket::bind(std::net::SocketAddr::new(http.ip(), 0)))
         .context("finding a UDP port for gossip")?;
     Ok(probe.local_addr()?)
-}
-
-/// Keeps the cluster's gossip in step with what this station homes.
-fn spawn_claim_pump(station: &station::Station, cluster: &cluster::Cluster) -> tokio::task::JoinHandle<()> {
-    let mut events = station.subscribe();
-    let cluster = cluster.clone();
-    tokio::spawn(async move {
-        while let Some(event) = events.recv().await {
-            match event {
-                station::ObjectEvent::Homed { id, epoch, version, sha256 } => {
-                    cluster.claim(&id, &cluster::ObjectClaim { epoch, version, sha256 }).await;
-                }
-                station::ObjectEvent::Released { id } => cluster.release(&id).await,
-            }
-        }
-    })
 }

@@ -59,6 +59,8 @@ async fn dispatch(command: Command) -> anyhow::Result<()> {
             station,
         } => client::rollback(&station, &id, version).await,
         Command::Objects { station } => client::objects(&station).await,
+        Command::Stations { station } => client::stations(&station).await,
+        Command::Migrate { id, to, station } => client::migrate(&station, &id, &to).await,
         Command::New {
             name,
             lang: host::cli::Lang::Rust,

@@ -67,7 +67,11 @@ fn incoming_chain(headers: &axum::http::HeaderMap, request_id: &str) -> Option<C
         .unwrap_or(10_000);
     Some(CallChain {
         request_id: request_id.to_string(),
-        objects: objects.split(',').filter(|o| !o.is_empty()).map(str::to_string).collect(),
+        objects: objects
+            .split(',')
+            .filter(|o| !o.is_empty())
+            .map(str::to_string)
+            .collect(),
         deadline: std::time::Instant::now() + std::time::Duration::from_millis(remaining_ms),
     })
 }
@@ -85,10 +89,21 @@ pub(super) async fn call_object(
         let body = read_body(body, api.config.max_body_bytes)
             .await
             .map_err(|e| e.for_object(&id))?;
-        return forward(&api, home, parts.method, &parts.uri, parts.headers, body, &id).await;
+        return forward(
+            &api,
+            home,
+            parts.method,
+            &parts.uri,
+            parts.headers,
+            body,
+            &id,
+        )
+        .await;
     }
     if let Err(reason) = api.cluster.quorum() {
-        return Err(ApiError::new(StatusCode::SERVICE_UNAVAILABLE, "not_ready", reason).for_object(&id));
+        return Err(
+            ApiError::new(StatusCode::SERVICE_UNAVAILABLE, "not_ready", reason).for_object(&id),
+        );
     }
 
     if parts.method == Method::GET
@@ -133,7 +148,10 @@ pub(super) async fn call_object(
         return Err(ApiError::new(
             StatusCode::LOOP_DETECTED,
             "loop_detected",
-            format!("`{id}` is already on the call chain {}", chain.objects.join(" -> ")),
+            format!(
+                "`{id}` is already on the call chain {}",
+                chain.objects.join(" -> ")
+            ),
         )
         .for_object(&id));
     }
@@ -150,6 +168,21 @@ pub(super) async fn call_object(
         .await
     {
         Ok(result) => Ok(into_http(result.response, &result.request_id)),
+        Err(crate::station::Error::Moved { address, .. })
+            if !parts.headers.contains_key(crate::cluster::HOP_HEADER) =>
+        {
+            // The object moved while this call waited for its turn: run it at the new home.
+            forward(
+                &api,
+                address,
+                parts.method,
+                &parts.uri,
+                parts.headers,
+                body,
+                &id,
+            )
+            .await
+        }
         Err(e) => {
             // Error answers carry the request id too, so a trap can be found in the log.
             let mut response = ApiError::from(e).for_object(&id).into_response();

@@ -78,9 +78,10 @@ impl IntoResponse for ApiError {
             object_id: self.object_id.as_deref(),
         };
         let mut response = (self.status, Json(body)).into_response();
-        response
-            .headers_mut()
-            .insert(ERROR_HEADER, axum::http::HeaderValue::from_static(self.code));
+        response.headers_mut().insert(
+            ERROR_HEADER,
+            axum::http::HeaderValue::from_static(self.code),
+        );
         response
     }
 }
@@ -121,6 +122,14 @@ impl From<StationError> for ApiError {
             StationError::InvalidResponse { object, .. } => (
                 StatusCode::INTERNAL_SERVER_ERROR,
                 "invalid_response",
+                Some(object),
+            ),
+            StationError::Moved { object, .. } => {
+                (StatusCode::SERVICE_UNAVAILABLE, "moved", Some(object))
+            }
+            StationError::ReplicationFailed { object, .. } => (
+                StatusCode::SERVICE_UNAVAILABLE,
+                "replication_failed",
                 Some(object),
             ),
             StationError::Storage(_) => (StatusCode::INTERNAL_SERVER_ERROR, "storage_error", None),

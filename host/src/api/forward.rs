@@ -23,6 +23,11 @@ pub(super) fn route(api: &ApiState, id: &str, headers: &HeaderMap) -> Result<Rou
     if api.station.serves(id) {
         return Ok(Route::Local);
     }
+    if let Some(address) = api.station.moved_to(id).filter(|a| !a.is_empty())
+        && !headers.contains_key(HOP_HEADER)
+    {
+        return Ok(Route::Remote(address));
+    }
     match api.cluster.home_of(id) {
         Some(home) if home.station != api.cluster.station_id() => {
             if headers.contains_key(HOP_HEADER) {
@@ -49,7 +54,10 @@ pub(super) async fn forward(
     body: bytes::Bytes,
     id: &str,
 ) -> Result<Response, ApiError> {
-    let path_and_query = uri.path_and_query().map(|p| p.as_str().to_string()).unwrap_or_else(|| uri.path().to_string());
+    let path_and_query = uri
+        .path_and_query()
+        .map(|p| p.as_str().to_string())
+        .unwrap_or_else(|| uri.path().to_string());
     let request = ForwardRequest {
         base_url,
         method,
@@ -59,16 +67,30 @@ pub(super) async fn forward(
         timeout: std::time::Duration::from_secs(130),
     };
     let answer = api.cluster.forward(request).await.map_err(|e| match e {
-        ForwardError::Timeout(_) => ApiError::new(StatusCode::GATEWAY_TIMEOUT, "station_timeout", e.to_string()).for_object(id),
-        ForwardError::Unavailable { .. } => ApiError::new(StatusCode::BAD_GATEWAY, "station_unavailable", e.to_string()).for_object(id),
+        ForwardError::Timeout(_) => ApiError::new(
+            StatusCode::GATEWAY_TIMEOUT,
+            "station_timeout",
+            e.to_string(),
+        )
+        .for_object(id),
+        ForwardError::Unavailable { .. } => ApiError::new(
+            StatusCode::BAD_GATEWAY,
+            "station_unavailable",
+            e.to_string(),
+        )
+        .for_object(id),
     })?;
     let mut response = Response::builder().status(answer.status);
     if let Some(headers) = response.headers_mut() {
         *headers = answer.headers;
     }
-    response
-        .body(Body::from(answer.body))
-        .map_err(|e| ApiError::new(StatusCode::BAD_GATEWAY, "station_unavailable", e.to_string()))
+    response.body(Body::from(answer.body)).map_err(|e| {
+        ApiError::new(
+            StatusCode::BAD_GATEWAY,
+            "station_unavailable",
+            e.to_string(),
+        )
+    })
 }
 
 /// Middleware on `/admin/objects/{id}/...`: runs the request where the object is homed. A deploy
@@ -85,7 +107,10 @@ pub(super) async fn route_admin(
         .strip_prefix("/admin/objects/")
         .and_then(|rest| rest.split('/').next())
         .unwrap_or("");
-    let Ok(id) = percent_encoding::percent_decode_str(raw_id).decode_utf8().map(|id| id.into_owned()) else {
+    let Ok(id) = percent_encoding::percent_decode_str(raw_id)
+        .decode_utf8()
+        .map(|id| id.into_owned())
+    else {
         return next.run(request).await;
     };
     if crate::station::validate_object_id(&id).is_err() {
@@ -97,8 +122,11 @@ pub(super) async fn route_admin(
         Ok(Route::Local) => None,
         Err(e) => return e.into_response(),
     };
-    let is_deploy = request.method() == Method::PUT && request.uri().path().trim_end_matches('/') == format!("/admin/objects/{raw_id}");
-    let place_auto = super::query_pairs(request.uri().query()).iter().any(|(k, v)| k == "place" && v == "auto");
+    let is_deploy = request.method() == Method::PUT
+        && request.uri().path().trim_end_matches('/') == format!("/admin/objects/{raw_id}");
+    let place_auto = super::query_pairs(request.uri().query())
+        .iter()
+        .any(|(k, v)| k == "place" && v == "auto");
     if target.is_none()
         && is_deploy
         && place_auto
@@ -117,7 +145,17 @@ pub(super) async fn route_admin(
         Ok(body) => body,
         Err(e) => return e.into_response(),
     };
-    match forward(&api, base_url, parts.method, &parts.uri, parts.headers, body, &id).await {
+    match forward(
+        &api,
+        base_url,
+        parts.method,
+        &parts.uri,
+        parts.headers,
+        body,
+        &id,
+    )
+    .await
+    {
         Ok(response) => response,
         Err(e) => e.into_response(),
     }

@@ -8,6 +8,7 @@ mod calls;
 mod cluster;
 pub mod error;
 mod forward;
+mod internal;
 
 use std::sync::Arc;
 
@@ -15,6 +16,7 @@ use axum::Router;
 use axum::routing::{any, get, post, put};
 
 use crate::cluster::Cluster;
+use crate::coordinator::Coordinator;
 use crate::station::Station;
 
 /// Limits the API enforces, from the command line.
@@ -33,16 +35,50 @@ pub struct ApiConfig {
 pub struct ApiState {
     station: Station,
     cluster: Cluster,
+    coordinator: Coordinator,
     config: Arc<ApiConfig>,
 }
 
 /// Builds the router for a station.
-pub fn router(station: Station, cluster: Cluster, config: ApiConfig) -> Router {
+pub fn router(coordinator: Coordinator, config: ApiConfig) -> Router {
     let state = ApiState {
-        station,
-        cluster,
+        station: coordinator.station().clone(),
+        cluster: coordinator.cluster().clone(),
+        coordinator,
         config: Arc::new(config),
     };
+    let internal_routes = Router::new()
+        .route("/cluster/internal/replicate", post(internal::replicate))
+        .route(
+            "/cluster/internal/migrate",
+            post(internal::receive_migration),
+        )
+        .route(
+            "/cluster/internal/objects/{id}/snapshot",
+            post(internal::snapshot),
+        )
+        .route(
+            "/cluster/internal/objects/{id}/versions",
+            post(internal::version),
+        )
+        .route(
+            "/cluster/internal/objects/{id}/position",
+            get(internal::position),
+        )
+        .route(
+            "/cluster/internal/objects/{id}/merge",
+            post(internal::merge),
+        )
+        .route_layer(axum::middleware::from_fn_with_state(
+            state.clone(),
+            internal::require_cluster_secret,
+        ));
+    let migrate_route = Router::new()
+        .route("/cluster/migrate", post(internal::migrate))
+        .route_layer(axum::middleware::from_fn_with_state(
+            state.clone(),
+            require_admin_token,
+        ));
     let admin_routes = Router::new()
         .route(
             "/admin/objects/{id}",
@@ -53,8 +89,14 @@ pub fn router(station: Station, cluster: Cluster, config: ApiConfig) -> Router {
         .route("/admin/objects/{id}/versions", get(admin::versions))
         .route("/admin/objects/{id}/state", get(admin::state))
         .route("/admin/objects/{id}/metadata", get(admin::metadata))
-        .route_layer(axum::middleware::from_fn_with_state(state.clone(), forward::route_admin))
-        .route_layer(axum::middleware::from_fn_with_state(state.clone(), require_admin_token));
+        .route_layer(axum::middleware::from_fn_with_state(
+            state.clone(),
+            forward::route_admin,
+        ))
+        .route_layer(axum::middleware::from_fn_with_state(
+            state.clone(),
+            require_admin_token,
+        ));
     Router::new()
         .route("/health", get(admin::health))
         .route("/cluster/info", get(cluster::info))
@@ -64,6 +106,8 @@ pub fn router(station: Station, cluster: Cluster, config: ApiConfig) -> Router {
         .route("/objects/{id}/", any(calls::call_object))
         .route("/objects/{id}/{*path}", any(calls::call_object))
         .merge(admin_routes)
+        .merge(internal_routes)
+        .merge(migrate_route)
         .fallback(admin::not_found)
         .method_not_allowed_fallback(admin::method_not_allowed)
         .layer(axum::extract::DefaultBodyLimit::disable())

@@ -307,3 +307,59 @@ pub async fn objects(args: &StationArgs) -> anyhow::Result<()> {
     }
     Ok(())
 }
+
+/// `host stations`.
+pub async fn stations(args: &StationArgs) -> anyhow::Result<()> {
+    let client = Client::new(args)?;
+    let v = client
+        .json(client.request(reqwest::Method::GET, "/cluster/stations"))
+        .await?;
+    println!(
+        "{:<14}  {:<24}  {:<7}  {:>5}  {:>5}  {:>8}  objects",
+        "id", "address", "state", "cpu%", "mem%", "in-flight"
+    );
+    for station in v["stations"].as_array().into_iter().flatten() {
+        let objects: Vec<&str> = station["objects"]
+            .as_array()
+            .into_iter()
+            .flatten()
+            .filter_map(|o| o.as_str())
+            .collect();
+        println!(
+            "{:<14}  {:<24}  {:<7}  {:>5.1}  {:>5.1}  {:>8}  {}{}",
+            station["id"].as_str().unwrap_or(""),
+            station["address"].as_str().unwrap_or(""),
+            station["state"].as_str().unwrap_or(""),
+            station["load"]["cpu"].as_f64().unwrap_or(0.0),
+            station["load"]["memory"].as_f64().unwrap_or(0.0),
+            station["load"]["in_flight"],
+            objects.join(","),
+            if station["self"].as_bool() == Some(true) {
+                "  (this station)"
+            } else {
+                ""
+            }
+        );
+    }
+    Ok(())
+}
+
+/// `host migrate ID --to STATION`.
+pub async fn migrate(args: &StationArgs, id: &str, to: &str) -> anyhow::Result<()> {
+    let client = Client::new(args)?;
+    let request = client
+        .request(reqwest::Method::POST, "/cluster/migrate")
+        .json(&serde_json::json!({ "object_id": id, "target_station": to }));
+    let v = client.json(request).await?;
+    println!(
+        "migrated {id} from {} to {} (epoch {}): paused {:.1} ms, {} bytes, {} keys, {} versions",
+        v["from"].as_str().unwrap_or(""),
+        v["to"].as_str().unwrap_or(""),
+        v["epoch"],
+        v["pause_ms"].as_f64().unwrap_or(0.0),
+        v["bytes"],
+        v["keys"],
+        v["versions"]
+    );
+    Ok(())
+}

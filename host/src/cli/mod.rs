@@ -93,6 +93,21 @@ pub enum Command {
         #[command(flatten)]
         station: StationArgs,
     },
+    /// List the stations of the cluster: id, address, state, load, objects homed.
+    Stations {
+        #[command(flatten)]
+        station: StationArgs,
+    },
+    /// Move an object (versions, state, log) to another station, live.
+    Migrate {
+        /// Object id.
+        id: String,
+        /// Target station id (see `host stations`).
+        #[arg(long)]
+        to: String,
+        #[command(flatten)]
+        station: StationArgs,
+    },
     /// Create a new object project that builds as-is.
     New {
         /// Object name (also the directory created).
@@ -197,6 +212,10 @@ pub struct ServeArgs {
     /// Shared secret required on station-to-station routes; stations with different secrets do not join.
     #[arg(long, env = "OP_CLUSTER_SECRET", hide_env_values = true)]
     pub cluster_secret: Option<String>,
+    /// Replicas that must hold each write durably before it is acknowledged (0 = asynchronous
+    /// replication: a failure of the home can lose its last writes).
+    #[arg(long, default_value_t = 0)]
+    pub sync_replicas: usize,
     /// HTTP base URL other stations use to reach this one (default: http://BIND:PORT).
     #[arg(long)]
     pub advertise: Option<String>,
@@ -229,10 +248,20 @@ impl ServeArgs {
             );
         }
         if self.bind.is_unspecified() && self.advertise.is_none() {
-            anyhow::bail!("binding {} needs --advertise http://HOST:PORT so other stations can reach this one", self.bind);
+            anyhow::bail!(
+                "binding {} needs --advertise http://HOST:PORT so other stations can reach this one",
+                self.bind
+            );
         }
         if self.gossip_interval_ms < 10 {
             anyhow::bail!("--gossip-interval-ms must be at least 10");
+        }
+        if self.sync_replicas > self.replicas {
+            anyhow::bail!(
+                "--sync-replicas {} exceeds --replicas {}",
+                self.sync_replicas,
+                self.replicas
+            );
         }
         if self.min_stations == 0 {
             anyhow::bail!("--min-stations must be at least 1");

@@ -17,7 +17,17 @@ pub const FORWARDED_BY_HEADER: &str = "x-op-forwarded-by";
 pub const SECRET_HEADER: &str = "x-op-cluster-secret";
 
 /// Headers that belong to one connection and are not forwarded.
-const HOP_BY_HOP: &[&str] = &["connection", "keep-alive", "transfer-encoding", "upgrade", "host", "content-length", "te", "trailer", "proxy-connection"];
+const HOP_BY_HOP: &[&str] = &[
+    "connection",
+    "keep-alive",
+    "transfer-encoding",
+    "upgrade",
+    "host",
+    "content-length",
+    "te",
+    "trailer",
+    "proxy-connection",
+];
 
 /// A request to send to another station.
 #[derive(Debug, Clone)]
@@ -81,7 +91,11 @@ pub async fn send(
     secret: Option<&str>,
     request: ForwardRequest,
 ) -> Result<Forwarded, ForwardError> {
-    let url = format!("{}{}", request.base_url.trim_end_matches('/'), request.path_and_query);
+    let url = format!(
+        "{}{}",
+        request.base_url.trim_end_matches('/'),
+        request.path_and_query
+    );
     let mut headers = request.headers;
     for name in HOP_BY_HOP {
         headers.remove(*name);
@@ -108,8 +122,15 @@ pub async fn send(
     for name in HOP_BY_HOP {
         headers.remove(*name);
     }
-    let body = response.bytes().await.map_err(|e| classify(&request.base_url, e))?;
-    Ok(Forwarded { status, headers, body })
+    let body = response
+        .bytes()
+        .await
+        .map_err(|e| classify(&request.base_url, e))?;
+    Ok(Forwarded {
+        status,
+        headers,
+        body,
+    })
 }
 
 fn classify(url: &str, error: reqwest::Error) -> ForwardError {

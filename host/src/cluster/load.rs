@@ -83,8 +83,16 @@ mod tests {
 
     #[test]
     fn calls_in_flight_weigh_more_than_cpu() {
-        let busy = Load { cpu: 5.0, memory: 10.0, in_flight: 8 };
-        let idle = Load { cpu: 60.0, memory: 10.0, in_flight: 0 };
+        let busy = Load {
+            cpu: 5.0,
+            memory: 10.0,
+            in_flight: 8,
+        };
+        let idle = Load {
+            cpu: 60.0,
+            memory: 10.0,
+            in_flight: 0,
+        };
         assert!(idle.score() < busy.score());
     }
 }

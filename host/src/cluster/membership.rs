@@ -125,7 +125,8 @@ impl Membership {
             .duration_since(std::time::UNIX_EPOCH)
             .map(|d| d.as_millis() as u64)
             .unwrap_or(0);
-        let chitchat_id = ChitchatId::new(config.station_id.clone(), generation, config.gossip_addr);
+        let chitchat_id =
+            ChitchatId::new(config.station_id.clone(), generation, config.gossip_addr);
         let chitchat_config = ChitchatConfig {
             chitchat_id,
             cluster_id: config.cluster_id.clone(),
@@ -196,7 +197,8 @@ impl Membership {
     /// Announces that this station homes `object`.
     pub async fn claim_object(&self, object: &str, claim: &ObjectClaim) {
         let value = format!("{}:{}:{}", claim.epoch, claim.version, claim.sha256);
-        self.set(format!("{OBJECT_KEY_PREFIX}{object}"), value).await;
+        self.set(format!("{OBJECT_KEY_PREFIX}{object}"), value)
+            .await;
     }
 
     /// Withdraws the claim on `object`.
@@ -236,7 +238,9 @@ impl Membership {
                 .filter_map(|(station, (id, state))| {
                     let address = state.get(HTTP_KEY)?.to_string();
                     let heartbeat = u64::from(state.heartbeat());
-                    let seen = heartbeats.entry(station.clone()).or_insert((heartbeat, now));
+                    let seen = heartbeats
+                        .entry(station.clone())
+                        .or_insert((heartbeat, now));
                     if seen.0 != heartbeat {
                         *seen = (heartbeat, now);
                     }
@@ -259,7 +263,10 @@ impl Membership {
                         id: station,
                         address,
                         state: state_now,
-                        load: state.get(LOAD_KEY).and_then(Load::decode).unwrap_or_default(),
+                        load: state
+                            .get(LOAD_KEY)
+                            .and_then(Load::decode)
+                            .unwrap_or_default(),
                         ready: state.get(READY_KEY) == Some("true"),
                         objects,
                         generation: id.generation_id,

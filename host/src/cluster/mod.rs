@@ -14,11 +14,11 @@ pub mod membership;
 pub mod placement;
 
 use std::net::SocketAddr;
-use std::sync::atomic::AtomicU64;
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
-pub use forward::{Forwarded, HOP_HEADER, ForwardError, ForwardRequest};
+pub use forward::{ForwardError, ForwardRequest, Forwarded, HOP_HEADER};
 pub use load::Load;
 pub use membership::{Member, MemberState, ObjectClaim, View};
 pub use placement::Home;
@@ -70,16 +70,28 @@ struct Inner {
     membership: Arc<Membership>,
     http: reqwest::Client,
     tasks: Mutex<Vec<tokio::task::JoinHandle<()>>>,
+    /// Set once this station has heard from the cluster it joins (at once without `--join`).
+    /// Until then it serves nothing: it might be a returning home whose objects moved.
+    converged: Arc<AtomicBool>,
 }
+
+/// How long a station with `--join` waits to hear from a peer before serving on its own.
+const CONVERGE_TIMEOUT: Duration = Duration::from_secs(10);
 
 impl Cluster {
     /// Starts gossip, seed discovery and the load and view refresh loops.
-    pub async fn start(config: ClusterConfig, in_flight: Arc<AtomicU64>) -> anyhow::Result<Cluster> {
+    pub async fn start(
+        config: ClusterConfig,
+        in_flight: Arc<AtomicU64>,
+    ) -> anyhow::Result<Cluster> {
         let cluster_id = match &config.secret {
             // Stations with different secrets form different clusters instead of half-trusting each other.
             Some(secret) => {
                 use sha2::Digest;
-                format!("op-{}", &hex::encode(sha2::Sha256::digest(secret.as_bytes()))[..16])
+                format!(
+                    "op-{}",
+                    &hex::encode(sha2::Sha256::digest(secret.as_bytes()))[..16]
+                )
             }
             None => "object-primitive".to_string(),
         };
@@ -93,19 +105,29 @@ impl Cluster {
         })
         .await?;
         let http = forward::client()?;
+        let config_join_empty = config.join.is_empty();
         let cluster = Cluster {
             inner: Arc::new(Inner {
                 config,
                 membership,
                 http,
                 tasks: Mutex::new(Vec::new()),
+                converged: Arc::new(AtomicBool::new(config_join_empty)),
             }),
         };
-        let mut tasks = vec![cluster.spawn_refresh_loop(in_flight)];
+        let mut tasks = vec![
+            cluster.spawn_refresh_loop(in_flight),
+            cluster.spawn_converge_watch(),
+        ];
         for seed in cluster.inner.config.join.clone() {
             tasks.push(cluster.spawn_seed_loop(seed));
         }
-        cluster.inner.tasks.lock().expect("tasks lock").extend(tasks);
+        cluster
+            .inner
+            .tasks
+            .lock()
+            .expect("tasks lock")
+            .extend(tasks);
         Ok(cluster)
     }
 
@@ -158,14 +180,63 @@ impl Cluster {
         self.view().live().count()
     }
 
+    /// The gossip interval.
+    pub fn gossip_interval(&self) -> Duration {
+        self.inner.config.gossip_interval
+    }
+
+    /// Whether this station has heard from the cluster it joins.
+    pub fn converged(&self) -> bool {
+        self.inner.converged.load(Ordering::Acquire)
+    }
+
+    /// Waits until [`Cluster::converged`].
+    pub async fn wait_converged(&self) {
+        while !self.converged() {
+            tokio::time::sleep(Duration::from_millis(20)).await;
+        }
+    }
+
+    fn spawn_converge_watch(&self) -> tokio::task::JoinHandle<()> {
+        let cluster = self.clone();
+        tokio::spawn(async move {
+            let started = std::time::Instant::now();
+            while !cluster.converged() {
+                let others = cluster
+                    .view()
+                    .live()
+                    .filter(|m| m.id != cluster.station_id())
+                    .count();
+                if others > 0 || started.elapsed() >= CONVERGE_TIMEOUT {
+                    if others == 0 {
+                        tracing::warn!(
+                            "no seed station answered within {CONVERGE_TIMEOUT:?}: serving on our own"
+                        );
+                    }
+                    // One more gossip round so the peers' claims are in the view.
+                    tokio::time::sleep(cluster.gossip_interval() * 2).await;
+                    cluster.inner.membership.refresh().await;
+                    cluster.inner.converged.store(true, Ordering::Release);
+                    break;
+                }
+                tokio::time::sleep(Duration::from_millis(50)).await;
+            }
+        })
+    }
+
     /// Whether enough stations are alive for this one to serve (`--min-stations`).
     pub fn quorum(&self) -> Result<(), String> {
+        if !self.converged() {
+            return Err("joining the cluster: waiting to hear from a peer station".into());
+        }
         let live = self.live_count();
         let need = self.inner.config.min_stations;
         if live >= need {
             Ok(())
         } else {
-            Err(format!("{live} of the {need} stations required by --min-stations are alive"))
+            Err(format!(
+                "{live} of the {need} stations required by --min-stations are alive"
+            ))
         }
     }
 
@@ -233,7 +304,9 @@ impl Cluster {
                                 tracing::info!(seed = %url, station = %info.station_id, gossip = %info.gossip, "found seed station");
                                 gossip = Some(info.gossip);
                             }
-                            Err(e) => tracing::warn!(seed = %url, "seed answered something else than cluster info: {e}"),
+                            Err(e) => {
+                                tracing::warn!(seed = %url, "seed answered something else than cluster info: {e}")
+                            }
                         },
                         Err(e) if !warned => {
                             warned = true;

@@ -56,7 +56,11 @@ fn rendezvous(station: &str, object: &str) -> u64 {
 pub fn replicas_of(view: &View, object: &str, home: &str, count: usize) -> Vec<String> {
     let mut candidates: Vec<&Member> = view.live().filter(|m| m.id != home).collect();
     candidates.sort_by_key(|m| std::cmp::Reverse(rendezvous(&m.id, object)));
-    candidates.into_iter().take(count).map(|m| m.id.clone()).collect()
+    candidates
+        .into_iter()
+        .take(count)
+        .map(|m| m.id.clone())
+        .collect()
 }
 
 /// The live, ready station with the lowest load score (ties: the smallest id).
@@ -81,11 +85,24 @@ mod tests {
             id: id.into(),
             address: format!("http://{id}"),
             state,
-            load: Load { cpu: 1.0, memory: 1.0, in_flight },
+            load: Load {
+                cpu: 1.0,
+                memory: 1.0,
+                in_flight,
+            },
             ready: true,
             objects: objects
                 .iter()
-                .map(|(o, e)| (o.to_string(), ObjectClaim { epoch: *e, version: 1, sha256: "s".into() }))
+                .map(|(o, e)| {
+                    (
+                        o.to_string(),
+                        ObjectClaim {
+                            epoch: *e,
+                            version: 1,
+                            sha256: "s".into(),
+                        },
+                    )
+                })
                 .collect(),
             generation: 1,
         }
@@ -118,13 +135,20 @@ mod tests {
         assert_eq!(replicas.len(), 2);
         assert!(!replicas.contains(&"a".to_string()) && !replicas.contains(&"d".to_string()));
         assert_eq!(replicas, replicas_of(&view, "x", "a", 2));
-        assert_eq!(replicas_of(&view, "x", "a", 5).len(), 2, "capped by cluster size");
+        assert_eq!(
+            replicas_of(&view, "x", "a", 5).len(),
+            2,
+            "capped by cluster size"
+        );
     }
 
     #[test]
     fn least_loaded_prefers_fewer_calls_in_flight() {
         let view = View {
-            members: vec![member("a", MemberState::Alive, &[], 5), member("b", MemberState::Alive, &[], 0)],
+            members: vec![
+                member("a", MemberState::Alive, &[], 5),
+                member("b", MemberState::Alive, &[], 0),
+            ],
         };
         assert_eq!(least_loaded(&view).unwrap().id, "b");
     }

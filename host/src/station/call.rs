@@ -191,6 +191,12 @@ impl Station {
                 .await
                 .map_err(|_| timed_out())?;
 
+        if let Some(address) = object.moved_to.lock().expect("moved lock").clone() {
+            return Err(Error::Moved {
+                object: object.id.clone(),
+                address,
+            });
+        }
         // The version is read at the start of the turn: a deploy lets calls in flight finish on
         // the old version, and the next turn switches.
         let slot = object.current();
@@ -234,7 +240,15 @@ impl Station {
                     Vec::new()
                 };
                 let ticket = state.commit(writes)?;
-                (response, ticket)
+                // Hand the batch to replication while still holding the turn, so batches of one
+                // object reach the replicator in seq order.
+                let replicated = match (self.inner.replication.get(), ticket.batch()) {
+                    (Some(sink), Some(batch)) => {
+                        sink.committed(&object.id, object.epoch.load(Ordering::Relaxed), batch)
+                    }
+                    _ => None,
+                };
+                (response, (ticket, replicated))
             }
             Err(failure) => {
                 *turn = None;
@@ -252,7 +266,26 @@ impl Station {
         // Release the turn before waiting for durability: the next call runs while this batch
         // is being written, and its own answer waits for its own (later) batch.
         drop(turn);
+        let (ticket, replicated) = ticket;
         ticket.durable().await?;
+        if let Some(acknowledged) = replicated {
+            let remaining = deadline.saturating_duration_since(Instant::now());
+            match tokio::time::timeout(remaining, acknowledged).await {
+                Ok(Ok(())) => {}
+                Ok(Err(message)) => {
+                    return Err(Error::ReplicationFailed {
+                        object: object.id.clone(),
+                        message,
+                    });
+                }
+                Err(_) => {
+                    return Err(Error::ReplicationFailed {
+                        object: object.id.clone(),
+                        message: "no replica acknowledged before the deadline".into(),
+                    });
+                }
+            }
+        }
         Ok(response)
     }
 

@@ -115,6 +115,14 @@ impl Station {
             }
         };
         self.announce(object.homed_event());
+        if let Some(sink) = self.inner.replication.get() {
+            let slot = object.current();
+            sink.version_added(
+                id,
+                object.epoch.load(std::sync::atomic::Ordering::Relaxed),
+                &slot.record,
+            );
+        }
         self.log(id, "", LogLevel::Info, "deploy", &message);
         tracing::info!(object = id, version = outcome.version, "{message}");
         Ok(outcome)

@@ -10,6 +10,7 @@
 mod call;
 mod deploy;
 mod id;
+mod replica;
 mod services;
 
 use std::collections::HashMap;
@@ -18,9 +19,10 @@ use std::sync::{Arc, Mutex, OnceLock};
 use std::time::Duration;
 
 pub use call::{CallResult, CallSummary};
-pub use services::RemoteCalls;
 pub use deploy::DeployOutcome;
 pub use id::{IdError, validate_object_id};
+pub use replica::{ApplyOutcome, ObjectExport, Paused, ReplicationSink};
+pub use services::RemoteCalls;
 
 use crate::runtime::{self, Activation, CompiledObject, Runtime};
 use crate::store::{self, ObjectState, Store, VersionRecord};
@@ -80,6 +82,25 @@ pub enum Error {
         /// The deadline that applied.
         deadline_ms: u64,
     },
+    /// The object moved to another station while the call waited; it must be sent there.
+    #[error("object `{object}` moved to {address}")]
+    Moved {
+        /// Object id.
+        object: String,
+        /// The new home's address.
+        address: String,
+    },
+    /// Replicas did not acknowledge the write in time (`--sync-replicas`). The write is durable
+    /// here but was not acknowledged.
+    #[error(
+        "object `{object}`: the write is durable on its home but no replica acknowledged it: {message}"
+    )]
+    ReplicationFailed {
+        /// Object id.
+        object: String,
+        /// Why.
+        message: String,
+    },
     /// The object answered with something that is not a valid HTTP response.
     #[error("object `{object}` answered with an invalid response: {message}")]
     InvalidResponse {
@@ -102,7 +123,9 @@ struct LiveObject {
     /// The version calls run; swapped by deploys, read at the start of every turn.
     version: Mutex<Arc<VersionSlot>>,
     /// The turn queue and the live activation it guards.
-    turn: tokio::sync::Mutex<Option<Activation>>,
+    turn: Arc<tokio::sync::Mutex<Option<Activation>>>,
+    /// Set when the object was handed off to another station: its address.
+    moved_to: Mutex<Option<String>>,
     /// Committed state, opened on first use.
     state: tokio::sync::OnceCell<ObjectState>,
     calls: AtomicU64,
@@ -122,7 +145,8 @@ impl LiveObject {
         LiveObject {
             id: id.to_string(),
             version: Mutex::new(Arc::new(VersionSlot::new(record, compiled))),
-            turn: tokio::sync::Mutex::new(None),
+            turn: Arc::new(tokio::sync::Mutex::new(None)),
+            moved_to: Mutex::new(None),
             state: tokio::sync::OnceCell::new(),
             calls: AtomicU64::new(0),
             traps: AtomicU64::new(0),
@@ -177,6 +201,12 @@ struct Inner {
     events: Mutex<Option<tokio::sync::mpsc::UnboundedSender<ObjectEvent>>>,
     /// How objects reach objects that are not on this station.
     remote: OnceLock<Arc<dyn RemoteCalls>>,
+    /// Where committed batches go for replication.
+    replication: OnceLock<Arc<dyn ReplicationSink>>,
+    /// Objects held here as replicas of another station's.
+    replicas: Mutex<HashMap<String, replica::ReplicaObject>>,
+    /// Objects that moved away: id → new home's address, for forwarding.
+    moved: Mutex<HashMap<String, String>>,
 }
 
 /// A change in what this station homes, for the cluster to gossip.
@@ -245,12 +275,36 @@ impl Station {
     /// artifact cache) on their first call, so start-up time does not grow with the object count.
     pub fn open(runtime: Runtime, store: Store, config: StationConfig) -> Result<Station, Error> {
         let mut objects = HashMap::new();
-        for id in store.versions().deployed_ids()? {
+        let mut replicas = HashMap::new();
+        for id in store.versions().known_ids()? {
+            let placement = store.versions().placement(&id)?;
+            if let Some(placement) = placement
+                .as_ref()
+                .filter(|p| p.role == store::Role::Replica)
+            {
+                replicas.insert(
+                    id.clone(),
+                    replica::ReplicaObject {
+                        state: store.state(&id)?,
+                        placement: placement.clone(),
+                        needs_snapshot: false,
+                    },
+                );
+                continue;
+            }
             if let Some(record) = store.versions().current(&id)? {
-                objects.insert(id.clone(), Arc::new(LiveObject::new(&id, record, None)));
+                let object = LiveObject::new(&id, record, None);
+                if let Some(placement) = placement {
+                    object.epoch.store(placement.epoch, Ordering::Relaxed);
+                }
+                objects.insert(id.clone(), Arc::new(object));
             }
         }
-        tracing::info!(objects = objects.len(), "station opened");
+        tracing::info!(
+            objects = objects.len(),
+            replicas = replicas.len(),
+            "station opened"
+        );
         Ok(Station {
             inner: Arc::new(Inner {
                 runtime,
@@ -261,6 +315,9 @@ impl Station {
                 in_flight: Arc::new(AtomicU64::new(0)),
                 events: Mutex::new(None),
                 remote: OnceLock::new(),
+                replication: OnceLock::new(),
+                replicas: Mutex::new(replicas),
+                moved: Mutex::new(HashMap::new()),
             }),
         })
     }
@@ -295,7 +352,11 @@ impl Station {
 
     /// Whether this station serves calls to `id` itself.
     pub fn serves(&self, id: &str) -> bool {
-        self.inner.objects.lock().expect("objects lock").contains_key(id)
+        self.inner
+            .objects
+            .lock()
+            .expect("objects lock")
+            .contains_key(id)
     }
 
     /// This station's id.

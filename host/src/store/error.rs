@@ -50,6 +50,41 @@ pub enum Error {
     /// The store was shut down; no more writes are accepted.
     #[error("the store is shut down")]
     Closed,
+    /// A replicated batch does not follow the object's applied seq: batches `expected..got` are missing here
+    /// (the sender should resend from `expected`, or send a snapshot).
+    #[error("object {object_id}: replicated batch {got} does not follow, expected {expected}")]
+    Gap {
+        /// The object.
+        object_id: String,
+        /// The seq this station needs next (its applied seq + 1).
+        expected: u64,
+        /// The seq it was sent.
+        got: u64,
+    },
+    /// A version arrived from another station with a number this station already holds with other bytes.
+    #[error("object {object_id} already has a version {version} with other bytes")]
+    Conflict {
+        /// The object.
+        object_id: String,
+        /// The version number.
+        version: u32,
+    },
+    /// Data received from another station breaks the store's rules (an empty replicated batch, a snapshot
+    /// whose versions are out of order, version bytes that do not match their sha256, …). Nothing was applied.
+    #[error("object {object_id}: rejected {reason}")]
+    Invalid {
+        /// The object.
+        object_id: String,
+        /// What is wrong.
+        reason: String,
+    },
+    /// The object is installing a snapshot ([`super::ObjectState::install_snapshot`]); commits and
+    /// replicated batches are refused until it is done. Nothing was applied: retry after the install.
+    #[error("object {object_id} is installing a snapshot")]
+    Busy {
+        /// The object.
+        object_id: String,
+    },
     /// An object id that is not `[a-z0-9][a-z0-9_.-]{0,127}` or contains `..` (the caller validates ids first;
     /// this guard only keeps a bad id from reaching outside the data directory).
     #[error("invalid object id {0:?}")]

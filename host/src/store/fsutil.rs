@@ -44,7 +44,11 @@ pub(crate) fn is_valid_id(id: &str) -> bool {
 /// fsyncs a directory so the entries created, renamed or removed in it survive a crash.
 pub(crate) fn fsync_dir(dir: &Path) -> Result<(), Error> {
     // The parent of a relative single-component path (`data`) is the empty path: the cwd.
-    let dir = if dir.as_os_str().is_empty() { Path::new(".") } else { dir };
+    let dir = if dir.as_os_str().is_empty() {
+        Path::new(".")
+    } else {
+        dir
+    };
     File::open(dir).and_then(|d| d.sync_all()).at(dir)
 }
 

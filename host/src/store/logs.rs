@@ -89,8 +89,16 @@ impl serde::Serialize for Level {
     }
 }
 
+impl<'de> serde::Deserialize<'de> for Level {
+    /// A level name, as [`Level::from_str`] parses it.
+    fn deserialize<D: serde::Deserializer<'de>>(deserializer: D) -> Result<Level, D::Error> {
+        let s = <std::borrow::Cow<'de, str>>::deserialize(deserializer)?;
+        s.parse().map_err(serde::de::Error::custom)
+    }
+}
+
 /// One log line.
-#[derive(Clone, Debug, PartialEq, Eq, serde::Serialize)]
+#[derive(Clone, Debug, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
 pub struct LogRecord {
     /// When (Unix ms).
     #[serde(rename = "ts")]
@@ -208,13 +216,7 @@ impl LogStore {
     /// queued for this object are written first. An object without logs has none (not an error).
     pub fn query(&self, object_id: &str, q: &LogQuery) -> Result<Vec<LogRecord>, Error> {
         check_id(object_id)?;
-        let (done, flushed) = mpsc::channel();
-        if self.send(LogMsg::Flush {
-            id: object_id.to_string(),
-            done,
-        }) {
-            let _ = flushed.recv();
-        }
+        self.flush(object_id);
         let _files = self.inner.files.read().unwrap_or_else(|e| e.into_inner());
         let limit = if q.limit == 0 { usize::MAX } else { q.limit };
         let dir = self.inner.dir.join(object_id);
@@ -240,6 +242,53 @@ impl LogStore {
             }
         }
         Ok(out)
+    }
+
+    /// Every line of the object's log, oldest first, across the rotated files (for a migration). Lines still
+    /// queued for this object are written first. An object without logs has none.
+    pub fn export(&self, object_id: &str) -> Result<Vec<LogRecord>, Error> {
+        check_id(object_id)?;
+        self.flush(object_id);
+        let _files = self.inner.files.read().unwrap_or_else(|e| e.into_inner());
+        let dir = self.inner.dir.join(object_id);
+        let mut out = Vec::new();
+        for k in (0..=self.inner.keep_files).rev() {
+            let path = log_path(&dir, k);
+            match read_log(&path) {
+                Ok(records) => out.extend(records),
+                Err(e) if e.kind() == io::ErrorKind::NotFound => {}
+                Err(e) => return Err(Error::io(&path, e)),
+            }
+        }
+        Ok(out)
+    }
+
+    /// Appends lines received from another station (a migrated object's log), in order, after the object's
+    /// existing lines; rotation applies as for [`LogStore::append`]. Returns once they are written (not
+    /// fsynced: logs are best effort). [`Error::Closed`] after shutdown.
+    pub fn import(&self, object_id: &str, records: &[LogRecord]) -> Result<(), Error> {
+        check_id(object_id)?;
+        for record in records {
+            if !self.send(LogMsg::Append {
+                id: object_id.to_string(),
+                record: record.clone(),
+            }) {
+                return Err(Error::Closed);
+            }
+        }
+        if !self.flush(object_id) {
+            return Err(Error::Closed);
+        }
+        Ok(())
+    }
+
+    /// Has the log thread write what is queued for the object; false if the thread is gone.
+    fn flush(&self, object_id: &str) -> bool {
+        let (done, flushed) = mpsc::channel();
+        self.send(LogMsg::Flush {
+            id: object_id.to_string(),
+            done,
+        }) && flushed.recv().is_ok()
     }
 
     /// Removes the object's logs (`data/logs/{id}`), after writing what was queued before.
@@ -768,5 +817,68 @@ mod tests {
         // After shutdown appends are dropped and queries still read.
         store.logs().append("o1", rec(9, Level::Info, "", "late"));
         assert_eq!(store.logs().query("o1", &all()).unwrap().len(), 1);
+    }
+
+    #[test]
+    fn export_reads_every_file_oldest_first_and_import_appends_in_order() {
+        let dir = tempfile::tempdir().unwrap();
+        let src = open(&dir.path().join("src"), 1500, 3);
+        for i in 0..60u64 {
+            src.logs().append(
+                "mig",
+                rec(
+                    i,
+                    Level::Info,
+                    &format!("r{i}"),
+                    &format!("line {i}\twith\n\"hostile\" text"),
+                ),
+            );
+        }
+        let exported = src.logs().export("mig").unwrap();
+        assert!(
+            dir.path().join("src/data/logs/mig/log.2.tsv").exists(),
+            "rotated"
+        );
+        assert!(!exported.is_empty());
+        assert!(
+            exported.windows(2).all(|w| w[1].ts_ms == w[0].ts_ms + 1),
+            "oldest first, contiguous"
+        );
+        assert_eq!(exported.last().unwrap().ts_ms, 59);
+        let newest_first = src.logs().query("mig", &all()).unwrap();
+        assert_eq!(
+            exported.iter().rev().cloned().collect::<Vec<_>>(),
+            newest_first
+        );
+        assert!(src.logs().export("none").unwrap().is_empty());
+        // Lines travel as JSON.
+        let json = serde_json::to_string(&exported).unwrap();
+        assert_eq!(
+            serde_json::from_str::<Vec<LogRecord>>(&json).unwrap(),
+            exported
+        );
+
+        let dst = open(&dir.path().join("dst"), 1 << 20, 3);
+        dst.logs()
+            .append("mig", rec(1000, Level::Warn, "", "already here"));
+        dst.logs().import("mig", &exported).unwrap();
+        let got = dst.logs().export("mig").unwrap();
+        assert_eq!(got[0].message, "already here");
+        assert_eq!(&got[1..], &exported[..]);
+        dst.logs()
+            .append("mig", rec(2000, Level::Info, "", "after"));
+        assert_eq!(
+            dst.logs()
+                .query("mig", &LogQuery { limit: 1, ..all() })
+                .unwrap()[0]
+                .ts_ms,
+            2000
+        );
+        dst.shutdown();
+        assert!(matches!(
+            dst.logs().import("mig", &exported),
+            Err(Error::Closed)
+        ));
+        assert_eq!(dst.logs().export("mig").unwrap().len(), exported.len() + 2);
     }
 }

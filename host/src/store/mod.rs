@@ -7,6 +7,7 @@
 //! data/state/{id}/state.tsv         append-only batches of set/del        state.rs (index, recovery), writer.rs
 //! data/logs/{id}/log.tsv            the object's log, rotated             logs.rs
 //! data/objects/{id}/versions.tsv    deployed versions; v{N}.wasm bytes    versions.rs
+//! data/objects/{id}/placement.tsv   the object's placement as last known  versions.rs
 //! ```
 //!
 //! - [`Store`] opens the data directory, holds the station identity and its hybrid logical clock, caches one
@@ -16,6 +17,21 @@
 //!   once the batch is durable (append + fdatasync, with group commit across concurrent callers).
 //! - [`LogStore`] and [`VersionStore`] keep the object logs and the deployed component bytes.
 //! - [`Error`] is the store's typed error; TSV encoding (`tsv.rs`) and crash recovery stay inside.
+//!
+//! # Replication, migration and failover
+//!
+//! The cluster moves state with these handles, never with files:
+//!
+//! - Every write returns a [`CommitTicket`] whose [`CommitTicket::batch`] is the [`Batch`] as shipped to replicas
+//!   (seq and [`Record`]s, each record with its own hybrid-logical-clock time). A replica applies it with
+//!   [`ObjectState::apply_replicated`] (idempotent; a missing seq is [`Error::Gap`]).
+//! - [`ObjectState::export_snapshot`] / [`ObjectState::install_snapshot`] move a whole state (catch-up from far
+//!   behind, migration); the snapshot holds exactly the versions the index keeps.
+//! - Histories that diverged merge with [`ObjectState::latest_records`] and [`ObjectState::merge_lww`]
+//!   (last writer wins by hlc; an equal hlc keeps the local version). [`Store::observe_hlc`] moves the
+//!   station's clock past a remote timestamp so later local writes order after it.
+//! - [`VersionStore::install`] copies versions with their numbers, [`VersionStore::set_placement`] persists
+//!   the object's epoch and role, and [`LogStore::export`] / [`LogStore::import`] move the log.
 //!
 //! # What it leaves to others
 //!
@@ -30,8 +46,11 @@
 //! [`ObjectState`] reads and [`ObjectState::commit`] do no I/O and hold a lock only for in-memory work, so they
 //! may run on async workers; [`CommitTicket::durable`] is the async wait. The rest —
 //! [`Store::open`], [`Store::state`] on first access (it loads the file), [`Store::purge_state`],
-//! [`LogStore::query`], [`LogStore::purge`], every [`VersionStore`] method and [`Store::shutdown`] — does file
-//! I/O or joins threads: call it from `spawn_blocking` or another blocking context.
+//! [`LogStore::query`], [`LogStore::purge`], [`LogStore::export`], [`LogStore::import`], every [`VersionStore`]
+//! method, [`ObjectState::install_snapshot`] (it waits for the writer thread to write the new file) and
+//! [`Store::shutdown`] — does file I/O or joins threads: call it from `spawn_blocking` or another blocking
+//! context. [`ObjectState::apply_replicated`], [`ObjectState::merge_lww`], [`ObjectState::export_snapshot`],
+//! [`ObjectState::latest_records`] and [`Store::observe_hlc`] are in-memory like `commit`.
 
 mod error;
 mod fsutil;
@@ -52,8 +71,10 @@ use std::thread::JoinHandle;
 
 pub use error::Error;
 pub use logs::{Level, LogQuery, LogRecord, LogStore, ParseLevelError};
-pub use state::{CommitTicket, KeyVersion, ObjectState, Write};
-pub use versions::{VersionRecord, VersionStore};
+pub use state::{
+    Batch, CommitTicket, KeyVersion, ObjectState, Record, Snapshot, SnapshotKey, Write,
+};
+pub use versions::{Placement, Role, VersionRecord, VersionStore};
 
 use error::IoContext;
 use fsutil::{check_id, create_dir_durable, fsync_dir};
@@ -229,6 +250,18 @@ impl Store {
     /// The station's hybrid logical clock (one per station; it stamps every batch).
     pub fn hlc(&self) -> &uhlc::HLC {
         &self.inner.shared.hlc
+    }
+
+    /// Moves the station's clock past a timestamp seen on a remote batch (the NTP64 time of its hlc), so local
+    /// commits order after it. A timestamp further ahead of this station's time than the clock's maximum delta
+    /// (500 ms by default, `UHLC_MAX_DELTA_MS`) is ignored with a warning: the batch is still applied.
+    ///
+    /// [`ObjectState::apply_replicated`], [`ObjectState::merge_lww`] and [`ObjectState::install_snapshot`]
+    /// already do this for what they apply; calling it again is harmless.
+    pub fn observe_hlc(&self, hlc: u64) {
+        if let Err(e) = state::observe_hlc(&self.inner.shared.hlc, hlc) {
+            tracing::warn!(error = %e, "a remote clock is too far ahead: not following it");
+        }
     }
 
     /// The settings the store was opened with.
@@ -423,6 +456,39 @@ mod tests {
         check::<CommitTicket>();
         check::<LogStore>();
         check::<VersionStore>();
+        check::<Batch>();
+        check::<Snapshot>();
+        check::<Placement>();
+    }
+
+    #[test]
+    fn observe_hlc_moves_the_clock_unless_too_far_ahead() {
+        let dir = tempfile::tempdir().unwrap();
+        let store = open(dir.path(), Durability::None);
+        let now = store.hlc().new_timestamp().get_time().as_u64();
+        let ahead = now + (100u64 << 32) / 1000; // 100 ms in NTP64
+        store.observe_hlc(ahead);
+        store.observe_hlc(0);
+        store.observe_hlc(1);
+        let st = store.state("o").unwrap();
+        let t = st.commit(vec![set("k", "v")]).unwrap();
+        assert!(t.batch().unwrap().records[0].hlc > ahead);
+        // An hour ahead is ignored (with a warning), not followed.
+        let far = now + (3600u64 << 32);
+        store.observe_hlc(far);
+        assert!(store.hlc().new_timestamp().get_time().as_u64() < far);
+        // The same goes for a replicated batch carrying it: applied, clock not followed.
+        let b = Batch {
+            seq: 2,
+            records: vec![Record {
+                key: "k".into(),
+                value: None,
+                hlc: far,
+            }],
+        };
+        st.apply_replicated(&b).unwrap().unwrap();
+        assert_eq!(st.history("k", 1)[0].hlc, far);
+        assert!(store.hlc().new_timestamp().get_time().as_u64() < far);
     }
 
     #[test]

@@ -1,21 +1,28 @@
 //! One object's key/value state: the in-memory index, the commit path, and crash recovery of `state.tsv`.
 //!
 //! `data/state/{id}/state.tsv` is append-only TSV with the header `seq hlc op key value`. A batch is its
-//! `set`/`del` records, all carrying the batch's `seq` (a per-object counter from 1) and `hlc` (the NTP64 time of
-//! one hybrid-logical-clock timestamp, as a decimal u64), followed by one `commit` record with the same seq and
-//! hlc, an empty key and the record count as value. A batch exists only once its commit line is complete, so a
-//! batch is all-or-nothing on disk; it is applied to the index as a whole under the object's lock, so it is
-//! all-or-nothing in memory too.
+//! `set`/`del` records, all carrying the batch's `seq` (a per-object counter from 1) and each its own `hlc` (the
+//! NTP64 time of a hybrid-logical-clock timestamp, as a decimal u64), followed by one `commit` record with the
+//! same seq, the greatest hlc of the batch's records, an empty key and the record count as value. A batch exists
+//! only once its commit line is complete, so a batch is all-or-nothing on disk; it is applied to the index as a
+//! whole under the object's lock, so it is all-or-nothing in memory too.
+//!
+//! A batch committed here ([`ObjectState::commit`]) stamps all its records with one fresh timestamp of the
+//! station's clock. A batch received from the object's home ([`ObjectState::apply_replicated`]) or produced by a
+//! last-writer-wins merge ([`ObjectState::merge_lww`]) keeps the hlc each record came with, so its records may
+//! differ; recovery and compaction keep every record's own hlc.
 //!
 //! [`ObjectState::commit`] applies the batch in memory at once and queues its encoded bytes for the writer thread
 //! (`writer.rs`), which appends, fsyncs and then resolves the [`CommitTicket`]s. It never does I/O itself.
+//! [`ObjectState::install_snapshot`] replaces the whole state: the writer thread writes the new file (temp file,
+//! fsync, rename, directory fsync) after everything queued before it, and swaps the index.
 
 use std::collections::{BTreeMap, VecDeque};
 use std::fs::{File, OpenOptions};
 use std::io::{self, Read, Seek, SeekFrom, Write as _};
 use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
-use std::sync::{Arc, Mutex, MutexGuard};
+use std::sync::{Arc, Mutex, MutexGuard, mpsc};
 
 use tokio::sync::watch;
 use uhlc::{NTP64, Timestamp};
@@ -54,15 +61,55 @@ impl Write {
     }
 }
 
-/// One version of a key, as returned by [`ObjectState::history`].
-#[derive(Debug, Clone, PartialEq, Eq, serde::Serialize)]
+/// One record of a batch as it travels between stations, with its own hybrid-logical-clock time.
+#[derive(Debug, Clone, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
+pub struct Record {
+    /// The key.
+    pub key: String,
+    /// The new value, or `None` for a delete (a tombstone).
+    pub value: Option<String>,
+    /// The NTP64 time of the hybrid-logical-clock timestamp that wrote it.
+    pub hlc: u64,
+}
+
+/// A committed batch, as shipped to replicas: its seq and its records in order.
+#[derive(Debug, Clone, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
+pub struct Batch {
+    /// The object's seq of this batch.
+    pub seq: u64,
+    /// Its records (never empty), in the order they were written.
+    pub records: Vec<Record>,
+}
+
+/// One version of a key, as returned by [`ObjectState::history`] and carried in a [`Snapshot`].
+#[derive(Debug, Clone, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
 pub struct KeyVersion {
     /// The seq of the batch that wrote it.
     pub seq: u64,
-    /// Wall-clock milliseconds since the Unix epoch, from the batch's hybrid logical clock timestamp.
+    /// Wall-clock milliseconds since the Unix epoch, from the version's hybrid logical clock timestamp.
     pub at_ms: u64,
     /// The value, or `None` if this version deleted the key.
     pub value: Option<String>,
+    /// The NTP64 time of the hybrid-logical-clock timestamp that wrote it (what last-writer-wins compares).
+    pub hlc: u64,
+}
+
+/// Everything needed to rebuild an object's state on another station: see [`ObjectState::export_snapshot`].
+#[derive(Debug, Clone, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
+pub struct Snapshot {
+    /// The applied seq the snapshot covers.
+    pub seq: u64,
+    /// Every key, deleted ones included (their latest version is a tombstone), sorted by key.
+    pub keys: Vec<SnapshotKey>,
+}
+
+/// One key of a [`Snapshot`].
+#[derive(Debug, Clone, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
+pub struct SnapshotKey {
+    /// The key.
+    pub key: String,
+    /// Its kept versions, oldest first (never empty).
+    pub versions: Vec<KeyVersion>,
 }
 
 /// A handle on one object's state. Cheap to clone; all clones share the same index.
@@ -71,11 +118,15 @@ pub struct ObjectState {
     inner: Arc<ObjInner>,
 }
 
-/// Resolves once a committed batch is durable. Returned by [`ObjectState::commit`].
+/// Resolves once a committed batch is durable. Returned by [`ObjectState::commit`] and the other writes.
 #[derive(Debug)]
 pub struct CommitTicket {
     /// The seq of the committed batch (for an empty batch, the applied seq it waits for).
     pub seq: u64,
+    /// The install generation it was issued in: a snapshot installed since means its batch was made durable
+    /// before the install replaced the file.
+    generation: u64,
+    batch: Option<Arc<Batch>>,
     rx: watch::Receiver<Durable>,
 }
 
@@ -86,13 +137,13 @@ impl CommitTicket {
     /// Returns [`Error::Failed`] if the object's writer failed before that, and [`Error::Closed`] if the store
     /// went away first.
     pub async fn durable(mut self) -> Result<(), Error> {
-        let seq = self.seq;
+        let (seq, generation) = (self.seq, self.generation);
         match self
             .rx
-            .wait_for(|d| d.seq >= seq || d.failed.is_some())
+            .wait_for(|d| d.covers(seq, generation) || d.failed.is_some())
             .await
         {
-            Ok(d) if d.seq >= seq => Ok(()),
+            Ok(d) if d.covers(seq, generation) => Ok(()),
             Ok(d) => Err(Error::Failed(d.failed.clone().unwrap_or_default())),
             Err(_) => Err(Error::Closed),
         }
@@ -100,7 +151,12 @@ impl CommitTicket {
 
     /// True if the batch is already durable (never blocks).
     pub fn is_durable(&self) -> bool {
-        self.rx.borrow().seq >= self.seq
+        self.rx.borrow().covers(self.seq, self.generation)
+    }
+
+    /// The batch this commit wrote, as it is shipped to replicas (`None` for an empty read-barrier commit).
+    pub fn batch(&self) -> Option<Arc<Batch>> {
+        self.batch.clone()
     }
 }
 
@@ -109,6 +165,14 @@ impl CommitTicket {
 pub(crate) struct Durable {
     seq: u64,
     failed: Option<String>,
+    /// Bumped by each installed snapshot (which may move `seq` back).
+    generation: u64,
+}
+
+impl Durable {
+    fn covers(&self, seq: u64, generation: u64) -> bool {
+        self.generation != generation || self.seq >= seq
+    }
 }
 
 /// One version of a key in the index.
@@ -119,11 +183,23 @@ struct Version {
     value: Option<String>,
 }
 
+impl Version {
+    fn to_key_version(&self) -> KeyVersion {
+        KeyVersion {
+            seq: self.seq,
+            at_ms: hlc_ms(self.hlc),
+            value: self.value.clone(),
+            hlc: self.hlc,
+        }
+    }
+}
+
 /// The in-memory index: every key with its last `history` versions, oldest first.
 #[derive(Debug)]
-struct Index {
+pub(crate) struct Index {
     keys: BTreeMap<String, VecDeque<Version>>,
     applied_seq: u64,
+    /// The greatest hlc applied (to move the station's clock past it on load).
     last_hlc: u64,
     /// Versions kept, over all keys.
     kept: usize,
@@ -142,13 +218,9 @@ impl Index {
         }
     }
 
-    fn apply(
-        &mut self,
-        seq: u64,
-        hlc: u64,
-        writes: impl IntoIterator<Item = (String, Option<String>)>,
-    ) {
-        for (key, value) in writes {
+    /// Applies one batch: `(key, value, hlc)` per record, in order.
+    fn apply(&mut self, seq: u64, writes: impl IntoIterator<Item = (String, Option<String>, u64)>) {
+        for (key, value, hlc) in writes {
             let versions = self.keys.entry(key).or_default();
             versions.push_back(Version { seq, hlc, value });
             self.kept += 1;
@@ -156,13 +228,36 @@ impl Index {
                 versions.pop_front();
                 self.kept -= 1;
             }
+            self.last_hlc = self.last_hlc.max(hlc);
         }
         self.applied_seq = seq;
-        self.last_hlc = hlc;
     }
 
     fn current(&self, key: &str) -> Option<&String> {
         self.keys.get(key)?.back()?.value.as_ref()
+    }
+
+    /// The hlc of the key's latest version (a tombstone included); `None` if the key was never written.
+    fn latest_hlc(&self, key: &str) -> Option<u64> {
+        self.keys.get(key)?.back().map(|v| v.hlc)
+    }
+
+    /// Every kept version as a row, in seq order; rows of one seq are in key order, and rows of one key keep
+    /// their order (what compaction and snapshots write).
+    fn rows(&self) -> Vec<Row> {
+        let mut rows = Vec::with_capacity(self.kept);
+        for (key, versions) in &self.keys {
+            for v in versions {
+                rows.push(Row {
+                    seq: v.seq,
+                    hlc: v.hlc,
+                    key: key.clone(),
+                    value: v.value.clone(),
+                });
+            }
+        }
+        rows.sort_by_key(|r| r.seq);
+        rows
     }
 }
 
@@ -175,9 +270,18 @@ pub(crate) struct Row {
     value: Option<String>,
 }
 
+/// A snapshot ready to install: the rows of the new file and the index they load as.
+pub(crate) struct Install {
+    seq: u64,
+    pub(crate) rows: Vec<Row>,
+    index: Index,
+}
+
 struct Locked {
     index: Index,
     failed: Option<String>,
+    /// A snapshot is being installed: writes are refused with [`Error::Busy`].
+    installing: bool,
 }
 
 /// The shared part of an [`ObjectState`]; the writer thread holds it through queued [`Job`]s.
@@ -191,7 +295,8 @@ pub(crate) struct ObjInner {
     failed: AtomicBool,
     /// `set`/`del` records in the file (maintained by the writer thread).
     pub(crate) file_records: AtomicU64,
-    /// Batches up to this seq are already in a compacted file: the writer skips their queued bytes.
+    /// Batches up to this seq are already in a compacted (or installed) file: the writer skips their queued
+    /// bytes.
     pub(crate) compacted_through: AtomicU64,
 }
 
@@ -203,6 +308,11 @@ impl ObjInner {
     /// True once the object failed or was purged: its queued bytes must not be written.
     pub(crate) fn is_failed(&self) -> bool {
         self.failed.load(Ordering::Acquire)
+    }
+
+    /// Why the object failed, if it did.
+    pub(crate) fn failure(&self) -> Option<String> {
+        self.lock().failed.clone()
     }
 
     /// Marks the object failed: pending and later tickets and later commits return [`Error::Failed`].
@@ -236,27 +346,25 @@ impl ObjInner {
     /// The versions compaction keeps and the applied seq they cover (None if the object failed). Rows are in
     /// seq order; rows of one key keep their order within a seq.
     pub(crate) fn compaction_rows(&self) -> Option<(u64, Vec<Row>)> {
-        let (seq, mut rows) = {
-            let locked = self.lock();
-            if locked.failed.is_some() {
-                return None;
-            }
-            let index = &locked.index;
-            let mut rows = Vec::with_capacity(index.kept);
-            for (key, versions) in &index.keys {
-                for v in versions {
-                    rows.push(Row {
-                        seq: v.seq,
-                        hlc: v.hlc,
-                        key: key.clone(),
-                        value: v.value.clone(),
-                    });
-                }
-            }
-            (index.applied_seq, rows)
-        };
-        rows.sort_by_key(|r| r.seq);
-        Some((seq, rows))
+        let locked = self.lock();
+        if locked.failed.is_some() {
+            return None;
+        }
+        Some((locked.index.applied_seq, locked.index.rows()))
+    }
+
+    /// Called by the writer once an installed snapshot's file is durably in place: swaps the index and makes
+    /// the snapshot's seq the durable seq (of a new generation, which resolves older tickets).
+    pub(crate) fn finish_install(&self, install: Install) {
+        let mut locked = self.lock();
+        locked.index = install.index;
+        self.compacted_through.store(install.seq, Ordering::Release);
+        self.file_records
+            .store(install.rows.len() as u64, Ordering::Relaxed);
+        self.durable.send_modify(|d| {
+            d.seq = install.seq;
+            d.generation += 1;
+        });
     }
 }
 
@@ -298,11 +406,7 @@ impl ObjectState {
             .iter()
             .rev()
             .take(limit)
-            .map(|v| KeyVersion {
-                seq: v.seq,
-                at_ms: hlc_ms(v.hlc),
-                value: v.value.clone(),
-            })
+            .map(Version::to_key_version)
             .collect()
     }
 
@@ -329,25 +433,215 @@ impl ObjectState {
 
     /// Applies the batch to the in-memory index at once (so the object's next call sees it) and queues
     /// it for the durable append. Empty batch = a read barrier at the current applied seq (no disk write).
+    /// Every record of the batch carries one fresh timestamp of the station's clock.
     ///
-    /// Fails with [`Error::Failed`] once the object's writer failed, and [`Error::Closed`] after shutdown; in
-    /// both cases nothing is applied. Does no I/O and holds the object's lock only for in-memory work.
+    /// Fails with [`Error::Failed`] once the object's writer failed, [`Error::Closed`] after shutdown and
+    /// [`Error::Busy`] while a snapshot is being installed; in these cases nothing is applied. Does no I/O and
+    /// holds the object's lock only for in-memory work.
     pub fn commit(&self, writes: Vec<Write>) -> Result<CommitTicket, Error> {
         let inner = &self.inner;
         let mut locked = inner.lock();
-        if let Some(msg) = &locked.failed {
-            return Err(Error::Failed(msg.clone()));
-        }
+        self.check_writable(&locked)?;
         if writes.is_empty() {
-            return Ok(CommitTicket {
-                seq: locked.index.applied_seq,
-                rx: inner.durable.subscribe(),
-            });
+            return Ok(self.ticket(locked.index.applied_seq, None));
         }
         let seq = locked.index.applied_seq + 1;
         let hlc = inner.shared.hlc.new_timestamp().get_time().as_u64();
-        let bytes = encode_batch(seq, hlc, &writes);
-        let records = writes.len() as u64;
+        let records = writes
+            .into_iter()
+            .map(|w| {
+                let (key, value) = w.into_parts();
+                Record { key, value, hlc }
+            })
+            .collect();
+        self.append_locked(&mut locked, Batch { seq, records })
+    }
+
+    /// Applies a batch received from the object's home, with its seq and every record's hlc unchanged, and
+    /// queues its durable append like [`ObjectState::commit`] (no I/O; the index changes at once).
+    ///
+    /// Idempotent: a batch at or below the applied seq is already here (`Ok(None)`, nothing checked or
+    /// applied). A batch beyond the next seq fails with [`Error::Gap`] naming the seq needed; an empty batch
+    /// with [`Error::Invalid`]. Also fails like `commit`. Moves the station's clock past the batch's hlcs.
+    pub fn apply_replicated(&self, batch: &Batch) -> Result<Option<CommitTicket>, Error> {
+        let mut locked = self.inner.lock();
+        self.check_writable(&locked)?;
+        let applied = locked.index.applied_seq;
+        if batch.seq <= applied {
+            return Ok(None);
+        }
+        if batch.seq > applied + 1 {
+            return Err(Error::Gap {
+                object_id: self.inner.id.clone(),
+                expected: applied + 1,
+                got: batch.seq,
+            });
+        }
+        if batch.records.is_empty() {
+            return Err(self.invalid(format!("replicated batch {} has no records", batch.seq)));
+        }
+        let ticket = self.append_locked(&mut locked, batch.clone())?;
+        drop(locked);
+        self.observe(batch.records.iter().map(|r| r.hlc).max().unwrap_or(0));
+        Ok(Some(ticket))
+    }
+
+    /// Everything needed to rebuild this object's state elsewhere: the applied seq and every key (deleted ones
+    /// too, their latest version a tombstone) with its kept versions, oldest first. It reflects what is applied
+    /// in memory, which may be ahead of what is durable (wait for a read barrier first if that matters).
+    pub fn export_snapshot(&self) -> Snapshot {
+        let locked = self.inner.lock();
+        Snapshot {
+            seq: locked.index.applied_seq,
+            keys: locked
+                .index
+                .keys
+                .iter()
+                .map(|(key, versions)| SnapshotKey {
+                    key: key.clone(),
+                    versions: versions.iter().map(Version::to_key_version).collect(),
+                })
+                .collect(),
+        }
+    }
+
+    /// Replaces this object's state with a snapshot. Blocking: the writer thread first writes everything
+    /// queued before (so pending tickets resolve), then writes the new `state.tsv` (temp file, fsync, rename,
+    /// directory fsync) and swaps the index. Afterwards `applied_seq() == durable_seq() == snapshot.seq`, and
+    /// tickets issued before resolve as durable. Keys keep at most this store's `history_versions` (the newest).
+    ///
+    /// While it runs, reads see the old state and writes fail with [`Error::Busy`]. A snapshot that breaks the
+    /// index's rules (a key without versions or twice, versions out of seq order or beyond `seq`, no version at
+    /// `seq`) fails with [`Error::Invalid`] and changes nothing; so does a failed write of the new file (as
+    /// [`Error::Io`]). If the directory fsync after the rename fails, the object fails ([`Error::Failed`]).
+    pub fn install_snapshot(&self, snapshot: &Snapshot) -> Result<(), Error> {
+        let install = self.prepare_install(snapshot)?;
+        let max_hlc = install.index.last_hlc;
+        let (done_tx, done_rx) = mpsc::channel();
+        {
+            let mut locked = self.inner.lock();
+            self.check_writable(&locked)?;
+            // Send under the object's lock: every batch queued before is ahead of it in the writer's queue,
+            // and none can be queued after it until the install is done.
+            let tx = self
+                .inner
+                .shared
+                .writer_tx
+                .read()
+                .unwrap_or_else(|e| e.into_inner());
+            let tx = tx.as_ref().ok_or(Error::Closed)?;
+            tx.send(Msg::Install {
+                obj: Arc::clone(&self.inner),
+                install: Box::new(install),
+                done: done_tx,
+            })
+            .map_err(|_| Error::Closed)?;
+            locked.installing = true;
+        }
+        let result = done_rx.recv().unwrap_or(Err(Error::Closed));
+        self.inner.lock().installing = false;
+        if result.is_ok() {
+            self.observe(max_hlc);
+            tracing::debug!(object_id = %self.inner.id, seq = snapshot.seq, "installed a state snapshot");
+        }
+        result
+    }
+
+    /// Last-writer-wins merge of records from a history that diverged (after a failover or a partition): each
+    /// record whose hlc is greater than the hlc of its key's latest version here (a key never written here
+    /// always loses to it; an equal hlc keeps the version here) wins. If a key comes several times, a later
+    /// record must beat the earlier winner. The winners, one per key in key order, keeping their incoming hlc,
+    /// commit as one new batch (the next seq), queued like [`ObjectState::commit`]; `Ok(None)` if nothing won.
+    /// Deterministic: the same state and records give the same result on every station. Moves the station's
+    /// clock past the winners' hlcs.
+    pub fn merge_lww(&self, records: &[Record]) -> Result<Option<CommitTicket>, Error> {
+        let mut locked = self.inner.lock();
+        self.check_writable(&locked)?;
+        let mut winners: BTreeMap<&str, &Record> = BTreeMap::new();
+        for r in records {
+            let incumbent = match winners.get(r.key.as_str()) {
+                Some(w) => Some(w.hlc),
+                None => locked.index.latest_hlc(&r.key),
+            };
+            if incumbent.is_none_or(|hlc| r.hlc > hlc) {
+                winners.insert(&r.key, r);
+            }
+        }
+        if winners.is_empty() {
+            return Ok(None);
+        }
+        let batch = Batch {
+            seq: locked.index.applied_seq + 1,
+            records: winners.into_values().cloned().collect(),
+        };
+        let max_hlc = batch.records.iter().map(|r| r.hlc).max().unwrap_or(0);
+        let ticket = self.append_locked(&mut locked, batch)?;
+        drop(locked);
+        self.observe(max_hlc);
+        Ok(Some(ticket))
+    }
+
+    /// Every key (deleted ones included, as tombstones) with its latest version: what a diverged station sends
+    /// for [`ObjectState::merge_lww`]. In key order.
+    pub fn latest_records(&self) -> Vec<Record> {
+        let locked = self.inner.lock();
+        locked
+            .index
+            .keys
+            .iter()
+            .filter_map(|(key, versions)| {
+                let v = versions.back()?;
+                Some(Record {
+                    key: key.clone(),
+                    value: v.value.clone(),
+                    hlc: v.hlc,
+                })
+            })
+            .collect()
+    }
+
+    /// The shared part, for the store's cache and the writer.
+    pub(crate) fn inner(&self) -> &Arc<ObjInner> {
+        &self.inner
+    }
+
+    fn check_writable(&self, locked: &Locked) -> Result<(), Error> {
+        if let Some(msg) = &locked.failed {
+            return Err(Error::Failed(msg.clone()));
+        }
+        if locked.installing {
+            return Err(Error::Busy {
+                object_id: self.inner.id.clone(),
+            });
+        }
+        Ok(())
+    }
+
+    fn invalid(&self, reason: String) -> Error {
+        Error::Invalid {
+            object_id: self.inner.id.clone(),
+            reason,
+        }
+    }
+
+    fn ticket(&self, seq: u64, batch: Option<Arc<Batch>>) -> CommitTicket {
+        let rx = self.inner.durable.subscribe();
+        let generation = rx.borrow().generation;
+        CommitTicket {
+            seq,
+            generation,
+            batch,
+            rx,
+        }
+    }
+
+    /// Queues a non-empty batch at `applied_seq + 1` for the writer and applies it to the index (the caller
+    /// holds the object's lock and checked it is writable).
+    fn append_locked(&self, locked: &mut Locked, batch: Batch) -> Result<CommitTicket, Error> {
+        let inner = &self.inner;
+        debug_assert_eq!(batch.seq, locked.index.applied_seq + 1);
+        debug_assert!(!batch.records.is_empty());
+        let bytes = encode_batch(&batch);
         {
             // Assign the seq and enqueue under the object's lock: the writer sees this object's batches in
             // seq order.
@@ -359,25 +653,94 @@ impl ObjectState {
             let tx = tx.as_ref().ok_or(Error::Closed)?;
             tx.send(Msg::Job(Job {
                 obj: Arc::clone(inner),
-                seq,
+                seq: batch.seq,
                 bytes,
-                records,
+                records: batch.records.len() as u64,
             }))
             .map_err(|_| Error::Closed)?;
         }
-        locked
-            .index
-            .apply(seq, hlc, writes.into_iter().map(Write::into_parts));
-        Ok(CommitTicket {
-            seq,
-            rx: inner.durable.subscribe(),
+        locked.index.apply(
+            batch.seq,
+            batch
+                .records
+                .iter()
+                .map(|r| (r.key.clone(), r.value.clone(), r.hlc)),
+        );
+        let seq = batch.seq;
+        Ok(self.ticket(seq, Some(Arc::new(batch))))
+    }
+
+    /// Checks a snapshot and builds the file rows and index it installs as (trimmed to this store's history).
+    fn prepare_install(&self, snapshot: &Snapshot) -> Result<Install, Error> {
+        let history = self.inner.shared.config.history_versions.max(1);
+        let mut seen = std::collections::HashSet::with_capacity(snapshot.keys.len());
+        let mut rows = Vec::new();
+        for k in &snapshot.keys {
+            if !seen.insert(k.key.as_str()) {
+                return Err(self.invalid(format!("snapshot holds key {:?} twice", k.key)));
+            }
+            if k.versions.is_empty() {
+                return Err(self.invalid(format!("snapshot key {:?} has no versions", k.key)));
+            }
+            let mut prev = 0;
+            for v in &k.versions {
+                if v.seq == 0 || v.seq < prev || v.seq > snapshot.seq {
+                    return Err(self.invalid(format!(
+                        "snapshot key {:?} has version seq {} (after seq {prev}, snapshot seq {})",
+                        k.key, v.seq, snapshot.seq
+                    )));
+                }
+                prev = v.seq;
+            }
+            let skip = k.versions.len().saturating_sub(history);
+            rows.extend(k.versions[skip..].iter().map(|v| Row {
+                seq: v.seq,
+                hlc: v.hlc,
+                key: k.key.clone(),
+                value: v.value.clone(),
+            }));
+        }
+        // Key order within a seq, as compaction writes it (a reload then rebuilds exactly this index).
+        rows.sort_by(|a, b| a.seq.cmp(&b.seq).then_with(|| a.key.cmp(&b.key)));
+        let last = rows.last().map_or(0, |r| r.seq);
+        if last != snapshot.seq {
+            return Err(self.invalid(format!(
+                "snapshot seq {} but its newest version has seq {last}",
+                snapshot.seq
+            )));
+        }
+        let mut index = Index::new(history);
+        for group in rows.chunk_by(|a, b| a.seq == b.seq) {
+            index.apply(
+                group[0].seq,
+                group
+                    .iter()
+                    .map(|r| (r.key.clone(), r.value.clone(), r.hlc)),
+            );
+        }
+        Ok(Install {
+            seq: snapshot.seq,
+            rows,
+            index,
         })
     }
 
-    /// The shared part, for the store's cache and the writer.
-    pub(crate) fn inner(&self) -> &Arc<ObjInner> {
-        &self.inner
+    /// Moves the station's clock past `hlc` (quietly: a clock too far ahead is only logged at debug level
+    /// here, [`super::Store::observe_hlc`] warns).
+    fn observe(&self, hlc: u64) {
+        if let Err(e) = observe_hlc(&self.inner.shared.hlc, hlc) {
+            tracing::debug!(object_id = %self.inner.id, error = %e, "not moving the clock to a remote timestamp");
+        }
     }
+}
+
+/// Moves `clock` past `hlc` (a no-op for 0); fails if `hlc` is further ahead of the local time than the clock's
+/// maximum delta.
+pub(crate) fn observe_hlc(clock: &uhlc::HLC, hlc: u64) -> Result<(), uhlc::ExceedingDeltaError> {
+    if hlc == 0 {
+        return Ok(());
+    }
+    clock.update_with_timestamp(&Timestamp::new(NTP64(hlc), *clock.get_id()))
 }
 
 /// Milliseconds since the Unix epoch of an NTP64 hybrid-logical-clock time.
@@ -385,20 +748,37 @@ fn hlc_ms(hlc: u64) -> u64 {
     NTP64(hlc).to_duration().as_millis() as u64
 }
 
-/// Encodes a batch: its records, then its commit line.
-fn encode_batch(seq: u64, hlc: u64, writes: &[Write]) -> Vec<u8> {
-    let seq = seq.to_string();
-    let hlc = hlc.to_string();
-    let mut out = Vec::with_capacity(64 * (writes.len() + 1));
+/// Encodes a batch: its records, each with its own hlc, then its commit line (with the greatest hlc).
+fn encode_batch(batch: &Batch) -> Vec<u8> {
+    let seq = batch.seq.to_string();
+    let mut out = Vec::with_capacity(64 * (batch.records.len() + 1));
     let mut w = tsv::writer(&mut out);
+    // Records of a local commit share one hlc: format it once.
+    let mut hlc_s = (u64::MAX, String::new());
     let mut put = |fields: [&str; 5]| w.write_record(fields).map_err(tsv::to_io);
-    let result = writes
+    let mut max_hlc = 0;
+    let result = batch
+        .records
         .iter()
-        .try_for_each(|write| match write {
-            Write::Set { key, value } => put([&seq, &hlc, "set", key, value]),
-            Write::Delete { key } => put([&seq, &hlc, "del", key, ""]),
+        .try_for_each(|r| {
+            if hlc_s.0 != r.hlc {
+                hlc_s = (r.hlc, r.hlc.to_string());
+            }
+            max_hlc = max_hlc.max(r.hlc);
+            match &r.value {
+                Some(value) => put([&seq, &hlc_s.1, "set", &r.key, value]),
+                None => put([&seq, &hlc_s.1, "del", &r.key, ""]),
+            }
         })
-        .and_then(|()| put([&seq, &hlc, "commit", "", &writes.len().to_string()]))
+        .and_then(|()| {
+            put([
+                &seq,
+                &max_hlc.to_string(),
+                "commit",
+                "",
+                &batch.records.len().to_string(),
+            ])
+        })
         .and_then(|()| w.flush());
     // Writing into a Vec cannot fail.
     result.expect("encoding a batch into memory");
@@ -406,26 +786,31 @@ fn encode_batch(seq: u64, hlc: u64, writes: &[Write]) -> Vec<u8> {
     out
 }
 
-/// Writes a compacted state file: the header, then each seq's kept rows followed by its commit line.
+/// Writes a compacted state file: the header, then each seq's kept rows (each with its own hlc) followed by its
+/// commit line (with the greatest hlc of those rows).
 pub(crate) fn write_compacted(out: impl io::Write, rows: &[Row]) -> io::Result<()> {
     let mut w = tsv::writer(out);
     w.write_record(STATE_HEADER).map_err(tsv::to_io)?;
-    let mut i = 0;
-    while i < rows.len() {
-        let (seq, hlc) = (rows[i].seq, rows[i].hlc);
-        let (seq_s, hlc_s) = (seq.to_string(), hlc.to_string());
-        let start = i;
-        while i < rows.len() && rows[i].seq == seq {
-            let r = &rows[i];
+    for group in rows.chunk_by(|a, b| a.seq == b.seq) {
+        let seq_s = group[0].seq.to_string();
+        let mut max_hlc = 0;
+        for r in group {
+            max_hlc = max_hlc.max(r.hlc);
+            let hlc_s = r.hlc.to_string();
             match &r.value {
                 Some(v) => w.write_record([&seq_s, &hlc_s, "set", &r.key, v]),
                 None => w.write_record([&seq_s, &hlc_s, "del", &r.key, ""]),
             }
             .map_err(tsv::to_io)?;
-            i += 1;
         }
-        w.write_record([&seq_s, &hlc_s, "commit", "", &(i - start).to_string()])
-            .map_err(tsv::to_io)?;
+        w.write_record([
+            &seq_s,
+            &max_hlc.to_string(),
+            "commit",
+            "",
+            &group.len().to_string(),
+        ])
+        .map_err(tsv::to_io)?;
     }
     w.flush()?;
     Ok(())
@@ -449,13 +834,8 @@ pub(crate) fn load(shared: &Arc<Shared>, id: &str) -> Result<ObjectState, Error>
         fsync_dir(&dir)?;
     }
     let Recovered { index, records } = recover(&path, &mut file, shared.config.history_versions)?;
-    if index.last_hlc > 0 {
-        let hlc = &shared.hlc;
-        if let Err(e) =
-            hlc.update_with_timestamp(&Timestamp::new(NTP64(index.last_hlc), *hlc.get_id()))
-        {
-            tracing::warn!(object_id = id, error = %e, "state file's clock is ahead of this station's clock");
-        }
+    if let Err(e) = observe_hlc(&shared.hlc, index.last_hlc) {
+        tracing::warn!(object_id = id, error = %e, "state file's clock is ahead of this station's clock");
     }
     let applied = index.applied_seq;
     let inner = ObjInner {
@@ -465,10 +845,12 @@ pub(crate) fn load(shared: &Arc<Shared>, id: &str) -> Result<ObjectState, Error>
         locked: Mutex::new(Locked {
             index,
             failed: None,
+            installing: false,
         }),
         durable: watch::Sender::new(Durable {
             seq: applied,
             failed: None,
+            generation: 0,
         }),
         failed: AtomicBool::new(false),
         file_records: AtomicU64::new(records),
@@ -485,22 +867,19 @@ struct Recovered {
     records: u64,
 }
 
-/// One parsed record of `state.tsv`.
-enum Record {
+/// One parsed line of `state.tsv`.
+enum Line {
     Write {
         seq: u64,
         hlc: u64,
         key: String,
         value: Option<String>,
     },
-    Commit {
-        seq: u64,
-        hlc: u64,
-        count: u64,
-    },
+    /// (Its hlc is checked to be a number but not used: it is the greatest of the batch's records.)
+    Commit { seq: u64, count: u64 },
 }
 
-fn parse_record(rec: &csv::ByteRecord) -> Result<Record, String> {
+fn parse_record(rec: &csv::ByteRecord) -> Result<Line, String> {
     if rec.len() != STATE_HEADER.len() {
         return Err(format!(
             "expected {} fields, found {}",
@@ -515,22 +894,21 @@ fn parse_record(rec: &csv::ByteRecord) -> Result<Record, String> {
     }
     let key = tsv::field_str(rec, 3, "key")?;
     match &rec[2] {
-        b"set" => Ok(Record::Write {
+        b"set" => Ok(Line::Write {
             seq,
             hlc,
             key,
             value: Some(tsv::field_str(rec, 4, "value")?),
         }),
-        b"del" if rec[4].is_empty() => Ok(Record::Write {
+        b"del" if rec[4].is_empty() => Ok(Line::Write {
             seq,
             hlc,
             key,
             value: None,
         }),
         b"del" => Err("del record with a value".into()),
-        b"commit" if key.is_empty() => Ok(Record::Commit {
+        b"commit" if key.is_empty() => Ok(Line::Commit {
             seq,
-            hlc,
             count: tsv::field_u64(rec, 4, "value")?,
         }),
         b"commit" => Err("commit record with a key".into()),
@@ -613,8 +991,9 @@ fn recover(path: &Path, file: &mut File, history: usize) -> Result<Recovered, Er
     }
     let mut good_end = rdr.position().byte();
     let mut missing_newline = false;
-    let mut pending: Vec<(String, Option<String>)> = Vec::new();
-    let (mut pending_seq, mut pending_hlc, mut pending_line) = (0u64, 0u64, 0u64);
+    // Records of a batch may carry different hlcs (replicated or merged batches): only the seq ties them.
+    let mut pending: Vec<(String, Option<String>, u64)> = Vec::new();
+    let (mut pending_seq, mut pending_line) = (0u64, 0u64);
     let mut problem: Option<(u64, String)> = None;
 
     loop {
@@ -631,7 +1010,7 @@ fn recover(path: &Path, file: &mut File, history: usize) -> Result<Recovered, Er
         let end = rdr.position().byte();
         let bad = match parse_record(&rec) {
             Err(reason) => Some(reason),
-            Ok(Record::Write {
+            Ok(Line::Write {
                 seq,
                 hlc,
                 key,
@@ -644,23 +1023,23 @@ fn recover(path: &Path, file: &mut File, history: usize) -> Result<Recovered, Er
                             index.applied_seq
                         ))
                     } else {
-                        (pending_seq, pending_hlc, pending_line) = (seq, hlc, line);
-                        pending.push((key, value));
+                        (pending_seq, pending_line) = (seq, line);
+                        pending.push((key, value, hlc));
                         None
                     }
-                } else if (seq, hlc) != (pending_seq, pending_hlc) {
+                } else if seq != pending_seq {
                     Some(format!(
                         "record of seq {seq} inside batch {pending_seq}, which has no commit line"
                     ))
                 } else {
-                    pending.push((key, value));
+                    pending.push((key, value, hlc));
                     None
                 }
             }
-            Ok(Record::Commit { seq, hlc, count }) => {
+            Ok(Line::Commit { seq, count }) => {
                 if pending.is_empty() {
                     Some(format!("commit line of seq {seq} without records"))
-                } else if (seq, hlc) != (pending_seq, pending_hlc) {
+                } else if seq != pending_seq {
                     Some(format!("commit line of seq {seq} ends batch {pending_seq}"))
                 } else if count != pending.len() as u64 {
                     Some(format!(
@@ -670,7 +1049,7 @@ fn recover(path: &Path, file: &mut File, history: usize) -> Result<Recovered, Er
                 } else {
                     // The count matches, so the line is whole; at most its `\n` is missing (added below).
                     missing_newline = end == len && !ends_with_newline;
-                    index.apply(seq, hlc, pending.drain(..));
+                    index.apply(seq, pending.drain(..));
                     records += count;
                     good_end = end;
                     None
@@ -881,7 +1260,8 @@ mod tests {
             vec![KeyVersion {
                 seq: 2,
                 at_ms: h[0].at_ms,
-                value: None
+                value: None,
+                hlc: h[0].hlc,
             }]
         );
         // An empty batch is a read barrier at the applied seq.
@@ -1046,13 +1426,553 @@ mod tests {
 
     #[test]
     fn encode_batch_shape() {
-        let bytes = encode_batch(7, 42, &[set("k", "v"), del("d")]);
+        let rec = |key: &str, value: Option<&str>, hlc| Record {
+            key: key.into(),
+            value: value.map(Into::into),
+            hlc,
+        };
+        let bytes = encode_batch(&Batch {
+            seq: 7,
+            records: vec![rec("k", Some("v"), 42), rec("d", None, 42)],
+        });
         assert_eq!(
             bytes,
             b"7\t42\tset\tk\tv\n7\t42\tdel\td\t\n7\t42\tcommit\t\t2\n"
         );
+        // Records of a replicated or merged batch keep their own hlc; the commit line has the greatest.
+        let bytes = encode_batch(&Batch {
+            seq: 8,
+            records: vec![
+                rec("a", Some("1"), 50),
+                rec("b", None, 9),
+                rec("c", Some(""), 50),
+            ],
+        });
+        assert_eq!(
+            bytes,
+            b"8\t50\tset\ta\t1\n8\t9\tdel\tb\t\n8\t50\tset\tc\t\n8\t50\tcommit\t\t3\n"
+        );
         assert!(looks_like_commit_line(b"7\t42\tcommit\t\t2"));
         assert!(!looks_like_commit_line(b"7\t42\tcommit\tk\t2"));
         assert!(!looks_like_commit_line(b"7\t42\tset\t\t2"));
+    }
+
+    // ---- Replication, snapshots and last-writer-wins merges ----
+
+    fn rec(key: &str, value: Option<&str>, hlc: u64) -> Record {
+        Record {
+            key: key.into(),
+            value: value.map(Into::into),
+            hlc,
+        }
+    }
+
+    fn reopen_with_history(dir: &Path, store: Store, history: usize) -> Store {
+        store.shutdown();
+        drop(store);
+        open_with_history(dir, history)
+    }
+
+    fn open_with_history(dir: &Path, history: usize) -> Store {
+        Store::open(StoreConfig {
+            history_versions: history,
+            ..config(dir)
+        })
+        .unwrap()
+    }
+
+    /// Everything the index holds (every key with every kept version's seq, hlc and value) plus what readers
+    /// see, as one comparable value.
+    fn whole(st: &ObjectState) -> (Snapshot, BTreeMap<String, String>, Vec<String>, u64) {
+        (
+            st.export_snapshot(),
+            st.snapshot(),
+            st.keys(""),
+            st.applied_seq(),
+        )
+    }
+
+    /// A home with varied batches: multi-key, deletes, hostile strings, a key rewritten past the history
+    /// depth, and a merged batch whose records carry different hlcs. Returns the batches it shipped.
+    fn home_with_batches(st: &ObjectState) -> Vec<Arc<Batch>> {
+        let mut out = Vec::new();
+        let mut push = |t: CommitTicket| {
+            out.push(t.batch().expect("a non-empty commit has a batch"));
+            block_on(t.durable()).unwrap();
+        };
+        push(st.commit(vec![set("a", "1"), set("b", "1")]).unwrap());
+        for s in HOSTILE {
+            push(
+                st.commit(vec![set(&format!("h{s}"), s), set("a", s)])
+                    .unwrap(),
+            );
+        }
+        push(
+            st.commit(vec![del("b"), set("c", "x"), set("c", "y")])
+                .unwrap(),
+        );
+        let base = st.history("a", 1)[0].hlc;
+        push(
+            st.merge_lww(&[
+                rec("m1", Some("old"), base / 2),
+                rec("m2", None, base + 7),
+                rec("a", Some("merged"), base + 5),
+            ])
+            .unwrap()
+            .expect("winners"),
+        );
+        push(st.commit(vec![set("after", "merge")]).unwrap());
+        out
+    }
+
+    #[test]
+    fn commit_ticket_carries_the_batch_with_one_hlc() {
+        let dir = tempfile::tempdir().unwrap();
+        let store = Store::open(config(dir.path())).unwrap();
+        let st = store.state("tb").unwrap();
+        let t = st.commit(vec![set("k", "v"), del("gone")]).unwrap();
+        let batch = t.batch().unwrap();
+        let hlc = st.history("k", 1)[0].hlc;
+        assert!(hlc > 0);
+        assert_eq!(
+            *batch,
+            Batch {
+                seq: 1,
+                records: vec![rec("k", Some("v"), hlc), rec("gone", None, hlc)],
+            }
+        );
+        assert_eq!(st.history("gone", 1)[0].hlc, hlc);
+        assert_eq!(st.history("k", 1)[0].at_ms, hlc_ms(hlc));
+        assert!(st.commit(vec![]).unwrap().batch().is_none(), "a barrier");
+        let t2 = st.commit(vec![set("k", "w")]).unwrap();
+        assert!(t2.batch().unwrap().records[0].hlc > hlc);
+        block_on(t2.durable()).unwrap();
+        // On disk every record has its hlc.
+        let text = fs::read_to_string(state_path(dir.path(), "tb")).unwrap();
+        assert!(text.contains(&format!(
+            "1\t{hlc}\tset\tk\tv\n1\t{hlc}\tdel\tgone\t\n1\t{hlc}\tcommit\t\t2\n"
+        )));
+    }
+
+    #[test]
+    fn apply_replicated_in_order_idempotent_gap_and_reload() {
+        let dir = tempfile::tempdir().unwrap();
+        let home_store = Store::open(config(&dir.path().join("home"))).unwrap();
+        let home = home_store.state("obj").unwrap();
+        let batches = home_with_batches(&home);
+        let n = batches.len() as u64;
+        assert_eq!(batches.last().unwrap().seq, n);
+
+        let rdir = dir.path().join("replica");
+        let store = Store::open(config(&rdir)).unwrap();
+        let st = store.state("obj").unwrap();
+        let t1 = st.apply_replicated(&batches[0]).unwrap().unwrap();
+        assert_eq!(t1.seq, 1);
+        assert_eq!(t1.batch().as_deref(), Some(&*batches[0]));
+        assert!(
+            st.apply_replicated(&batches[0]).unwrap().is_none(),
+            "duplicate"
+        );
+        match st.apply_replicated(&batches[2]) {
+            Err(Error::Gap {
+                object_id,
+                expected,
+                got,
+            }) => assert_eq!((object_id.as_str(), expected, got), ("obj", 2, 3)),
+            other => panic!("expected a gap, got {other:?}"),
+        }
+        assert_eq!(st.applied_seq(), 1, "a gap applies nothing");
+        let mut last = None;
+        for b in &batches[1..] {
+            last = st.apply_replicated(b).unwrap();
+            assert!(st.apply_replicated(b).unwrap().is_none());
+        }
+        block_on(last.unwrap().durable()).unwrap();
+        for b in &batches {
+            assert!(
+                st.apply_replicated(b).unwrap().is_none(),
+                "a resend of everything is harmless"
+            );
+        }
+        assert_eq!((st.applied_seq(), st.durable_seq()), (n, n));
+        assert_eq!(whole(&st), whole(&home));
+        // The merged batch kept its records' own hlcs here too.
+        let merged = batches
+            .iter()
+            .find(|b| b.records.iter().any(|r| r.key == "m1"))
+            .unwrap();
+        assert_eq!(
+            st.history("m1", 1)[0].hlc,
+            merged.records.iter().find(|r| r.key == "m1").unwrap().hlc
+        );
+        assert!(matches!(
+            st.apply_replicated(&Batch {
+                seq: n + 1,
+                records: vec![]
+            }),
+            Err(Error::Invalid { .. })
+        ));
+        // The replica's clock moved past everything it applied.
+        let max_hlc = batches
+            .iter()
+            .flat_map(|b| &b.records)
+            .map(|r| r.hlc)
+            .max()
+            .unwrap();
+        assert!(store.hlc().new_timestamp().get_time().as_u64() > max_hlc);
+
+        let before = whole(&st);
+        let store = reopen(&rdir, store);
+        let st = store.state("obj").unwrap();
+        assert_eq!(whole(&st), before, "the reloaded index is the same");
+        assert_eq!(st.durable_seq(), n);
+        // And replication continues after the reload.
+        let next = home
+            .commit(vec![set("later", "1")])
+            .unwrap()
+            .batch()
+            .unwrap();
+        block_on(st.apply_replicated(&next).unwrap().unwrap().durable()).unwrap();
+        assert_eq!(whole(&st), whole(&home));
+    }
+
+    #[test]
+    fn snapshot_install_matches_survives_reload_and_replication_continues() {
+        let dir = tempfile::tempdir().unwrap();
+        let home_store = open_with_history(&dir.path().join("home"), 4);
+        let home = home_store.state("obj").unwrap();
+        home_with_batches(&home);
+        for i in 0..10 {
+            commit(
+                &home,
+                vec![set("deep", &i.to_string()), set(&format!("k{i}"), "v")],
+            );
+        }
+        commit(&home, vec![del("k3")]);
+        let snap = home.export_snapshot();
+        assert_eq!(snap.seq, home.applied_seq());
+        assert_eq!(
+            snap.keys
+                .iter()
+                .find(|k| k.key == "deep")
+                .unwrap()
+                .versions
+                .len(),
+            4
+        );
+        let tomb = snap.keys.iter().find(|k| k.key == "k3").unwrap();
+        assert_eq!(
+            tomb.versions.last().unwrap().value,
+            None,
+            "tombstones travel"
+        );
+        // It travels as JSON.
+        let json = serde_json::to_string(&snap).unwrap();
+        assert_eq!(serde_json::from_str::<Snapshot>(&json).unwrap(), snap);
+
+        // The target has a state of its own, with tickets still pending.
+        let tdir = dir.path().join("target");
+        let store = open_with_history(&tdir, 4);
+        let st = store.state("obj").unwrap();
+        let old: Vec<_> = (0..200)
+            .map(|i| st.commit(vec![set("mine", &i.to_string())]).unwrap())
+            .collect();
+        st.install_snapshot(&snap).unwrap();
+        for t in old {
+            assert!(t.is_durable());
+            block_on(t.durable()).unwrap();
+        }
+        assert_eq!(whole(&st), whole(&home));
+        assert_eq!(st.get("mine"), None);
+        assert_eq!((st.applied_seq(), st.durable_seq()), (snap.seq, snap.seq));
+        for k in ["deep", "a", "k3", "m2", "c"] {
+            assert_eq!(st.history(k, 0), home.history(k, 0), "{k}");
+        }
+        // A ticket of a barrier before any new commit resolves at once.
+        block_on(st.commit(vec![]).unwrap().durable()).unwrap();
+
+        let store = reopen_with_history(&tdir, store, 4);
+        let st = store.state("obj").unwrap();
+        assert_eq!(whole(&st), whole(&home), "survives a reload");
+        assert!(!tdir.join("data/state/obj/state.tsv.tmp").exists());
+
+        // Replication continues from snapshot.seq + 1.
+        let gap = Batch {
+            seq: snap.seq + 2,
+            records: vec![rec("x", None, 1)],
+        };
+        assert!(
+            matches!(st.apply_replicated(&gap), Err(Error::Gap { expected, .. }) if expected == snap.seq + 1)
+        );
+        let next = home
+            .commit(vec![set("deep", "new"), del("a")])
+            .unwrap()
+            .batch()
+            .unwrap();
+        assert_eq!(next.seq, snap.seq + 1);
+        block_on(st.apply_replicated(&next).unwrap().unwrap().durable()).unwrap();
+        assert_eq!(whole(&st), whole(&home));
+        let store = reopen_with_history(&tdir, store, 4);
+        assert_eq!(whole(&store.state("obj").unwrap()), whole(&home));
+
+        // A store keeping fewer versions keeps the newest; reloading gives the same index.
+        let sdir = dir.path().join("small");
+        let small = open_with_history(&sdir, 2);
+        let st = small.state("obj").unwrap();
+        st.install_snapshot(&snap).unwrap();
+        let deep = &snap.keys.iter().find(|k| k.key == "deep").unwrap().versions;
+        assert_eq!(
+            st.history("deep", 0),
+            vec![deep[3].clone(), deep[2].clone()]
+        );
+        let before = whole(&st);
+        let small = reopen_with_history(&sdir, small, 2);
+        assert_eq!(whole(&small.state("obj").unwrap()), before);
+
+        // An empty snapshot empties the state; a new commit then starts at seq 1.
+        let st = small.state("obj").unwrap();
+        st.install_snapshot(&Snapshot {
+            seq: 0,
+            keys: vec![],
+        })
+        .unwrap();
+        assert_eq!(
+            (st.applied_seq(), st.durable_seq(), st.keys("")),
+            (0, 0, vec![])
+        );
+        assert_eq!(commit(&st, vec![set("k", "v")]), 1);
+        let small = reopen_with_history(&sdir, small, 2);
+        assert_eq!(small.state("obj").unwrap().get("k").as_deref(), Some("v"));
+    }
+
+    #[test]
+    fn bad_snapshots_are_refused_and_change_nothing() {
+        let dir = tempfile::tempdir().unwrap();
+        let store = Store::open(config(dir.path())).unwrap();
+        let st = store.state("bad").unwrap();
+        commit(&st, vec![set("k", "v")]);
+        let before = whole(&st);
+        let v = |seq, value: Option<&str>| KeyVersion {
+            seq,
+            at_ms: 0,
+            value: value.map(Into::into),
+            hlc: seq * 10,
+        };
+        let key = |k: &str, versions| SnapshotKey {
+            key: k.into(),
+            versions,
+        };
+        for bad in [
+            Snapshot {
+                seq: 3,
+                keys: vec![
+                    key("a", vec![v(2, Some("x")), v(1, Some("y"))]),
+                    key("b", vec![v(3, None)]),
+                ],
+            },
+            Snapshot {
+                seq: 3,
+                keys: vec![key("a", vec![v(4, Some("x"))])],
+            },
+            Snapshot {
+                seq: 3,
+                keys: vec![key("a", vec![v(2, Some("x"))])],
+            },
+            Snapshot {
+                seq: 3,
+                keys: vec![key("a", vec![]), key("b", vec![v(3, None)])],
+            },
+            Snapshot {
+                seq: 3,
+                keys: vec![key("a", vec![v(3, None)]), key("a", vec![v(3, None)])],
+            },
+            Snapshot {
+                seq: 3,
+                keys: vec![key("a", vec![v(0, None), v(3, None)])],
+            },
+            Snapshot {
+                seq: 1,
+                keys: vec![],
+            },
+        ] {
+            assert!(
+                matches!(st.install_snapshot(&bad), Err(Error::Invalid { .. })),
+                "{bad:?}"
+            );
+            assert_eq!(whole(&st), before);
+        }
+        // Writes are refused while an install runs, and accepted after.
+        st.inner.lock().installing = true;
+        assert!(matches!(
+            st.commit(vec![set("k", "w")]),
+            Err(Error::Busy { .. })
+        ));
+        assert!(matches!(st.commit(vec![]), Err(Error::Busy { .. })));
+        assert!(matches!(
+            st.merge_lww(&[rec("k", None, u64::MAX)]),
+            Err(Error::Busy { .. })
+        ));
+        assert!(matches!(
+            st.apply_replicated(&Batch {
+                seq: 2,
+                records: vec![rec("k", None, 1)]
+            }),
+            Err(Error::Busy { .. })
+        ));
+        st.inner.lock().installing = false;
+        assert_eq!(whole(&st), before);
+        assert_eq!(commit(&st, vec![set("k", "w")]), 2);
+        store.shutdown();
+        assert!(matches!(
+            st.install_snapshot(&Snapshot {
+                seq: 0,
+                keys: vec![]
+            }),
+            Err(Error::Closed)
+        ));
+    }
+
+    #[test]
+    fn merge_lww_newer_wins_older_and_equal_lose_tombstones_delete() {
+        let dir = tempfile::tempdir().unwrap();
+        let store = Store::open(config(dir.path())).unwrap();
+        let st = store.state("m").unwrap();
+        commit(
+            &st,
+            vec![
+                set("newer", "local"),
+                set("older", "local"),
+                set("equal", "local"),
+                set("del", "local"),
+            ],
+        );
+        let h = st.history("newer", 1)[0].hlc;
+        assert!(st.merge_lww(&[]).unwrap().is_none());
+        assert!(
+            st.merge_lww(&[
+                rec("older", Some("remote"), h - 1),
+                rec("equal", Some("remote"), h)
+            ])
+            .unwrap()
+            .is_none(),
+            "nothing won: no batch"
+        );
+        assert_eq!(st.applied_seq(), 1);
+        let t = st
+            .merge_lww(&[
+                rec("older", Some("remote"), h - 1),
+                rec("newer", Some("remote"), h + 1),
+                rec("equal", Some("remote"), h),
+                rec("del", None, h + 2),
+                rec("absent", Some("remote"), 5),
+                rec("absent-tomb", None, 6),
+                // A key twice: a later record must beat the earlier winner.
+                rec("twice", Some("first"), 100),
+                rec("twice", Some("lower"), 99),
+                rec("twice", Some("higher"), 101),
+            ])
+            .unwrap()
+            .unwrap();
+        let batch = t.batch().unwrap();
+        assert_eq!(t.seq, 2);
+        assert_eq!(
+            *batch,
+            Batch {
+                seq: 2,
+                records: vec![
+                    rec("absent", Some("remote"), 5),
+                    rec("absent-tomb", None, 6),
+                    rec("del", None, h + 2),
+                    rec("newer", Some("remote"), h + 1),
+                    rec("twice", Some("higher"), 101),
+                ],
+            },
+            "winners in key order, with their incoming hlc"
+        );
+        block_on(t.durable()).unwrap();
+        assert_eq!(st.get("newer").as_deref(), Some("remote"));
+        assert_eq!(st.get("older").as_deref(), Some("local"));
+        assert_eq!(
+            st.get("equal").as_deref(),
+            Some("local"),
+            "the incumbent wins a tie"
+        );
+        assert_eq!(st.get("del"), None);
+        assert_eq!(st.get("absent").as_deref(), Some("remote"));
+        assert_eq!(
+            st.keys(""),
+            vec!["absent", "equal", "newer", "older", "twice"]
+        );
+        assert_eq!(
+            st.history("del", 0)
+                .iter()
+                .map(|v| (v.seq, v.hlc))
+                .collect::<Vec<_>>(),
+            vec![(2, h + 2), (1, h)]
+        );
+        // The station's clock moved past the winners: a local write now beats them.
+        let t3 = st.commit(vec![set("del", "back")]).unwrap();
+        assert!(t3.batch().unwrap().records[0].hlc > h + 2);
+        block_on(t3.durable()).unwrap();
+        // Replaying the same merge changes nothing more.
+        assert!(st.merge_lww(&batch.records).unwrap().is_none());
+
+        let before = whole(&st);
+        let store = reopen(dir.path(), store);
+        let st = store.state("m").unwrap();
+        assert_eq!(whole(&st), before, "per-record hlcs survive a reload");
+    }
+
+    #[test]
+    fn diverged_stations_converge_whichever_merges_first() {
+        let dir = tempfile::tempdir().unwrap();
+        let a1 = Store::open(config(&dir.path().join("a1"))).unwrap();
+        let b1 = Store::open(config(&dir.path().join("b1"))).unwrap();
+        let (sa, sb) = (a1.state("o").unwrap(), b1.state("o").unwrap());
+        // A common history, then each side writes on its own (interleaved in time), deletes included.
+        for b in home_with_batches(&sa) {
+            sb.apply_replicated(&b).unwrap();
+        }
+        for i in 0..20 {
+            let k = format!("k{}", i % 7);
+            if i % 3 == 0 {
+                commit(
+                    &sa,
+                    vec![set(&k, &format!("a{i}")), del(&format!("k{}", (i + 1) % 7))],
+                );
+            } else {
+                commit(&sb, vec![set(&k, &format!("b{i}"))]);
+            }
+            if i % 5 == 0 {
+                commit(&sb, vec![del("a"), set(&format!("only-b{i}"), "b")]);
+                commit(&sa, vec![set(&format!("only-a{i}"), "a")]);
+            }
+        }
+        commit(&sa, vec![set("a", "a wins: written last")]);
+        // Copies of both diverged states, to merge in the other order.
+        let a2 = Store::open(config(&dir.path().join("a2"))).unwrap();
+        let b2 = Store::open(config(&dir.path().join("b2"))).unwrap();
+        let (sa2, sb2) = (a2.state("o").unwrap(), b2.state("o").unwrap());
+        sa2.install_snapshot(&sa.export_snapshot()).unwrap();
+        sb2.install_snapshot(&sb.export_snapshot()).unwrap();
+
+        // Order 1: A merges B's records, then B merges A's (A's now include B's winners).
+        sa.merge_lww(&sb.latest_records()).unwrap();
+        sb.merge_lww(&sa.latest_records()).unwrap();
+        // Order 2: B first.
+        sb2.merge_lww(&sa2.latest_records()).unwrap();
+        sa2.merge_lww(&sb2.latest_records()).unwrap();
+
+        let result = sa.latest_records();
+        assert!(result.len() > 20);
+        for (name, st) in [("b1", &sb), ("a2", &sa2), ("b2", &sb2)] {
+            assert_eq!(st.latest_records(), result, "{name}");
+            assert_eq!(st.snapshot(), sa.snapshot(), "{name}");
+        }
+        assert_eq!(sa.get("a").as_deref(), Some("a wins: written last"));
+        // A second round is a no-op everywhere.
+        for (x, y) in [(&sa, &sb), (&sb, &sa), (&sa2, &sb2), (&sb2, &sa2)] {
+            assert!(x.merge_lww(&y.latest_records()).unwrap().is_none());
+        }
     }
 }

@@ -1,10 +1,15 @@
 //! Deployed versions: `data/objects/{id}/versions.tsv` (header `version sha256 size deployed_at deployed_by
-//! note`) and every version's bytes in `data/objects/{id}/v{N}.wasm`.
+//! note`) and every version's bytes in `data/objects/{id}/v{N}.wasm`; and the object's placement as this
+//! station last knew it, `data/objects/{id}/placement.tsv` (header `epoch role home`, one line, replaced
+//! atomically).
 //!
 //! Versions are never rewritten: a rollback is a new version with old bytes (the caller reads them with
 //! [`VersionStore::read_bytes`] and adds them), and undeploying writes an `undeployed` marker so numbering
 //! continues on a later deploy. The bytes are written atomically before their line is appended, so a listed
 //! version always has its bytes. Compiling, validating and the "unchanged" check belong to the caller.
+//!
+//! Versions received from another station ([`VersionStore::install`]) keep their number and metadata and may
+//! arrive out of order, so lines of `versions.tsv` are not necessarily in number order: readers sort them.
 
 use std::fs::{self, File, OpenOptions};
 use std::io::{self, Read, Write as _};
@@ -28,9 +33,44 @@ const VERSIONS_HEADER: [&str; 6] = [
 ];
 /// The marker file of an undeployed object.
 const UNDEPLOYED: &str = "undeployed";
+/// The header row of `placement.tsv`.
+const PLACEMENT_HEADER: [&str; 3] = ["epoch", "role", "home"];
+/// The placement file's name.
+const PLACEMENT: &str = "placement.tsv";
+
+/// The placement of an object as this station last knew it.
+#[derive(Debug, Clone, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
+pub struct Placement {
+    /// The placement epoch (raised by each migration or failover).
+    pub epoch: u64,
+    /// Whether this station homes the object or holds a replica.
+    pub role: Role,
+    /// The id of the home station.
+    pub home: String,
+}
+
+/// This station's role for an object.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum Role {
+    /// This station serves the object's calls and commits its writes.
+    Home,
+    /// This station applies batches replicated from the home.
+    Replica,
+}
+
+impl Role {
+    /// `home` or `replica`.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Role::Home => "home",
+            Role::Replica => "replica",
+        }
+    }
+}
 
 /// One deployed version of an object.
-#[derive(Clone, Debug, PartialEq, Eq, serde::Serialize)]
+#[derive(Clone, Debug, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
 pub struct VersionRecord {
     /// Its number, from 1.
     pub version: u32,
@@ -72,7 +112,7 @@ impl VersionStore {
         }
     }
 
-    /// Every version of the object, oldest first; empty if it was never deployed.
+    /// Every version of the object, by number (oldest first); empty if it was never deployed.
     pub fn list(&self, object_id: &str) -> Result<Vec<VersionRecord>, Error> {
         check_id(object_id)?;
         Ok(self
@@ -81,7 +121,7 @@ impl VersionStore {
             .unwrap_or_default())
     }
 
-    /// The current (latest) version; `None` if never deployed or undeployed.
+    /// The current (highest-numbered) version; `None` if never deployed or undeployed.
     pub fn current(&self, object_id: &str) -> Result<Option<VersionRecord>, Error> {
         check_id(object_id)?;
         if self.object_dir(object_id).join(UNDEPLOYED).exists() {
@@ -103,7 +143,6 @@ impl VersionStore {
         let _write = self.write.lock().unwrap_or_else(|e| e.into_inner());
         let dir = self.object_dir(object_id);
         create_dir_durable(&dir)?;
-        let path = dir.join("versions.tsv");
         let parsed = self.parse(object_id)?;
         let last = parsed
             .as_ref()
@@ -118,10 +157,149 @@ impl VersionStore {
             note: note.to_string(),
         };
         write_atomic(&self.wasm_path(object_id, record.version), bytes)?;
+        self.append_record(&dir, parsed.as_ref(), &record)?;
+        self.clear_undeployed(&dir)?;
+        Ok(record)
+    }
 
+    /// Installs a version received from another station, with its number and metadata unchanged: its bytes in
+    /// `v{N}.wasm` (atomically), then its line in `versions.tsv`. Versions may arrive in any order; a version
+    /// numbered above every version held clears an `undeployed` marker (as a deploy does).
+    ///
+    /// Idempotent: if the number is already held with the same sha256, nothing changes (missing bytes are
+    /// rewritten). [`Error::Conflict`] if it is held with another sha256; [`Error::Invalid`] if `bytes` do not
+    /// match the record's sha256 and size, or the number is 0.
+    pub fn install(
+        &self,
+        object_id: &str,
+        record: &VersionRecord,
+        bytes: &[u8],
+    ) -> Result<(), Error> {
+        check_id(object_id)?;
+        let invalid = |reason: String| Error::Invalid {
+            object_id: object_id.to_string(),
+            reason,
+        };
+        if record.version == 0 {
+            return Err(invalid("version 0 (versions start at 1)".into()));
+        }
+        let sha256 = hex::encode(Sha256::digest(bytes));
+        if sha256 != record.sha256 || bytes.len() as u64 != record.size {
+            return Err(invalid(format!(
+                "version {} bytes have sha256 {sha256} and size {}, the record says {} and {}",
+                record.version,
+                bytes.len(),
+                record.sha256,
+                record.size
+            )));
+        }
+        let _write = self.write.lock().unwrap_or_else(|e| e.into_inner());
+        let dir = self.object_dir(object_id);
+        create_dir_durable(&dir)?;
+        let parsed = self.parse(object_id)?;
+        let held = parsed.as_ref().map_or(&[][..], |p| &p.records[..]);
+        let wasm = self.wasm_path(object_id, record.version);
+        if let Some(existing) = held.iter().find(|r| r.version == record.version) {
+            if existing.sha256 != record.sha256 {
+                return Err(Error::Conflict {
+                    object_id: object_id.to_string(),
+                    version: record.version,
+                });
+            }
+            if !wasm.exists() {
+                tracing::warn!(
+                    object_id,
+                    version = record.version,
+                    "rewriting the missing bytes of a version"
+                );
+                write_atomic(&wasm, bytes)?;
+            }
+            return Ok(());
+        }
+        let newest = held.last().is_none_or(|r| r.version < record.version);
+        write_atomic(&wasm, bytes)?;
+        self.append_record(&dir, parsed.as_ref(), record)?;
+        if newest {
+            self.clear_undeployed(&dir)?;
+        }
+        Ok(())
+    }
+
+    /// The object's placement as this station last knew it (`placement.tsv`); `None` if never set.
+    pub fn placement(&self, object_id: &str) -> Result<Option<Placement>, Error> {
+        check_id(object_id)?;
+        let path = self.object_dir(object_id).join(PLACEMENT);
+        let bytes = match fs::read(&path) {
+            Ok(b) => b,
+            Err(e) if e.kind() == io::ErrorKind::NotFound => return Ok(None),
+            Err(e) => return Err(Error::io(&path, e)),
+        };
+        parse_placement(&bytes)
+            .map(Some)
+            .map_err(|(line, reason)| Error::corrupt(&path, line, reason))
+    }
+
+    /// Persists the object's placement (temp file, fsync, rename, directory fsync), creating the object's
+    /// directory if needed.
+    pub fn set_placement(&self, object_id: &str, placement: &Placement) -> Result<(), Error> {
+        check_id(object_id)?;
+        let dir = self.object_dir(object_id);
+        create_dir_durable(&dir)?;
+        let mut bytes = tsv::header_line(&PLACEMENT_HEADER);
+        tsv::encode_record(
+            &mut bytes,
+            [
+                placement.epoch.to_string().as_str(),
+                placement.role.as_str(),
+                &placement.home,
+            ],
+        );
+        // Serialised with deploys so two writers cannot share the temp file.
+        let _write = self.write.lock().unwrap_or_else(|e| e.into_inner());
+        write_atomic(&dir.join(PLACEMENT), &bytes)
+    }
+
+    /// The ids with any data under `objects/` (deployed, undeployed, or only a placement or replica versions),
+    /// sorted.
+    pub fn known_ids(&self) -> Result<Vec<String>, Error> {
+        let entries = match fs::read_dir(&self.dir) {
+            Ok(entries) => entries,
+            Err(e) if e.kind() == io::ErrorKind::NotFound => return Ok(Vec::new()),
+            Err(e) => return Err(Error::io(&self.dir, e)),
+        };
+        let mut ids = Vec::new();
+        for entry in entries {
+            let entry = entry.at(&self.dir)?;
+            let Some(id) = entry.file_name().to_str().map(str::to_string) else {
+                continue;
+            };
+            if !is_valid_id(&id) || !entry.file_type().at(entry.path())?.is_dir() {
+                continue;
+            }
+            let dir = entry.path();
+            let has_data = fs::read_dir(&dir)
+                .at(&dir)?
+                .any(|f| f.is_ok_and(|f| !f.file_name().to_string_lossy().ends_with(".tmp")));
+            if has_data {
+                ids.push(id);
+            }
+        }
+        ids.sort();
+        Ok(ids)
+    }
+
+    /// Appends a version's line to `versions.tsv` (and fsyncs it), writing the header if the file has none and
+    /// cutting off a torn last line first.
+    fn append_record(
+        &self,
+        dir: &Path,
+        parsed: Option<&Parsed>,
+        record: &VersionRecord,
+    ) -> Result<(), Error> {
+        let path = dir.join("versions.tsv");
         let new_file = parsed.is_none();
         // No complete header (a new file, or one torn before its header's end): write one.
-        let mut line = if parsed.as_ref().is_none_or(|p| p.valid_end == 0) {
+        let mut line = if parsed.is_none_or(|p| p.valid_end == 0) {
             tsv::header_line(&VERSIONS_HEADER)
         } else {
             Vec::new()
@@ -142,7 +320,7 @@ impl VersionStore {
             .create(true)
             .open(&path)
             .at(&path)?;
-        if let Some(p) = &parsed
+        if let Some(p) = parsed
             && p.valid_end < p.len
         {
             tracing::warn!(path = %path.display(), dropped_bytes = p.len - p.valid_end, "cutting a torn line off versions.tsv");
@@ -151,14 +329,19 @@ impl VersionStore {
         file.write_all(&line).at(&path)?;
         file.sync_data().at(&path)?;
         if new_file {
-            fsync_dir(&dir)?;
+            fsync_dir(dir)?;
         }
+        Ok(())
+    }
+
+    /// Removes the `undeployed` marker, if any.
+    fn clear_undeployed(&self, dir: &Path) -> Result<(), Error> {
         let marker = dir.join(UNDEPLOYED);
         if marker.exists() {
             fs::remove_file(&marker).at(&marker)?;
-            fsync_dir(&dir)?;
+            fsync_dir(dir)?;
         }
-        Ok(record)
+        Ok(())
     }
 
     /// The bytes of one version; [`Error::VersionNotFound`] if the object has no such version (or no versions).
@@ -311,6 +494,8 @@ fn parse_versions(path: &Path, bytes: &[u8]) -> Result<Parsed, Error> {
     if let Some((line, reason)) = &bad {
         tracing::warn!(path = %path.display(), line, reason = %reason, "ignoring a torn last line of versions.tsv");
     }
+    // Installed versions may have been appended out of order.
+    records.sort_by_key(|r| r.version);
     Ok(Parsed {
         records,
         valid_end,
@@ -335,6 +520,43 @@ fn parse_record(rec: &csv::ByteRecord) -> Result<VersionRecord, String> {
         deployed_at: tsv::field_u64(rec, 3, "deployed_at")?,
         deployed_by: tsv::field_str(rec, 4, "deployed_by")?,
         note: tsv::field_str(rec, 5, "note")?,
+    })
+}
+
+/// Parses `placement.tsv`: the header and one line. Errors are `(line, reason)`.
+fn parse_placement(bytes: &[u8]) -> Result<Placement, (u64, String)> {
+    let mut rdr = tsv::reader(bytes);
+    let mut rec = csv::ByteRecord::new();
+    let header_ok = matches!(rdr.read_byte_record(&mut rec), Ok(true))
+        && rec.iter().eq(PLACEMENT_HEADER.iter().map(|h| h.as_bytes()));
+    if !header_ok {
+        return Err((
+            1,
+            format!("missing header `{}`", PLACEMENT_HEADER.join("\\t")),
+        ));
+    }
+    match rdr.read_byte_record(&mut rec) {
+        Ok(true) => {}
+        Ok(false) => return Err((2, "no placement line".into())),
+        Err(e) => return Err((2, e.to_string())),
+    }
+    if rec.len() != PLACEMENT_HEADER.len() {
+        return Err((2, format!("expected 3 fields, found {}", rec.len())));
+    }
+    let role = match &rec[1] {
+        b"home" => Role::Home,
+        b"replica" => Role::Replica,
+        other => {
+            return Err((
+                2,
+                format!("unknown role {:?}", String::from_utf8_lossy(other)),
+            ));
+        }
+    };
+    Ok(Placement {
+        epoch: tsv::field_u64(&rec, 0, "epoch").map_err(|r| (2, r))?,
+        role,
+        home: tsv::field_str(&rec, 2, "home").map_err(|r| (2, r))?,
     })
 }
 
@@ -452,5 +674,138 @@ mod tests {
         lines.insert(2, "garbage".into());
         fs::write(&path, lines.join("\n") + "\n").unwrap();
         assert!(matches!(vs.list("t"), Err(Error::Corrupt { line: 3, .. })));
+    }
+
+    fn record_for(version: u32, bytes: &[u8]) -> VersionRecord {
+        VersionRecord {
+            version,
+            sha256: hex::encode(Sha256::digest(bytes)),
+            size: bytes.len() as u64,
+            deployed_at: 1_700_000_000_000 + u64::from(version),
+            deployed_by: format!("someone\t{version}"),
+            note: "from the home".into(),
+        }
+    }
+
+    #[test]
+    fn install_keeps_numbers_is_idempotent_refuses_conflicts_and_accepts_any_order() {
+        let (_dir, vs) = store();
+        let (r1, r2, r3) = (
+            record_for(1, b"one"),
+            record_for(2, b"two"),
+            record_for(3, b"three"),
+        );
+        vs.install("rep", &r3, b"three").unwrap();
+        assert_eq!(vs.current("rep").unwrap(), Some(r3.clone()));
+        vs.install("rep", &r1, b"one").unwrap();
+        vs.install("rep", &r2, b"two").unwrap();
+        vs.install("rep", &r2, b"two").unwrap();
+        // Same number and bytes with other metadata: already there.
+        vs.install(
+            "rep",
+            &VersionRecord {
+                note: "again".into(),
+                ..r1.clone()
+            },
+            b"one",
+        )
+        .unwrap();
+        assert_eq!(
+            vs.list("rep").unwrap(),
+            vec![r1.clone(), r2.clone(), r3.clone()]
+        );
+        assert_eq!(vs.current("rep").unwrap(), Some(r3.clone()));
+        assert_eq!(vs.read_bytes("rep", 1).unwrap(), b"one");
+        assert_eq!(vs.read_bytes("rep", 3).unwrap(), b"three");
+        // The same number with other bytes is a conflict and changes nothing.
+        let other = record_for(2, b"not two");
+        assert!(matches!(
+            vs.install("rep", &other, b"not two"),
+            Err(Error::Conflict { version: 2, .. })
+        ));
+        assert_eq!(vs.read_bytes("rep", 2).unwrap(), b"two");
+        // Bytes that do not match their record are refused.
+        assert!(matches!(
+            vs.install("rep", &record_for(4, b"four"), b"f0ur"),
+            Err(Error::Invalid { .. })
+        ));
+        assert!(matches!(
+            vs.install("rep", &record_for(0, b"zero"), b"zero"),
+            Err(Error::Invalid { .. })
+        ));
+        assert_eq!(vs.list("rep").unwrap().len(), 3);
+        // A local deploy numbers after the highest.
+        assert_eq!(vs.add("rep", b"local", "me", "").unwrap().version, 4);
+        assert_eq!(vs.deployed_ids().unwrap(), vec!["rep"]);
+        // Missing bytes of a held version are rewritten by a resend.
+        fs::remove_file(vs.wasm_path("rep", 1)).unwrap();
+        vs.install("rep", &r1, b"one").unwrap();
+        assert_eq!(vs.read_bytes("rep", 1).unwrap(), b"one");
+        // A newer version clears an undeployed marker; an older one does not.
+        vs.undeploy("rep", false).unwrap();
+        vs.install("rep", &record_for(5, b"x"), b"x").unwrap();
+        assert_eq!(vs.current("rep").unwrap().map(|r| r.version), Some(5));
+        let (_d2, vs2) = store();
+        vs2.install("u", &r3, b"three").unwrap();
+        vs2.undeploy("u", false).unwrap();
+        vs2.install("u", &r1, b"one").unwrap();
+        assert_eq!(vs2.current("u").unwrap(), None);
+        // Records travel as JSON.
+        let json = serde_json::to_string(&r3).unwrap();
+        assert_eq!(serde_json::from_str::<VersionRecord>(&json).unwrap(), r3);
+    }
+
+    #[test]
+    fn placement_round_trips_and_known_ids_lists_every_object_dir() {
+        let (_dir, vs) = store();
+        assert_eq!(vs.placement("p").unwrap(), None);
+        assert_eq!(vs.known_ids().unwrap(), Vec::<String>::new());
+        let home = Placement {
+            epoch: 3,
+            role: Role::Home,
+            home: "st-0000abcd".into(),
+        };
+        vs.set_placement("p", &home).unwrap();
+        assert_eq!(vs.placement("p").unwrap(), Some(home.clone()));
+        assert_eq!(
+            fs::read_to_string(vs.dir.join("p/placement.tsv")).unwrap(),
+            "epoch\trole\thome\n3\thome\tst-0000abcd\n"
+        );
+        let replica = Placement {
+            epoch: 4,
+            role: Role::Replica,
+            home: "st-with\ttab".into(),
+        };
+        vs.set_placement("p", &replica).unwrap();
+        assert_eq!(vs.placement("p").unwrap(), Some(replica.clone()));
+        assert!(!vs.dir.join("p/placement.tsv.tmp").exists());
+        assert_eq!(
+            serde_json::to_value(&replica).unwrap(),
+            serde_json::json!({"epoch": 4, "role": "replica", "home": "st-with\ttab"})
+        );
+        // A placement alone is not a deployment, but a known object.
+        assert!(vs.deployed_ids().unwrap().is_empty());
+        vs.add("d", b"1", "", "").unwrap();
+        vs.add("u", b"1", "", "").unwrap();
+        vs.undeploy("u", false).unwrap();
+        fs::create_dir_all(vs.dir.join("empty")).unwrap();
+        fs::create_dir_all(vs.dir.join("Not-An-Id")).unwrap();
+        fs::write(vs.dir.join("Not-An-Id/versions.tsv"), "x").unwrap();
+        assert_eq!(vs.known_ids().unwrap(), vec!["d", "p", "u"]);
+        // A damaged placement file is an error, not a missing placement.
+        fs::write(
+            vs.dir.join("p/placement.tsv"),
+            "epoch\trole\thome\n4\tboss\tx\n",
+        )
+        .unwrap();
+        assert!(matches!(
+            vs.placement("p"),
+            Err(Error::Corrupt { line: 2, .. })
+        ));
+        fs::write(vs.dir.join("p/placement.tsv"), "nonsense\n").unwrap();
+        assert!(matches!(
+            vs.placement("p"),
+            Err(Error::Corrupt { line: 1, .. })
+        ));
     }
 }

@@ -11,6 +11,9 @@
 //! is fsynced. The snapshot covers every batch applied in memory, so queued bytes of batches it includes are
 //! skipped afterwards.
 //!
+//! An installed snapshot ([`super::ObjectState::install_snapshot`]) comes as a [`Msg::Install`]: the round
+//! queued before it is finished first, then the snapshot's file replaces `state.tsv` the same way.
+//!
 //! A failed write or fsync marks that object failed (see [`ObjInner::fail`]); other objects go on.
 
 use std::collections::HashMap;
@@ -23,8 +26,9 @@ use std::sync::mpsc::{Receiver, Sender};
 use std::thread::{self, JoinHandle};
 
 use super::Durability;
+use super::error::Error;
 use super::fsutil::{HandleCache, fsync_dir};
-use super::state::{ObjInner, write_compacted};
+use super::state::{Install, ObjInner, write_compacted};
 
 /// Open `state.tsv` handles the writer keeps.
 pub(crate) const FILE_CACHE: usize = 512;
@@ -64,6 +68,12 @@ pub(crate) enum Msg {
     Job(Job),
     /// Finish what is queued, then close the object's handle and answer (the object is being purged).
     Forget { id: String, done: Sender<()> },
+    /// Finish what is queued, then replace the object's file with a snapshot and swap its index.
+    Install {
+        obj: Arc<ObjInner>,
+        install: Box<Install>,
+        done: Sender<Result<(), Error>>,
+    },
     /// Finish what is queued and stop.
     Shutdown,
 }
@@ -131,6 +141,7 @@ impl Writer {
                 match queued {
                     Msg::Job(job) => job.obj.fail(msg()),
                     Msg::Forget { done, .. } => drop(done.send(())),
+                    Msg::Install { done, .. } => drop(done.send(Err(Error::Failed(msg())))),
                     Msg::Shutdown => {}
                 }
             }
@@ -148,6 +159,13 @@ impl Writer {
                         self.files.remove(&id);
                         self.retry_compaction_at.remove(&id);
                         let _ = done.send(());
+                    }
+                    Msg::Install { obj, install, done } => {
+                        self.finish_round();
+                        self.in_flight.push(Arc::clone(&obj));
+                        let result = self.install(&obj, *install);
+                        self.in_flight.clear();
+                        let _ = done.send(result);
                     }
                     Msg::Shutdown => {
                         self.finish_round();
@@ -288,6 +306,44 @@ impl Writer {
                 entry.file = None;
             }
         }
+    }
+
+    /// Replaces the object's file with an installed snapshot (temp file, fsync, rename, directory fsync) and
+    /// swaps its index. A failed write leaves the old file and index; a failed directory fsync fails the object.
+    fn install(&mut self, obj: &Arc<ObjInner>, install: Install) -> Result<(), Error> {
+        if let Some(msg) = obj.failure() {
+            return Err(Error::Failed(msg));
+        }
+        let mut tmp_name = obj.path.as_os_str().to_owned();
+        tmp_name.push(".tmp");
+        let tmp = Path::new(&tmp_name);
+        let written = (|| {
+            let f = File::create(tmp)?;
+            let mut w = BufWriter::with_capacity(256 * 1024, f);
+            write_compacted(&mut w, &install.rows)?;
+            let f = w.into_inner().map_err(|e| e.into_error())?;
+            f.sync_all()?;
+            drop(f);
+            fs::rename(tmp, &obj.path)
+        })();
+        if let Err(e) = written {
+            tracing::warn!(object_id = %obj.id, path = %tmp.display(), error = %e, "writing an installed snapshot failed");
+            let _ = fs::remove_file(tmp);
+            return Err(Error::io(tmp, e));
+        }
+        // The old handle points at the replaced file; the next round opens the new one.
+        self.files.remove(&obj.id);
+        self.retry_compaction_at.remove(&obj.id);
+        let dir = obj.path.parent().unwrap_or(Path::new("."));
+        if let Err(e) = fsync_dir(dir) {
+            self.stats.failures.fetch_add(1, Ordering::Relaxed);
+            let msg = format!("installing a snapshot in {}: {e}", obj.path.display());
+            tracing::error!(object_id = %obj.id, error = %msg, "an installed snapshot could not be made durable");
+            obj.fail(msg.clone());
+            return Err(Error::Failed(msg));
+        }
+        obj.finish_install(install);
+        Ok(())
     }
 
     /// Rewrites the object's file with only the versions its index keeps.
@@ -538,6 +594,59 @@ mod tests {
                 .map(|v| v.seq)
                 .collect::<Vec<_>>(),
             vec![4200, 4198]
+        );
+    }
+
+    #[test]
+    fn compaction_keeps_each_records_own_hlc_from_replicated_and_merged_batches() {
+        use crate::store::Record;
+        let dir = tempfile::tempdir().unwrap();
+        let home_store = open(&dir.path().join("home"), Durability::None, 2);
+        let replica_store = open(&dir.path().join("replica"), Durability::None, 2);
+        let home = home_store.state("r").unwrap();
+        let replica = replica_store.state("r").unwrap();
+        let rt = tokio::runtime::Builder::new_current_thread()
+            .build()
+            .unwrap();
+        let mut last = None;
+        for i in 0..4300u64 {
+            let ticket = if i % 100 == 7 {
+                // A merged batch: records with hlcs of their own, older and newer than the keys' latest.
+                let base = home.history("k0", 1).first().map_or(1000, |v| v.hlc);
+                home.merge_lww(&[
+                    Record {
+                        key: format!("k{}", i % 3),
+                        value: Some(format!("merged {i}")),
+                        hlc: base + 1 + i,
+                    },
+                    Record {
+                        key: format!("old{i}"),
+                        value: None,
+                        hlc: i + 1,
+                    },
+                ])
+                .unwrap()
+                .unwrap()
+            } else {
+                home.commit(vec![Write::Set {
+                    key: format!("k{}", i % 3),
+                    value: i.to_string(),
+                }])
+                .unwrap()
+            };
+            last = replica.apply_replicated(&ticket.batch().unwrap()).unwrap();
+        }
+        rt.block_on(last.unwrap().durable()).unwrap();
+        // Compaction runs after the round that made the last batch durable: shutdown waits for it.
+        replica_store.shutdown();
+        assert!(replica_store.stats().compactions >= 1);
+        let expected = home.export_snapshot();
+        assert_eq!(replica.export_snapshot(), expected);
+        drop((replica, replica_store));
+        let replica_store = open(&dir.path().join("replica"), Durability::None, 2);
+        assert_eq!(
+            replica_store.state("r").unwrap().export_snapshot(),
+            expected
         );
     }
 }

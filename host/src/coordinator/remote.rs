@@ -49,7 +49,10 @@ async fn call_remote(
     }
     let mut headers = http::HeaderMap::new();
     for (name, value) in &request.headers {
-        if let (Ok(name), Ok(value)) = (http::HeaderName::try_from(name.as_str()), http::HeaderValue::try_from(value.as_str())) {
+        if let (Ok(name), Ok(value)) = (
+            http::HeaderName::try_from(name.as_str()),
+            http::HeaderValue::try_from(value.as_str()),
+        ) {
             headers.append(name, value);
         }
     }
@@ -59,15 +62,29 @@ async fn call_remote(
         }
     };
     set(&mut headers, CHAIN_HEADER, chain.objects.join(","));
-    set(&mut headers, DEADLINE_HEADER, remaining.as_millis().to_string());
+    set(
+        &mut headers,
+        DEADLINE_HEADER,
+        remaining.as_millis().to_string(),
+    );
     set(&mut headers, "x-request-id", chain.request_id.clone());
-    let mut path = format!("/objects/{target}{}", if request.path == "/" { "" } else { request.path.as_str() });
+    let mut path = format!(
+        "/objects/{target}{}",
+        if request.path == "/" {
+            ""
+        } else {
+            request.path.as_str()
+        }
+    );
     if !request.query.is_empty() {
-        let query: String = form_urlencoded::Serializer::new(String::new()).extend_pairs(&request.query).finish();
+        let query: String = form_urlencoded::Serializer::new(String::new())
+            .extend_pairs(&request.query)
+            .finish();
         path.push('?');
         path.push_str(&query);
     }
-    let method = http::Method::from_bytes(request.method.as_bytes()).map_err(|_| CallError::Invalid(format!("bad method {}", request.method)))?;
+    let method = http::Method::from_bytes(request.method.as_bytes())
+        .map_err(|_| CallError::Invalid(format!("bad method {}", request.method)))?;
     let forwarded = cluster
         .forward(ForwardRequest {
             base_url: address.to_string(),
@@ -84,17 +101,27 @@ async fn call_remote(
         })?;
     // The callee station's own errors arrive as JSON with a stable code: turn them back into the
     // call-error the caller would have seen locally.
-    if let Some(code) = forwarded.headers.get(crate::api::error::ERROR_HEADER).and_then(|v| v.to_str().ok()) {
+    if let Some(code) = forwarded
+        .headers
+        .get(crate::api::error::ERROR_HEADER)
+        .and_then(|v| v.to_str().ok())
+    {
         let message = serde_json::from_slice::<serde_json::Value>(&forwarded.body)
             .ok()
-            .and_then(|body| body.get("message").and_then(|m| m.as_str()).map(str::to_string))
+            .and_then(|body| {
+                body.get("message")
+                    .and_then(|m| m.as_str())
+                    .map(str::to_string)
+            })
             .unwrap_or_default();
         match code {
             "object_not_found" => return Err(CallError::NotFound(message)),
             "loop_detected" => return Err(CallError::LoopDetected(message)),
             "deadline_exceeded" => return Err(CallError::Timeout),
             "trapped" => return Err(CallError::Trapped(message)),
-            "not_ready" | "activation_failed" | "not_home" => return Err(CallError::Unavailable(message)),
+            "not_ready" | "activation_failed" | "not_home" => {
+                return Err(CallError::Unavailable(message));
+            }
             _ => {}
         }
     }
@@ -104,7 +131,12 @@ async fn call_remote(
             .headers
             .iter()
             .filter(|(name, _)| name.as_str() != "x-request-id")
-            .map(|(n, v)| (n.as_str().to_string(), String::from_utf8_lossy(v.as_bytes()).into_owned()))
+            .map(|(n, v)| {
+                (
+                    n.as_str().to_string(),
+                    String::from_utf8_lossy(v.as_bytes()).into_owned(),
+                )
+            })
             .collect(),
         body: forwarded.body.to_vec(),
     })

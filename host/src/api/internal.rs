@@ -1,0 +1,254 @@
+//! Station-to-station routes under `/cluster/internal/` (replication, snapshots, versions,
+//! failover positions, merges, migration hand-off), and the public `POST /cluster/migrate`.
+//! Internal routes require the cluster secret when one is configured.
+
+use axum::Json;
+use axum::body::Body;
+use axum::extract::{Path, RawQuery, State};
+use axum::http::{HeaderMap, StatusCode};
+use axum::response::{IntoResponse, Response};
+use serde_json::json;
+
+use super::error::ApiError;
+use super::{ApiState, query_pairs, read_body};
+use crate::coordinator::failover::Position;
+use crate::coordinator::migration::{MigratePayload, MigrationError};
+use crate::coordinator::replication::{ReplicateRequest, ReplicateResult, VERSION_HEADER};
+use crate::station::validate_object_id;
+use crate::store::{Record, Role, Snapshot, VersionRecord};
+
+/// Largest internal request body (a migration carries every version and the whole state).
+const MAX_INTERNAL_BODY: usize = 1 << 30;
+
+/// Refuses station-to-station requests without the configured cluster secret.
+pub(super) async fn require_cluster_secret(
+    State(api): State<ApiState>,
+    request: axum::extract::Request,
+    next: axum::middleware::Next,
+) -> Response {
+    if let Some(secret) = api.cluster.secret() {
+        let presented = request
+            .headers()
+            .get(crate::cluster::forward::SECRET_HEADER)
+            .and_then(|v| v.to_str().ok());
+        if presented != Some(secret) {
+            return ApiError::new(
+                StatusCode::UNAUTHORIZED,
+                "unauthorized",
+                "station-to-station routes need the cluster secret",
+            )
+            .into_response();
+        }
+    }
+    next.run(request).await
+}
+
+async fn json_body<T: serde::de::DeserializeOwned>(body: Body) -> Result<T, ApiError> {
+    let bytes = read_body(body, MAX_INTERNAL_BODY).await?;
+    serde_json::from_slice(&bytes)
+        .map_err(|e| ApiError::bad_request("bad_request", format!("invalid JSON body: {e}")))
+}
+
+fn checked(id: String) -> Result<String, ApiError> {
+    validate_object_id(&id)
+        .map_err(|e| ApiError::bad_request("invalid_object_id", e.to_string()))?;
+    Ok(id)
+}
+
+/// `POST /cluster/internal/replicate`.
+pub(super) async fn replicate(
+    State(api): State<ApiState>,
+    body: Body,
+) -> Result<Json<Vec<ReplicateResult>>, ApiError> {
+    let request: ReplicateRequest = json_body(body).await?;
+    let mut results = Vec::with_capacity(request.items.len());
+    for item in request.items {
+        let id = checked(item.object)?;
+        let outcome = api
+            .station
+            .apply_replicated(&id, &request.home, item.epoch, &item.batches)
+            .await
+            .map_err(|e| ApiError::from(e).for_object(&id))?;
+        results.push(ReplicateResult {
+            object: id,
+            outcome,
+        });
+    }
+    Ok(Json(results))
+}
+
+/// `POST /cluster/internal/objects/{id}/snapshot?home=&epoch=`.
+pub(super) async fn snapshot(
+    State(api): State<ApiState>,
+    Path(id): Path<String>,
+    RawQuery(query): RawQuery,
+    body: Body,
+) -> Result<Response, ApiError> {
+    let id = checked(id)?;
+    let query = query_pairs(query.as_deref());
+    let home = query
+        .iter()
+        .find(|(k, _)| k == "home")
+        .map(|(_, v)| v.clone())
+        .unwrap_or_default();
+    let epoch: u64 = query
+        .iter()
+        .find(|(k, _)| k == "epoch")
+        .and_then(|(_, v)| v.parse().ok())
+        .unwrap_or(1);
+    let snapshot: Snapshot = json_body(body).await?;
+    let outcome = api
+        .station
+        .install_replica_snapshot(&id, &home, epoch, snapshot)
+        .await
+        .map_err(|e| ApiError::from(e).for_object(&id))?;
+    Ok(Json(outcome).into_response())
+}
+
+/// `POST /cluster/internal/objects/{id}/versions` (metadata in a header, bytes in the body).
+pub(super) async fn version(
+    State(api): State<ApiState>,
+    Path(id): Path<String>,
+    headers: HeaderMap,
+    body: Body,
+) -> Result<Response, ApiError> {
+    let id = checked(id)?;
+    let record: VersionRecord = headers
+        .get(VERSION_HEADER)
+        .and_then(|v| v.to_str().ok())
+        .and_then(|v| serde_json::from_str(v).ok())
+        .ok_or_else(|| {
+            ApiError::bad_request(
+                "bad_request",
+                format!("missing or invalid {VERSION_HEADER} header"),
+            )
+        })?;
+    let bytes = read_body(body, MAX_INTERNAL_BODY).await?;
+    api.station
+        .install_replica_version(&id, record, bytes.to_vec())
+        .await
+        .map_err(|e| ApiError::from(e).for_object(&id))?;
+    Ok(Json(json!({ "object_id": id, "installed": true })).into_response())
+}
+
+/// `GET /cluster/internal/objects/{id}/position`: what this station holds of an object.
+pub(super) async fn position(
+    State(api): State<ApiState>,
+    Path(id): Path<String>,
+) -> Result<Json<Position>, ApiError> {
+    let id = checked(id)?;
+    if let Some(epoch) = api.station.epoch_of(&id) {
+        let applied_seq = api
+            .station
+            .state(&id)
+            .await
+            .map(|s| s.applied_seq())
+            .unwrap_or(0);
+        return Ok(Json(Position {
+            role: Some(Role::Home),
+            epoch,
+            home: api.station.station_id().to_string(),
+            applied_seq,
+        }));
+    }
+    let found = api
+        .station
+        .replica_placements()
+        .into_iter()
+        .find(|(o, _, _)| o == &id);
+    Ok(Json(match found {
+        Some((_, placement, applied_seq)) => Position {
+            role: Some(Role::Replica),
+            epoch: placement.epoch,
+            home: placement.home,
+            applied_seq,
+        },
+        None => Position {
+            role: None,
+            epoch: 0,
+            home: String::new(),
+            applied_seq: 0,
+        },
+    }))
+}
+
+/// `POST /cluster/internal/objects/{id}/merge`: diverged writes to merge by last-writer-wins.
+pub(super) async fn merge(
+    State(api): State<ApiState>,
+    Path(id): Path<String>,
+    body: Body,
+) -> Result<Json<serde_json::Value>, ApiError> {
+    let id = checked(id)?;
+    let records: Vec<Record> = json_body(body).await?;
+    let count = records.len();
+    api.station
+        .merge(&id, records)
+        .await
+        .map_err(|e| ApiError::from(e).for_object(&id))?;
+    Ok(Json(json!({ "object_id": id, "merged": count })))
+}
+
+/// `POST /cluster/internal/migrate`: an object arriving from its old home.
+pub(super) async fn receive_migration(
+    State(api): State<ApiState>,
+    body: Body,
+) -> Result<Json<serde_json::Value>, ApiError> {
+    let payload: MigratePayload = json_body(body).await?;
+    let id = checked(payload.object_id.clone())?;
+    api.coordinator
+        .receive(payload)
+        .await
+        .map_err(|e| ApiError::from(e).for_object(&id))?;
+    Ok(Json(json!({ "object_id": id, "installed": true })))
+}
+
+/// `POST /cluster/migrate {object_id, target_station}`: run on the object's home.
+pub(super) async fn migrate(
+    State(api): State<ApiState>,
+    request: axum::extract::Request,
+) -> Result<Response, ApiError> {
+    #[derive(serde::Deserialize)]
+    struct Migrate {
+        object_id: String,
+        target_station: String,
+    }
+    let (parts, body) = request.into_parts();
+    let bytes = read_body(body, 64 << 10).await?;
+    let migrate: Migrate = serde_json::from_slice(&bytes).map_err(|e| {
+        ApiError::bad_request(
+            "bad_request",
+            format!("expected {{\"object_id\": ..., \"target_station\": ...}}: {e}"),
+        )
+    })?;
+    let id = checked(migrate.object_id)?;
+    if let super::forward::Route::Remote(home) = super::forward::route(&api, &id, &parts.headers)? {
+        return super::forward::forward(
+            &api,
+            home,
+            parts.method,
+            &parts.uri,
+            parts.headers,
+            bytes,
+            &id,
+        )
+        .await;
+    }
+    let report = api
+        .coordinator
+        .migrate(&id, &migrate.target_station)
+        .await
+        .map_err(|e| match e {
+            MigrationError::UnknownStation(_) => {
+                ApiError::new(StatusCode::NOT_FOUND, "station_not_found", e.to_string())
+            }
+            MigrationError::AlreadyThere(..) => {
+                ApiError::new(StatusCode::CONFLICT, "already_home", e.to_string())
+            }
+            MigrationError::Station(e) => ApiError::from(e),
+            MigrationError::Transfer(_) => {
+                ApiError::new(StatusCode::BAD_GATEWAY, "migration_failed", e.to_string())
+            }
+        })
+        .map_err(|e| e.for_object(&id))?;
+    Ok(Json(report).into_response())
+}

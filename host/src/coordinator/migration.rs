@@ -1,0 +1,181 @@
+//! Live migration (`POST /cluster/migrate`): pause the object's turn, ship every version, the
+//! state and the log to the target, let it install them and claim the object at epoch + 1, then
+//! hand off. Calls that arrived during the move wait on the turn and are then forwarded to the
+//! new home; no acknowledged write is lost or applied twice because nothing runs while paused.
+
+use std::time::Duration;
+
+use serde::{Deserialize, Serialize};
+
+use super::Coordinator;
+use super::wire::base64_bytes;
+use crate::station::ObjectExport;
+use crate::store::{LogRecord, Snapshot, VersionRecord};
+
+/// What a migration did, as the API reports it.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct MigrationReport {
+    /// Object id.
+    pub object_id: String,
+    /// The old home.
+    pub from: String,
+    /// The new home.
+    pub to: String,
+    /// The new placement epoch.
+    pub epoch: u64,
+    /// How long calls to the object were held, in milliseconds.
+    pub pause_ms: f64,
+    /// Bytes shipped to the new home.
+    pub bytes: usize,
+    /// Keys in the state moved.
+    pub keys: usize,
+    /// Versions moved.
+    pub versions: usize,
+}
+
+/// One version on the wire.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct WireVersion {
+    /// Its metadata.
+    pub record: VersionRecord,
+    /// Its bytes.
+    #[serde(with = "base64_bytes")]
+    pub bytes: Vec<u8>,
+}
+
+/// Body of `POST /cluster/internal/migrate`.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct MigratePayload {
+    /// Object id.
+    pub object_id: String,
+    /// The epoch the new home takes.
+    pub epoch: u64,
+    /// Every version.
+    pub versions: Vec<WireVersion>,
+    /// The state.
+    pub snapshot: Snapshot,
+    /// The log.
+    pub logs: Vec<LogRecord>,
+}
+
+impl MigratePayload {
+    /// The payload for an export, to be installed at `epoch`.
+    pub fn new(export: ObjectExport, epoch: u64) -> MigratePayload {
+        MigratePayload {
+            object_id: export.object_id,
+            epoch,
+            versions: export
+                .versions
+                .into_iter()
+                .map(|(record, bytes)| WireVersion { record, bytes })
+                .collect(),
+            snapshot: export.snapshot,
+            logs: export.logs,
+        }
+    }
+
+    /// Back into an export.
+    pub fn into_export(self) -> ObjectExport {
+        ObjectExport {
+            object_id: self.object_id,
+            epoch: self.epoch.saturating_sub(1),
+            versions: self
+                .versions
+                .into_iter()
+                .map(|v| (v.record, v.bytes))
+                .collect(),
+            snapshot: self.snapshot,
+            logs: self.logs,
+        }
+    }
+}
+
+/// Why a migration did not happen.
+#[derive(Debug, thiserror::Error)]
+pub enum MigrationError {
+    /// No live station with that id.
+    #[error("no live station `{0}`")]
+    UnknownStation(String),
+    /// The object is already homed there.
+    #[error("`{0}` is already homed on {1}")]
+    AlreadyThere(String, String),
+    /// The object is not homed here.
+    #[error(transparent)]
+    Station(#[from] crate::station::Error),
+    /// The target refused or could not be reached; the object stays here and serves again.
+    #[error("the target station did not take the object (it stays here): {0}")]
+    Transfer(String),
+}
+
+impl Coordinator {
+    /// Moves `object` (homed here) to `target` (a station id).
+    pub async fn migrate(
+        &self,
+        object: &str,
+        target: &str,
+    ) -> Result<MigrationReport, MigrationError> {
+        let me = self.cluster.station_id().to_string();
+        if target == me {
+            return Err(MigrationError::AlreadyThere(object.to_string(), me));
+        }
+        let view = self.cluster.view();
+        let member = view
+            .member(target)
+            .filter(|m| m.is_live())
+            .ok_or_else(|| MigrationError::UnknownStation(target.to_string()))?;
+        let address = member.address.clone();
+        let mut paused = self.station.pause(object).await?;
+        let export = self.station.export(&mut paused).await?;
+        let epoch = export.epoch + 1;
+        let keys = export.snapshot.keys.len();
+        let versions = export.versions.len();
+        let payload = MigratePayload::new(export, epoch);
+        let body =
+            serde_json::to_vec(&payload).map_err(|e| MigrationError::Transfer(e.to_string()))?;
+        let bytes = body.len();
+        let mut request = self
+            .cluster
+            .http()
+            .post(format!("{address}/cluster/internal/migrate"))
+            .header("content-type", "application/json")
+            .body(body)
+            .timeout(Duration::from_secs(120));
+        if let Some(secret) = self.cluster.secret() {
+            request = request.header(crate::cluster::forward::SECRET_HEADER, secret);
+        }
+        let response = request
+            .send()
+            .await
+            .map_err(|e| MigrationError::Transfer(e.to_string()))?;
+        if !response.status().is_success() {
+            let status = response.status();
+            let text = response.text().await.unwrap_or_default();
+            return Err(MigrationError::Transfer(format!("{status}: {text}")));
+        }
+        let since = paused.since;
+        self.station
+            .hand_off(paused, target, &address, epoch)
+            .await?;
+        let pause_ms = since.elapsed().as_secs_f64() * 1000.0;
+        tracing::info!(object, to = target, epoch, pause_ms, bytes, "migrated");
+        Ok(MigrationReport {
+            object_id: object.to_string(),
+            from: me,
+            to: target.to_string(),
+            epoch,
+            pause_ms,
+            bytes,
+            keys,
+            versions,
+        })
+    }
+
+    /// Installs an object migrating to this station; the station announces it and the claim
+    /// loop gossips the new epoch.
+    pub async fn receive(&self, payload: MigratePayload) -> Result<(), crate::station::Error> {
+        let epoch = payload.epoch;
+        self.station
+            .install_migrated(payload.into_export(), epoch)
+            .await
+    }
+}

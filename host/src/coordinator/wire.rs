@@ -1,0 +1,81 @@
+//! Station-to-station JSON requests on the internal routes, and the wire forms that carry bytes.
+
+use std::time::Duration;
+
+use base64::Engine;
+use serde::{Deserialize, Serialize};
+
+use crate::cluster::Cluster;
+use crate::cluster::forward::SECRET_HEADER;
+
+/// POSTs JSON to `address` + `path` with the cluster secret and decodes the JSON answer.
+pub async fn post_json<B: Serialize, R: for<'de> Deserialize<'de>>(
+    cluster: &Cluster,
+    address: &str,
+    path: &str,
+    body: &B,
+    timeout: Duration,
+) -> anyhow::Result<R> {
+    let mut request = cluster
+        .http()
+        .post(format!("{address}{path}"))
+        .json(body)
+        .timeout(timeout);
+    if let Some(secret) = cluster.secret() {
+        request = request.header(SECRET_HEADER, secret);
+    }
+    let response = request.send().await?;
+    let status = response.status();
+    if !status.is_success() {
+        anyhow::bail!(
+            "{path} on {address} answered {status}: {}",
+            response.text().await.unwrap_or_default()
+        );
+    }
+    Ok(response.json().await?)
+}
+
+/// GETs JSON from `address` + `path` with the cluster secret.
+pub async fn get_json<R: for<'de> Deserialize<'de>>(
+    cluster: &Cluster,
+    address: &str,
+    path: &str,
+    timeout: Duration,
+) -> anyhow::Result<R> {
+    let mut request = cluster
+        .http()
+        .get(format!("{address}{path}"))
+        .timeout(timeout);
+    if let Some(secret) = cluster.secret() {
+        request = request.header(SECRET_HEADER, secret);
+    }
+    let response = request.send().await?;
+    let status = response.status();
+    if !status.is_success() {
+        anyhow::bail!(
+            "{path} on {address} answered {status}: {}",
+            response.text().await.unwrap_or_default()
+        );
+    }
+    Ok(response.json().await?)
+}
+
+/// Bytes as base64 in JSON (component bytes in a migration).
+pub mod base64_bytes {
+    use super::*;
+
+    /// Serializes bytes as a base64 string.
+    pub fn serialize<S: serde::Serializer>(bytes: &[u8], serializer: S) -> Result<S::Ok, S::Error> {
+        serializer.serialize_str(&base64::engine::general_purpose::STANDARD.encode(bytes))
+    }
+
+    /// Deserializes a base64 string.
+    pub fn deserialize<'de, D: serde::Deserializer<'de>>(
+        deserializer: D,
+    ) -> Result<Vec<u8>, D::Error> {
+        let text = String::deserialize(deserializer)?;
+        base64::engine::general_purpose::STANDARD
+            .decode(text)
+            .map_err(serde::de::Error::custom)
+    }
+}

@@ -1,0 +1,527 @@
+//! The station's side of replication, migration and failover: objects it holds as a replica,
+//! batches it applies from a home, the hand-off of an object to another station, and promotion.
+//!
+//! The protocol (who sends what to whom, over HTTP) lives in the cluster; this file offers the
+//! operations on local objects it needs, with the same rule as calls: nothing happens to an object
+//! outside its turn.
+
+use std::sync::Arc;
+use std::sync::atomic::Ordering;
+use std::time::Instant;
+
+use futures::future::BoxFuture;
+use serde::{Deserialize, Serialize};
+
+use super::{Error, LiveObject, ObjectEvent, Station, blocking};
+use crate::store::{self, Batch, LogRecord, ObjectState, Placement, Role, Snapshot, VersionRecord};
+
+/// Where committed batches of homed objects go (the cluster's replicator).
+pub trait ReplicationSink: Send + Sync + 'static {
+    /// Called once per committed batch, in seq order per object. When the station must wait for
+    /// replicas (`--sync-replicas`), returns a future that resolves once enough replicas have the
+    /// batch durably, or fails with the reason.
+    fn committed(
+        &self,
+        object: &str,
+        epoch: u64,
+        batch: Arc<Batch>,
+    ) -> Option<BoxFuture<'static, Result<(), String>>>;
+    /// A new version of a homed object was deployed and must reach its replicas.
+    fn version_added(&self, object: &str, epoch: u64, record: &VersionRecord);
+}
+
+/// An object this station keeps a copy of for another station.
+pub(super) struct ReplicaObject {
+    pub(super) state: ObjectState,
+    pub(super) placement: Placement,
+    /// Set after a demotion: this copy diverged and must be replaced by a snapshot.
+    pub(super) needs_snapshot: bool,
+}
+
+/// Everything that moves with an object in a migration.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct ObjectExport {
+    /// Object id.
+    pub object_id: String,
+    /// Placement epoch on the old home; the new home takes `epoch + 1`.
+    pub epoch: u64,
+    /// Every version, oldest first, with its bytes.
+    pub versions: Vec<(VersionRecord, Vec<u8>)>,
+    /// The state.
+    pub snapshot: Snapshot,
+    /// The log, oldest first.
+    pub logs: Vec<LogRecord>,
+}
+
+/// The result of applying replicated batches to one object.
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq, Eq)]
+#[serde(rename_all = "snake_case", tag = "status")]
+pub enum ApplyOutcome {
+    /// All applied (or already present); the replica is at `applied_seq`.
+    Applied {
+        /// Highest seq applied.
+        applied_seq: u64,
+        /// Highest version number held.
+        version: u32,
+    },
+    /// A batch is missing: send from `expected`.
+    Gap {
+        /// The next seq this replica needs.
+        expected: u64,
+        /// Highest version number held.
+        version: u32,
+    },
+    /// The replica needs a full snapshot (it diverged, or it has nothing yet and the home's
+    /// recent batches do not start at 1).
+    NeedsSnapshot,
+    /// The sender's epoch is older than the one this station knows: it is no longer the home.
+    Fenced {
+        /// The epoch known here.
+        epoch: u64,
+    },
+}
+
+/// A guard holding an object's turn: no call runs on it until the guard is dropped or the
+/// object is handed off.
+pub struct Paused {
+    object: Arc<LiveObject>,
+    guard: tokio::sync::OwnedMutexGuard<Option<crate::runtime::Activation>>,
+    /// When the pause began.
+    pub since: Instant,
+}
+
+impl Station {
+    /// Sets where committed batches go. Set once, by the code that connects station and cluster.
+    pub fn set_replication(&self, sink: Arc<dyn ReplicationSink>) {
+        let _ = self.inner.replication.set(sink);
+    }
+
+    /// The placement epoch of a homed object.
+    pub fn epoch_of(&self, id: &str) -> Option<u64> {
+        let objects = self.inner.objects.lock().expect("objects lock");
+        objects.get(id).map(|o| o.epoch.load(Ordering::Relaxed))
+    }
+
+    /// Where an object that left this station went (its new home's address), if it did.
+    pub fn moved_to(&self, id: &str) -> Option<String> {
+        self.inner
+            .moved
+            .lock()
+            .expect("moved lock")
+            .get(id)
+            .cloned()
+    }
+
+    /// The committed state of an object this station homes or replicates.
+    pub async fn any_state(&self, id: &str) -> Result<ObjectState, Error> {
+        if let Some(replica) = self.inner.replicas.lock().expect("replicas lock").get(id) {
+            return Ok(replica.state.clone());
+        }
+        self.state(id).await
+    }
+
+    /// Objects held here as replicas, with their placement.
+    pub fn replica_placements(&self) -> Vec<(String, Placement, u64)> {
+        let replicas = self.inner.replicas.lock().expect("replicas lock");
+        replicas
+            .iter()
+            .map(|(id, r)| (id.clone(), r.placement.clone(), r.state.applied_seq()))
+            .collect()
+    }
+
+    /// Opens (or creates) the replica copy of `id` for a home at `epoch`.
+    async fn replica(
+        &self,
+        id: &str,
+        home: &str,
+        epoch: u64,
+    ) -> Result<Result<ObjectState, ApplyOutcome>, Error> {
+        if let Some(replica) = self
+            .inner
+            .replicas
+            .lock()
+            .expect("replicas lock")
+            .get_mut(id)
+        {
+            if epoch < replica.placement.epoch {
+                return Ok(Err(ApplyOutcome::Fenced {
+                    epoch: replica.placement.epoch,
+                }));
+            }
+            if replica.needs_snapshot {
+                return Ok(Err(ApplyOutcome::NeedsSnapshot));
+            }
+            if epoch > replica.placement.epoch || replica.placement.home != home {
+                replica.placement = Placement {
+                    epoch,
+                    role: Role::Replica,
+                    home: home.to_string(),
+                };
+                let (store, id, placement) = (
+                    self.inner.store.clone(),
+                    id.to_string(),
+                    replica.placement.clone(),
+                );
+                tokio::task::spawn_blocking(move || {
+                    store.versions().set_placement(&id, &placement)
+                });
+            }
+            return Ok(Ok(replica.state.clone()));
+        }
+        if let Some(epoch_here) = self.epoch_of(id) {
+            // This station homes it: a batch from elsewhere is from a stale home, or we are.
+            if epoch <= epoch_here {
+                return Ok(Err(ApplyOutcome::Fenced { epoch: epoch_here }));
+            }
+        }
+        let store = self.inner.store.clone();
+        let (id_owned, home_owned) = (id.to_string(), home.to_string());
+        let (state, placement) = blocking(move || -> Result<_, store::Error> {
+            let placement = Placement {
+                epoch,
+                role: Role::Replica,
+                home: home_owned,
+            };
+            store.versions().set_placement(&id_owned, &placement)?;
+            Ok((store.state(&id_owned)?, placement))
+        })
+        .await??;
+        self.inner.replicas.lock().expect("replicas lock").insert(
+            id.to_string(),
+            ReplicaObject {
+                state: state.clone(),
+                placement,
+                needs_snapshot: false,
+            },
+        );
+        Ok(Ok(state))
+    }
+
+    fn replica_version(&self, id: &str) -> u32 {
+        self.inner
+            .store
+            .versions()
+            .list(id)
+            .ok()
+            .and_then(|v| v.last().map(|r| r.version))
+            .unwrap_or(0)
+    }
+
+    /// Applies batches sent by the home of `id` (at `epoch`), in order, and waits until they are
+    /// durable here before answering.
+    pub async fn apply_replicated(
+        &self,
+        id: &str,
+        home: &str,
+        epoch: u64,
+        batches: &[Batch],
+    ) -> Result<ApplyOutcome, Error> {
+        let state = match self.replica(id, home, epoch).await? {
+            Ok(state) => state,
+            Err(outcome) => return Ok(outcome),
+        };
+        let mut last_ticket = None;
+        for batch in batches {
+            for record in &batch.records {
+                self.inner.store.observe_hlc(record.hlc);
+            }
+            match state.apply_replicated(batch) {
+                Ok(Some(ticket)) => last_ticket = Some(ticket),
+                Ok(None) => {}
+                Err(store::Error::Gap { expected, .. }) => {
+                    if let Some(ticket) = last_ticket.take() {
+                        ticket.durable().await?;
+                    }
+                    return Ok(ApplyOutcome::Gap {
+                        expected,
+                        version: self.replica_version(id),
+                    });
+                }
+                Err(e) => return Err(e.into()),
+            }
+        }
+        if let Some(ticket) = last_ticket {
+            ticket.durable().await?;
+        }
+        Ok(ApplyOutcome::Applied {
+            applied_seq: state.applied_seq(),
+            version: self.replica_version(id),
+        })
+    }
+
+    /// Replaces the replica copy of `id` with a snapshot from its home.
+    pub async fn install_replica_snapshot(
+        &self,
+        id: &str,
+        home: &str,
+        epoch: u64,
+        snapshot: Snapshot,
+    ) -> Result<ApplyOutcome, Error> {
+        if let Some(replica) = self
+            .inner
+            .replicas
+            .lock()
+            .expect("replicas lock")
+            .get_mut(id)
+        {
+            if epoch < replica.placement.epoch {
+                return Ok(ApplyOutcome::Fenced {
+                    epoch: replica.placement.epoch,
+                });
+            }
+            replica.needs_snapshot = false;
+        }
+        let state = match self.replica(id, home, epoch).await? {
+            Ok(state) => state,
+            Err(outcome) => return Ok(outcome),
+        };
+        let state_for_install = state.clone();
+        blocking(move || state_for_install.install_snapshot(&snapshot)).await??;
+        Ok(ApplyOutcome::Applied {
+            applied_seq: state.applied_seq(),
+            version: self.replica_version(id),
+        })
+    }
+
+    /// Stores a version of a replicated object, number and metadata unchanged.
+    pub async fn install_replica_version(
+        &self,
+        id: &str,
+        record: VersionRecord,
+        bytes: Vec<u8>,
+    ) -> Result<(), Error> {
+        let store = self.inner.store.clone();
+        let id = id.to_string();
+        blocking(move || store.versions().install(&id, &record, &bytes)).await??;
+        Ok(())
+    }
+
+    /// Every version of a homed object (records and bytes), oldest first.
+    pub async fn version_bytes(&self, id: &str) -> Result<Vec<(VersionRecord, Vec<u8>)>, Error> {
+        let store = self.inner.store.clone();
+        let id = id.to_string();
+        blocking(move || -> Result<_, store::Error> {
+            let mut out = Vec::new();
+            for record in store.versions().list(&id)? {
+                let bytes = store.versions().read_bytes(&id, record.version)?;
+                out.push((record, bytes));
+            }
+            Ok(out)
+        })
+        .await?
+        .map_err(Error::from)
+    }
+
+    /// Takes the object's turn and keeps it: calls queue until the guard is dropped or handed off.
+    pub async fn pause(&self, id: &str) -> Result<Paused, Error> {
+        let object = self.object(id)?;
+        let guard = object.turn.clone().lock_owned().await;
+        Ok(Paused {
+            object,
+            guard,
+            since: Instant::now(),
+        })
+    }
+
+    /// Everything that moves with a paused object.
+    pub async fn export(&self, paused: &mut Paused) -> Result<ObjectExport, Error> {
+        let object = &paused.object;
+        let state = self.state_of(object).await?;
+        // Calls before the pause may still be waiting for their batch to be durable.
+        state.commit(Vec::new())?.durable().await?;
+        let versions = self.version_bytes(&object.id).await?;
+        let store = self.inner.store.clone();
+        let id = object.id.clone();
+        let logs = blocking(move || store.logs().export(&id)).await??;
+        Ok(ObjectExport {
+            object_id: object.id.clone(),
+            epoch: object.epoch.load(Ordering::Relaxed),
+            versions,
+            snapshot: state.export_snapshot(),
+            logs,
+        })
+    }
+
+    /// Completes a hand-off: the object now lives at `address` (epoch `epoch`). Calls queued on
+    /// the turn, and later ones, are answered with [`Error::Moved`] and forwarded there.
+    pub async fn hand_off(
+        &self,
+        mut paused: Paused,
+        new_home: &str,
+        address: &str,
+        epoch: u64,
+    ) -> Result<(), Error> {
+        let id = paused.object.id.clone();
+        *paused.object.moved_to.lock().expect("moved lock") = Some(address.to_string());
+        self.inner
+            .moved
+            .lock()
+            .expect("moved lock")
+            .insert(id.clone(), address.to_string());
+        self.inner.objects.lock().expect("objects lock").remove(&id);
+        *paused.guard = None;
+        drop(paused);
+        let store = self.inner.store.clone();
+        let placement = Placement {
+            epoch,
+            role: Role::Replica,
+            home: new_home.to_string(),
+        };
+        let id_owned = id.clone();
+        let state = blocking(move || -> Result<_, store::Error> {
+            store.versions().set_placement(&id_owned, &placement)?;
+            Ok((store.state(&id_owned)?, placement))
+        })
+        .await??;
+        self.inner.replicas.lock().expect("replicas lock").insert(
+            id.clone(),
+            ReplicaObject {
+                state: state.0,
+                placement: state.1,
+                needs_snapshot: true,
+            },
+        );
+        self.announce(ObjectEvent::Released { id });
+        Ok(())
+    }
+
+    /// Installs a migrated object and serves it as its home at `epoch`.
+    pub async fn install_migrated(&self, export: ObjectExport, epoch: u64) -> Result<(), Error> {
+        let id = export.object_id.clone();
+        super::validate_object_id(&id)?;
+        let store = self.inner.store.clone();
+        let station_id = self.station_id().to_string();
+        let snapshot = export.snapshot;
+        let versions = export.versions;
+        let logs = export.logs;
+        let id_owned = id.clone();
+        let (state, current) = blocking(move || -> Result<_, store::Error> {
+            for (record, bytes) in &versions {
+                store.versions().install(&id_owned, record, bytes)?;
+            }
+            let state = store.state(&id_owned)?;
+            state.install_snapshot(&snapshot)?;
+            store.logs().import(&id_owned, &logs)?;
+            store.versions().set_placement(
+                &id_owned,
+                &Placement {
+                    epoch,
+                    role: Role::Home,
+                    home: station_id,
+                },
+            )?;
+            let current = store.versions().current(&id_owned)?;
+            Ok((state, current))
+        })
+        .await??;
+        let Some(current) = current else {
+            return Err(Error::ObjectNotFound(id));
+        };
+        self.inner
+            .replicas
+            .lock()
+            .expect("replicas lock")
+            .remove(&id);
+        self.inner.moved.lock().expect("moved lock").remove(&id);
+        let object = Arc::new(LiveObject::new(&id, current, None));
+        object.epoch.store(epoch, Ordering::Relaxed);
+        let _ = object.state.set(state);
+        self.inner
+            .objects
+            .lock()
+            .expect("objects lock")
+            .insert(id, object.clone());
+        self.announce(object.homed_event());
+        Ok(())
+    }
+
+    /// Makes this station the home of a replicated object at `epoch` (failover).
+    pub async fn promote(&self, id: &str, epoch: u64) -> Result<(), Error> {
+        let Some(replica) = self
+            .inner
+            .replicas
+            .lock()
+            .expect("replicas lock")
+            .remove(id)
+        else {
+            return Err(Error::ObjectNotFound(id.to_string()));
+        };
+        let store = self.inner.store.clone();
+        let station_id = self.station_id().to_string();
+        let id_owned = id.to_string();
+        let current = blocking(move || -> Result<_, store::Error> {
+            store.versions().set_placement(
+                &id_owned,
+                &Placement {
+                    epoch,
+                    role: Role::Home,
+                    home: station_id,
+                },
+            )?;
+            store.versions().current(&id_owned)
+        })
+        .await??;
+        let Some(current) = current else {
+            return Err(Error::ObjectNotFound(id.to_string()));
+        };
+        self.inner.moved.lock().expect("moved lock").remove(id);
+        let object = Arc::new(LiveObject::new(id, current, None));
+        object.epoch.store(epoch, Ordering::Relaxed);
+        let _ = object.state.set(replica.state);
+        self.inner
+            .objects
+            .lock()
+            .expect("objects lock")
+            .insert(id.to_string(), object.clone());
+        self.announce(object.homed_event());
+        tracing::info!(object = id, epoch, "promoted to home");
+        Ok(())
+    }
+
+    /// Stops homing `id` because `new_home` holds it at a higher epoch (fencing after a return).
+    /// Returns the latest records of the diverged copy, for the new home to merge.
+    pub async fn demote(
+        &self,
+        id: &str,
+        new_home: &str,
+        epoch: u64,
+    ) -> Result<Vec<store::Record>, Error> {
+        let paused = self.pause(id).await?;
+        let state = self.state_of(&paused.object).await?;
+        let records = state.latest_records();
+        self.hand_off(paused, new_home, "", epoch).await?;
+        self.inner.moved.lock().expect("moved lock").remove(id);
+        tracing::warn!(
+            object = id,
+            new_home,
+            epoch,
+            "demoted: another station homes this object at a higher epoch"
+        );
+        Ok(records)
+    }
+
+    /// Merges records from a diverged copy into a homed object (last writer wins by HLC).
+    pub async fn merge(&self, id: &str, records: Vec<store::Record>) -> Result<(), Error> {
+        let object = self.object(id)?;
+        let _turn = object.turn.lock().await;
+        let state = self.state_of(&object).await?;
+        for record in &records {
+            self.inner.store.observe_hlc(record.hlc);
+        }
+        if let Some(ticket) = state.merge_lww(&records)? {
+            let batch = ticket.batch();
+            ticket.durable().await?;
+            if let (Some(sink), Some(batch)) = (self.inner.replication.get(), batch) {
+                let _ = sink.committed(id, object.epoch.load(Ordering::Relaxed), batch);
+            }
+        }
+        Ok(())
+    }
+}
+
+impl Paused {
+    /// The paused object's id.
+    pub fn object_id(&self) -> &str {
+        &self.object.id
+    }
+}

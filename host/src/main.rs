@@ -36,8 +36,9 @@ async fn dispatch(command: Command) -> anyhow::Result<()> {
             file,
             id,
             note,
+            place,
             station,
-        } => client::deploy(&station, &file, id, &note).await,
+        } => client::deploy(&station, &file, id, &note, place).await,
         Command::Call {
             id,
             method,

@@ -95,6 +95,7 @@ pub async fn deploy(
     file: &Path,
     id: Option<String>,
     note: &str,
+    place: super::Place,
 ) -> anyhow::Result<()> {
     let id = match id {
         Some(id) => id,
@@ -116,7 +117,7 @@ pub async fn deploy(
     let user = std::env::var("USER").unwrap_or_else(|_| "cli".into());
     let request = client
         .request(reqwest::Method::PUT, &format!("/admin/objects/{id}"))
-        .query(&[("note", note)])
+        .query(&[("note", note), ("place", if place == super::Place::Auto { "auto" } else { "here" })])
         .header("x-deployed-by", format!("cli:{user}"))
         .body(bytes);
     let v = client.json(request).await?;

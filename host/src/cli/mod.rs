@@ -37,6 +37,9 @@ pub enum Command {
         /// A note stored with the version.
         #[arg(long, default_value = "")]
         note: String,
+        /// Where a new object is homed: `here` (the station deployed to) or `auto` (the least-loaded station).
+        #[arg(long, value_enum, default_value_t = Place::Here)]
+        place: Place,
         #[command(flatten)]
         station: StationArgs,
     },
@@ -119,6 +122,15 @@ pub enum Command {
         #[arg(long, default_value = ".")]
         dir: PathBuf,
     },
+}
+
+/// Where `host deploy` homes a new object.
+#[derive(Debug, Clone, Copy, ValueEnum, PartialEq, Eq)]
+pub enum Place {
+    /// On the station the deploy is sent to.
+    Here,
+    /// On the least-loaded station of the cluster.
+    Auto,
 }
 
 /// Languages `host new` can scaffold.

@@ -117,7 +117,17 @@ pub async fn deploy(
     let user = std::env::var("USER").unwrap_or_else(|_| "cli".into());
     let request = client
         .request(reqwest::Method::PUT, &format!("/admin/objects/{id}"))
-        .query(&[("note", note), ("place", if place == super::Place::Auto { "auto" } else { "here" })])
+        .query(&[
+            ("note", note),
+            (
+                "place",
+                if place == super::Place::Auto {
+                    "auto"
+                } else {
+                    "here"
+                },
+            ),
+        ])
         .header("x-deployed-by", format!("cli:{user}"))
         .body(bytes);
     let v = client.json(request).await?;

@@ -310,9 +310,14 @@ impl Replicator {
             home: self.inner.cluster.station_id().to_string(),
             items,
         };
-        let results: Vec<ReplicateResult> = self
-            .post_json(&address, "/cluster/internal/replicate", &request)
-            .await?;
+        let results: Vec<ReplicateResult> = super::wire::post_json(
+            &self.inner.cluster,
+            &address,
+            "/cluster/internal/replicate",
+            &request,
+            Duration::from_secs(30),
+        )
+        .await?;
         let mut again = Vec::new();
         for result in results {
             match self.handle_result(replica, &address, &result).await {
@@ -411,7 +416,14 @@ impl Replicator {
             "/cluster/internal/objects/{object}/snapshot?home={}&epoch={epoch}",
             self.inner.cluster.station_id()
         );
-        let outcome: ApplyOutcome = self.post_json(address, &path, &snapshot).await?;
+        let outcome: ApplyOutcome = super::wire::post_json(
+            &self.inner.cluster,
+            address,
+            &path,
+            &snapshot,
+            Duration::from_secs(60),
+        )
+        .await?;
         if let ApplyOutcome::Applied { applied_seq, .. } = outcome {
             let mut streams = self.inner.streams.lock().expect("streams lock");
             if let Some(stream) = streams.get_mut(object) {
@@ -469,33 +481,6 @@ impl Replicator {
             }
         }
         Ok(())
-    }
-
-    async fn post_json<B: Serialize, R: for<'de> Deserialize<'de>>(
-        &self,
-        address: &str,
-        path: &str,
-        body: &B,
-    ) -> anyhow::Result<R> {
-        let mut request = self
-            .inner
-            .cluster
-            .http()
-            .post(format!("{address}{path}"))
-            .json(body)
-            .timeout(Duration::from_secs(30));
-        if let Some(secret) = self.inner.cluster.secret() {
-            request = request.header(SECRET_HEADER, secret);
-        }
-        let response = request.send().await?;
-        let status = response.status();
-        if !status.is_success() {
-            anyhow::bail!(
-                "{path} answered {status}: {}",
-                response.text().await.unwrap_or_default()
-            );
-        }
-        Ok(response.json().await?)
     }
 
     /// Replication lag: for each homed object with replicas, the seqs each replica still lacks.

@@ -16,23 +16,14 @@ pub async fn post_json<B: Serialize, R: for<'de> Deserialize<'de>>(
     body: &B,
     timeout: Duration,
 ) -> anyhow::Result<R> {
-    let mut request = cluster
-        .http()
-        .post(format!("{address}{path}"))
-        .json(body)
-        .timeout(timeout);
-    if let Some(secret) = cluster.secret() {
-        request = request.header(SECRET_HEADER, secret);
-    }
-    let response = request.send().await?;
-    let status = response.status();
-    if !status.is_success() {
-        anyhow::bail!(
-            "{path} on {address} answered {status}: {}",
-            response.text().await.unwrap_or_default()
-        );
-    }
-    Ok(response.json().await?)
+    send(
+        cluster,
+        cluster.http().post(format!("{address}{path}")).json(body),
+        address,
+        path,
+        timeout,
+    )
+    .await
 }
 
 /// GETs JSON from `address` + `path` with the cluster secret.
@@ -42,10 +33,24 @@ pub async fn get_json<R: for<'de> Deserialize<'de>>(
     path: &str,
     timeout: Duration,
 ) -> anyhow::Result<R> {
-    let mut request = cluster
-        .http()
-        .get(format!("{address}{path}"))
-        .timeout(timeout);
+    send(
+        cluster,
+        cluster.http().get(format!("{address}{path}")),
+        address,
+        path,
+        timeout,
+    )
+    .await
+}
+
+async fn send<R: for<'de> Deserialize<'de>>(
+    cluster: &Cluster,
+    mut request: reqwest::RequestBuilder,
+    address: &str,
+    path: &str,
+    timeout: Duration,
+) -> anyhow::Result<R> {
+    request = request.timeout(timeout);
     if let Some(secret) = cluster.secret() {
         request = request.header(SECRET_HEADER, secret);
     }

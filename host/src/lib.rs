@@ -63,6 +63,7 @@ pub async fn run(
         },
     )?;
     let reaper = station.spawn_idle_reaper();
+    let warm_up = station.spawn_warm_up();
     let address = listener.local_addr()?;
     let http_url = args
         .advertise
@@ -117,6 +118,7 @@ pub async fn run(
         .context("serving HTTP")?;
     drop(watcher);
     reaper.abort();
+    warm_up.abort();
     coordinator.shutdown();
     station.shutdown().await;
     cluster.shutdown().await;

@@ -62,21 +62,38 @@ async fn dispatch(command: Command) -> anyhow::Result<()> {
         Command::Objects { station } => client::objects(&station).await,
         Command::Stations { station } => client::stations(&station).await,
         Command::Migrate { id, to, station } => client::migrate(&station, &id, &to).await,
-        Command::New {
-            name,
-            lang: host::cli::Lang::Rust,
-            dir,
-        } => {
-            let root = scaffold::new_rust(&dir, &name)?;
+        Command::New { name, lang, dir } => {
+            let root = match lang {
+                host::cli::Lang::Rust => scaffold::new_rust(&dir, &name)?,
+                host::cli::Lang::Python => scaffold::new_python(&dir, &name)?,
+            };
             println!("created {}", root.display());
-            println!(
-                "build it:  cd {} && cargo build --target wasm32-wasip2 --release",
-                root.display()
-            );
-            println!(
-                "deploy it: host deploy target/wasm32-wasip2/release/{}.wasm --id {name}",
-                name.replace('-', "_")
-            );
+            match lang {
+                host::cli::Lang::Rust => {
+                    println!("build it:  cd {} && cargo build --target wasm32-wasip2 --release", root.display());
+                    println!("deploy it: host deploy target/wasm32-wasip2/release/{}.wasm --id {name}", name.replace('-', "_"));
+                }
+                host::cli::Lang::Python => {
+                    println!("build it:  cd {} && host build app.py -o {name}.wasm", root.display());
+                    println!("deploy it: host deploy {name}.wasm");
+                }
+            }
+            Ok(())
+        }
+        Command::Build { app, output } => {
+            let script = scaffold::python_build_script();
+            let mut command = std::process::Command::new("bash");
+            command.arg(&script).arg(&app);
+            if let Some(output) = output {
+                command.arg("-o").arg(output);
+            }
+            let status = command
+                .env_remove("RUST_BACKTRACE")
+                .status()
+                .map_err(|e| anyhow::anyhow!("cannot run {}: {e}", script.display()))?;
+            if !status.success() {
+                anyhow::bail!("building {} failed", app.display());
+            }
             Ok(())
         }
     }

@@ -111,6 +111,14 @@ pub enum Command {
         #[command(flatten)]
         station: StationArgs,
     },
+    /// Build a Python object into a component with componentize-py (reports time and size).
+    Build {
+        /// The module defining the object and `Handler = export(MyObject)`.
+        app: PathBuf,
+        /// The component to write.
+        #[arg(short, long)]
+        output: Option<PathBuf>,
+    },
     /// Create a new object project that builds as-is.
     New {
         /// Object name (also the directory created).
@@ -138,6 +146,8 @@ pub enum Place {
 pub enum Lang {
     /// A Rust crate built with `cargo build --target wasm32-wasip2 --release`.
     Rust,
+    /// A Python module built with `host build app.py` (componentize-py).
+    Python,
 }
 
 /// Where the client verbs send their requests.
@@ -185,8 +195,9 @@ pub struct ServeArgs {
     /// Deadline per call in milliseconds, including waiting for the object's turn (→ 504).
     #[arg(long, default_value_t = 10_000)]
     pub deadline_ms: u64,
-    /// Memory cap per object instance in MiB (→ 500 trapped past it).
-    #[arg(long, default_value_t = 64)]
+    /// Memory cap per object instance in MiB (→ 500 trapped past it). 128 fits a Python object
+    /// handling a body at the default 10 MiB limit.
+    #[arg(long, default_value_t = 128)]
     pub memory_mb: u64,
     /// Seconds without calls before an object's live instance is dropped.
     #[arg(long, default_value_t = 300)]

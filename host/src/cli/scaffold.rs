@@ -44,3 +44,28 @@ pub fn new_rust(dir: &Path, name: &str) -> anyhow::Result<PathBuf> {
     std::fs::write(root.join("README.md"), render(RUST_README))?;
     Ok(root)
 }
+
+const PYTHON_APP: &str = include_str!("../../../objects/python/counter/app.py");
+
+/// The repository's `scripts/build-python.sh`, which `host build` runs.
+pub fn python_build_script() -> PathBuf {
+    Path::new(env!("CARGO_MANIFEST_DIR")).join("../scripts/build-python.sh")
+}
+
+/// Creates `dir/name` with an `app.py` for a Python object (the counter example).
+pub fn new_python(dir: &Path, name: &str) -> anyhow::Result<PathBuf> {
+    crate::station::validate_object_id(name).map_err(|e| anyhow::anyhow!("{e}"))?;
+    let root = dir.join(name);
+    if root.exists() {
+        bail!("{} already exists", root.display());
+    }
+    std::fs::create_dir_all(&root).with_context(|| format!("creating {}", root.display()))?;
+    std::fs::write(root.join("app.py"), PYTHON_APP)?;
+    std::fs::write(
+        root.join("README.md"),
+        format!(
+            "# {name}\n\nAn Object Primitive object in Python.\n\n```sh\nhost build app.py -o {name}.wasm   # componentize-py, ~10 s, ~18 MB\nhost deploy {name}.wasm\ncurl -X POST localhost:8001/objects/{name}\n```\n"
+        ),
+    )?;
+    Ok(root)
+}

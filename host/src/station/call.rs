@@ -290,7 +290,7 @@ impl Station {
     }
 
     /// The compiled component of a version, compiled or loaded from the cache on first use.
-    async fn compiled(
+    pub(super) async fn compiled(
         &self,
         object: &LiveObject,
         slot: &super::VersionSlot,

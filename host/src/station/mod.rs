@@ -493,6 +493,22 @@ impl Station {
         dropped
     }
 
+    /// Loads every deployed object's compiled component in the background, one at a time (from
+    /// the artifact cache after a restart), so first calls after a start do not pay for it.
+    pub fn spawn_warm_up(&self) -> tokio::task::JoinHandle<()> {
+        let station = self.clone();
+        tokio::spawn(async move {
+            let objects: Vec<Arc<LiveObject>> =
+                station.inner.objects.lock().expect("objects lock").values().cloned().collect();
+            for object in objects {
+                let slot = object.current();
+                if let Err(e) = station.compiled(&object, &slot).await {
+                    tracing::warn!(object = %object.id, "could not load at start-up: {e}");
+                }
+            }
+        })
+    }
+
     /// Runs the idle reaper until the returned task is aborted.
     pub fn spawn_idle_reaper(&self) -> tokio::task::JoinHandle<()> {
         let station = self.clone();

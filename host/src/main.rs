@@ -70,11 +70,20 @@ async fn dispatch(command: Command) -> anyhow::Result<()> {
             println!("created {}", root.display());
             match lang {
                 host::cli::Lang::Rust => {
-                    println!("build it:  cd {} && cargo build --target wasm32-wasip2 --release", root.display());
-                    println!("deploy it: host deploy target/wasm32-wasip2/release/{}.wasm --id {name}", name.replace('-', "_"));
+                    println!(
+                        "build it:  cd {} && cargo build --target wasm32-wasip2 --release",
+                        root.display()
+                    );
+                    println!(
+                        "deploy it: host deploy target/wasm32-wasip2/release/{}.wasm --id {name}",
+                        name.replace('-', "_")
+                    );
                 }
                 host::cli::Lang::Python => {
-                    println!("build it:  cd {} && host build app.py -o {name}.wasm", root.display());
+                    println!(
+                        "build it:  cd {} && host build app.py -o {name}.wasm",
+                        root.display()
+                    );
                     println!("deploy it: host deploy {name}.wasm");
                 }
             }

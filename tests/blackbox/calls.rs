@@ -127,126 +127,174 @@ fn kv_every_method() {
     assert_eq!(h1["history"].as_array().unwrap().len(), 1, "{h1}");
 }
 
-#[test]
-fn counter_methods_and_station_errors() {
-    let st = Station::new();
-    st.deploy_fixture("counter", "counter");
+per_lang! {
+    /// The counter example, in each language: the same answers byte for byte.
+    fn counter_methods_and_station_errors(lang: Lang) {
+        let st = Station::new();
+        lang.deploy(&st, "counter", "counter");
 
-    let r = st.call("GET", "counter", "", Vec::new());
-    let first_id = request_id(&r);
-    assert_eq!(r.expect_json(200), json!({"count": 0}));
-    let r = st.call("POST", "counter", "", Vec::new());
-    let second_id = request_id(&r);
-    assert_ne!(first_id, second_id, "request ids are unique");
-    assert_eq!(r.expect_json(200), json!({"count": 1}));
-    assert_eq!(
-        st.call("POST", "counter", "", Vec::new()).expect_json(200),
-        json!({"count": 2})
-    );
-    assert_eq!(
-        st.call("GET", "counter", "", Vec::new()).expect_json(200),
-        json!({"count": 2})
-    );
-    assert_eq!(
-        st.call("DELETE", "counter", "", Vec::new())
-            .expect_json(200),
-        json!({"count": 0})
-    );
-    assert_eq!(
-        st.call("GET", "counter", "", Vec::new()).expect_json(200),
-        json!({"count": 0})
-    );
+        let r = st.call("GET", "counter", "", Vec::new());
+        let first_id = request_id(&r);
+        assert_eq!(r.header("content-type"), Some("application/json"), "{lang:?}");
+        assert_eq!(r.expect(200).text(), r#"{"count":0}"#, "{lang:?}");
+        let r = st.call("POST", "counter", "", Vec::new());
+        let second_id = request_id(&r);
+        assert_ne!(first_id, second_id, "request ids are unique");
+        assert_eq!(r.expect_json(200), json!({"count": 1}));
+        assert_eq!(
+            st.call("POST", "counter", "", Vec::new()).expect(200).text(),
+            r#"{"count":2}"#
+        );
+        assert_eq!(
+            st.call("GET", "counter", "", Vec::new()).expect_json(200),
+            json!({"count": 2})
+        );
+        assert_eq!(
+            st.call("DELETE", "counter", "", Vec::new())
+                .expect(200)
+                .text(),
+            r#"{"count":0}"#
+        );
+        assert_eq!(
+            st.call("GET", "counter", "", Vec::new()).expect_json(200),
+            json!({"count": 0})
+        );
 
-    // The object's own 405s pass through.
-    for m in ["PUT", "PATCH"] {
-        let v = st.call(m, "counter", "", Vec::new()).expect_json(405);
-        assert_eq!(v["error"], "method_not_allowed", "{m}: {v}");
+        // The object's own 405s pass through, with the SDK's message.
+        for m in ["PUT", "PATCH"] {
+            let r = st.call(m, "counter", "", Vec::new()).expect(405);
+            assert_eq!(
+                r.text(),
+                json!({
+                    "error": "method_not_allowed",
+                    "message": format!("{m} is not supported by this object"),
+                })
+                .to_string(),
+                "{lang:?}"
+            );
+        }
+        // Methods the handler has no function for: the station's 405.
+        let head = st.call("HEAD", "counter", "", Vec::new());
+        assert_eq!(head.status, 405, "HEAD: {}", head.text());
+        st.call("OPTIONS", "counter", "", Vec::new())
+            .expect_error(405, "method_not_allowed");
+        // Nothing of that changed the count.
+        assert_eq!(
+            st.call("GET", "counter", "", Vec::new()).expect_json(200),
+            json!({"count": 0})
+        );
+
+        let v = st
+            .call("GET", "nope", "", Vec::new())
+            .expect_error(404, "object_not_found");
+        if let Some(id) = v.get("object_id") {
+            assert_eq!(id, "nope", "{v}");
+        }
+        st.call("POST", "nope", "/deeper/path", "x")
+            .expect_error(404, "object_not_found");
     }
-    // Methods the handler has no function for: the station's 405.
-    let head = st.call("HEAD", "counter", "", Vec::new());
-    assert_eq!(head.status, 405, "HEAD: {}", head.text());
-    st.call("OPTIONS", "counter", "", Vec::new())
-        .expect_error(405, "method_not_allowed");
-    // Nothing of that changed the count.
-    assert_eq!(
-        st.call("GET", "counter", "", Vec::new()).expect_json(200),
-        json!({"count": 0})
-    );
-
-    let v = st
-        .call("GET", "nope", "", Vec::new())
-        .expect_error(404, "object_not_found");
-    if let Some(id) = v.get("object_id") {
-        assert_eq!(id, "nope", "{v}");
-    }
-    st.call("POST", "nope", "/deeper/path", "x")
-        .expect_error(404, "object_not_found");
 }
 
-#[test]
-fn calculator_results_and_bad_requests() {
-    let st = Station::new();
-    st.deploy_fixture("calc", "calculator");
+per_lang! {
+    /// The calculator example, in each language: results, error messages and the use count.
+    fn calculator_results_and_bad_requests(lang: Lang) {
+        let st = Station::new();
+        lang.deploy(&st, "calc", "calculator");
 
-    let cases = [
-        ("a=6&b=3&op=add", 9.0),
-        ("a=6&b=3&op=sub", 3.0),
-        ("a=6&b=3&op=mul", 18.0),
-        ("a=6&b=3&op=div", 2.0),
-        ("a=1&b=4&op=div", 0.25),
-        ("a=-2.5&b=4&op=mul", -10.0),
-    ];
-    for (q, want) in cases {
+        let cases = [
+            ("a=6&b=3&op=add", 9.0),
+            ("a=6&b=3&op=sub", 3.0),
+            ("a=6&b=3&op=mul", 18.0),
+            ("a=6&b=3&op=div", 2.0),
+            ("a=1&b=4&op=div", 0.25),
+            ("a=-2.5&b=4&op=mul", -10.0),
+        ];
+        for (q, want) in cases {
+            let v = st
+                .call("GET", "calc", &format!("?{q}"), Vec::new())
+                .expect_json(200);
+            let got = v["result"]
+                .as_f64()
+                .unwrap_or_else(|| panic!("{q}: no numeric result: {v}"));
+            assert!(
+                (got - want).abs() < 1e-9,
+                "{q}: got {got}, want {want}: {v}"
+            );
+        }
+        // The same JSON text in both languages, floats included (serde_json's layout).
+        let exact = [
+            ("a=6&b=3&op=add", r#"{"a":6.0,"b":3.0,"op":"add","result":9.0}"#),
+            (
+                "a=0.00001&b=1e-7&op=add",
+                r#"{"a":0.00001,"b":1e-7,"op":"add","result":0.000010100000000000002}"#,
+            ),
+            ("a=1e20&b=3&op=mul", r#"{"a":1e+20,"b":3.0,"op":"mul","result":3e+20}"#),
+        ];
+        for (q, want) in exact {
+            let r = st
+                .call("GET", "calc", &format!("?{q}"), Vec::new())
+                .expect(200);
+            assert_eq!(r.text(), want, "{lang:?} {q}");
+        }
+        let bad = [
+            ("a=1&op=add", "missing query parameter 'b'"),
+            ("b=1&op=add", "missing query parameter 'a'"),
+            ("a=x&b=1&op=add", r#"query parameter 'a' is not a number: "x""#),
+            ("a=1_0&b=1&op=add", r#"query parameter 'a' is not a number: "1_0""#),
+            ("a=inf&b=1&op=add", r#"query parameter 'a' is not a number: "inf""#),
+            ("a=1&b=1&op=pow", r#"unknown op "pow" (expected add, sub, mul or div)"#),
+            ("a=1&b=0&op=div", "division by zero"),
+            ("a=1&b=1", "missing query parameter 'op' (add, sub, mul or div)"),
+            ("a=1e308&b=1e308&op=add", "the result of add is not a finite number"),
+            ("", "missing query parameter 'a'"),
+        ];
+        for (q, message) in bad {
+            let v = st
+                .call("GET", "calc", &format!("?{q}"), Vec::new())
+                .expect_json(400);
+            assert_eq!(
+                v,
+                json!({"error": "bad_request", "message": message}),
+                "{lang:?} {q}"
+            );
+        }
+        // Only the successful uses were counted (and committed).
+        let v = st.call("POST", "calc", "", Vec::new()).expect_json(200);
+        assert_eq!(
+            as_i64(&v["uses"]),
+            (cases.len() + exact.len()) as i64,
+            "{v}"
+        );
+    }
+}
+
+per_lang! {
+    /// The hello example, in each language.
+    fn hello_greets_by_name(lang: Lang) {
+        let st = Station::new();
+        lang.deploy(&st, "hello", "hello");
+        let r = st.call("GET", "hello", "", Vec::new()).expect(200);
+        assert_eq!(
+            r.text(),
+            r#"{"message":"Hello, world!","object":"hello"}"#,
+            "{lang:?}"
+        );
         let v = st
-            .call("GET", "calc", &format!("?{q}"), Vec::new())
+            .call("GET", "hello", "?name=Ada", Vec::new())
             .expect_json(200);
-        let got = v["result"]
-            .as_f64()
-            .unwrap_or_else(|| panic!("{q}: no numeric result: {v}"));
-        assert!(
-            (got - want).abs() < 1e-9,
-            "{q}: got {got}, want {want}: {v}"
-        );
-    }
-    let bad = [
-        "a=1&op=add",     // missing b
-        "b=1&op=add",     // missing a
-        "a=x&b=1&op=add", // non-numeric
-        "a=1&b=1&op=pow", // unknown op
-        "a=1&b=0&op=div", // division by zero
-        "",               // nothing at all
-    ];
-    for q in bad {
+        assert_eq!(v["message"], "Hello, Ada!", "{v}");
         let v = st
-            .call("GET", "calc", &format!("?{q}"), Vec::new())
-            .expect_json(400);
-        assert_eq!(v["error"], "bad_request", "{q}: {v}");
-        assert!(
-            v["message"].as_str().is_some_and(|m| !m.is_empty()),
-            "{q}: message: {v}"
-        );
-    }
-    // Only the successful uses were counted (and committed).
-    let v = st.call("POST", "calc", "", Vec::new()).expect_json(200);
-    assert_eq!(as_i64(&v["uses"]), cases.len() as i64, "{v}");
-}
-
-#[test]
-fn hello_greets_by_name() {
-    let st = Station::new();
-    st.deploy_fixture("hello", "hello");
-    let v = st.call("GET", "hello", "", Vec::new()).expect_json(200);
-    assert_eq!(v, json!({"message": "Hello, world!", "object": "hello"}));
-    let v = st
-        .call("GET", "hello", "?name=Ada", Vec::new())
-        .expect_json(200);
-    assert_eq!(v["message"], "Hello, Ada!", "{v}");
-    let v = st
-        .call("GET", "hello", "?name=%C3%89mile%20Z", Vec::new())
-        .expect_json(200);
-    assert_eq!(v["message"], "Hello, Émile Z!", "query is decoded: {v}");
-    for m in ["POST", "PUT", "DELETE", "PATCH"] {
-        st.call(m, "hello", "", Vec::new()).expect(405);
+            .call("GET", "hello", "?name=%C3%89mile%20Z", Vec::new())
+            .expect_json(200);
+        assert_eq!(v["message"], "Hello, Émile Z!", "query is decoded: {v}");
+        let v = st
+            .call("GET", "hello", "?name=%22%5C%0A%09", Vec::new())
+            .expect_json(200);
+        assert_eq!(v["message"], "Hello, \"\\\n\t!", "escaped in JSON: {v}");
+        for m in ["POST", "PUT", "DELETE", "PATCH"] {
+            st.call(m, "hello", "", Vec::new())
+                .expect_error(405, "method_not_allowed");
+        }
     }
 }
 
@@ -268,22 +316,23 @@ fn object_to_object_calls() {
     let t0 = Instant::now();
     let v = st
         .call("POST", "mb", "/call?target=mb&path=/", Vec::new())
-        .expect_json(502);
+        .expect_json(508);
     assert!(
         t0.elapsed() < Duration::from_secs(30),
         "cycle took {:?}",
         t0.elapsed()
     );
     assert_eq!(v["call_error"], "loop-detected", "{v}");
+    assert_eq!(v["error"], "loop_detected", "{v}");
 
     let v = st
         .call("POST", "mb", "/call?target=nope&path=/", Vec::new())
-        .expect_json(502);
+        .expect_json(404);
     assert_eq!(v["call_error"], "not-found", "{v}");
 
     let v = st
         .call("POST", "mb", "/call?target=Bad%20Id&path=/", Vec::new())
-        .expect_json(502);
+        .expect_json(400);
     assert_eq!(v["call_error"], "invalid", "{v}");
 
     let v = st

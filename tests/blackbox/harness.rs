@@ -1,6 +1,8 @@
 //! Every helper of the black-box tests: stations (start, stop, kill, restart), HTTP calls,
-//! raw HTTP for paths a client library would normalise, guest fixtures, TSV parsing and
-//! the CLI. Tests only combine these; they never spawn or sleep on their own.
+//! raw HTTP for paths a client library would normalise, guest fixtures, TSV parsing,
+//! the CLI, clusters (station slots reserved together, readiness, membership, object
+//! positions) and write loads (writer threads that record every answer). Tests only combine
+//! these; they never spawn or sleep on their own.
 
 #![allow(dead_code)]
 
@@ -39,20 +41,84 @@ pub fn repo_root() -> PathBuf {
 }
 
 /// Path of a built guest component: the example objects are in `objects/dist/`, the test
-/// fixtures (`misbehave`, `foreign`) in `tests/fixtures/dist/`.
+/// fixtures (`misbehave`, `foreign`, and the Python `py-kv`) in `tests/fixtures/dist/`. Python
+/// components are named `py-<name>` (see [`Lang::object`]).
 pub fn fixture(name: &str) -> PathBuf {
     let dir = match name {
-        "misbehave" | "foreign" => "tests/fixtures/dist",
+        "misbehave" | "foreign" | "py-kv" => "tests/fixtures/dist",
         _ => "objects/dist",
     };
     let path = repo_root().join(dir).join(format!("{name}.wasm"));
     if !path.is_file() {
+        if name.starts_with("py-") {
+            panic!(
+                "Python component {} is missing: run scripts/build-objects.sh (without \
+                 --rust-only; it needs componentize-py: python3 -m pip install \
+                 componentize-py==0.25.1), or skip the Python cases with `-- --skip python`",
+                path.display()
+            );
+        }
         panic!(
             "guest component {} is missing: run scripts/build-objects.sh first",
             path.display()
         );
     }
     path
+}
+
+/// The languages objects are written in. The example objects (`hello`, `counter`,
+/// `calculator`) and the `kv` store exist in both, with the same behaviour; tests written with
+/// [`per_lang!`] run once for each.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Lang {
+    /// `objects/rust/<name>` → `objects/dist/<name>.wasm` (`kv`: an example too).
+    Rust,
+    /// `objects/python/<name>/app.py` → `objects/dist/py-<name>.wasm`; `kv` is the fixture
+    /// `tests/fixtures/python/kv` → `tests/fixtures/dist/py-kv.wasm`. Python components are
+    /// ~18 MB and take seconds to compile: deploy as few as a test needs.
+    Python,
+}
+
+impl Lang {
+    /// The built component of object `name` in this language.
+    pub fn object(self, name: &str) -> PathBuf {
+        match self {
+            Lang::Rust => fixture(name),
+            Lang::Python => fixture(&format!("py-{name}")),
+        }
+    }
+
+    /// Deploy object `name` in this language under the id `id` (the same id for both
+    /// languages, so answers that name the object match).
+    #[track_caller]
+    pub fn deploy(self, st: &Station, id: &str, name: &str) -> Value {
+        st.deploy(id, &self.object(name))
+    }
+}
+
+/// Defines a test once per [`Lang`]: `per_lang! { fn name(lang: Lang) { ... } }` expands to a
+/// module `name` with the tests `name::rust` and `name::python`, each calling the body with its
+/// language. Filter with `cargo test ... -- python` (or `--skip python`).
+macro_rules! per_lang {
+    ($(#[doc = $doc:literal])* fn $name:ident($lang:ident: Lang) $body:block) => {
+        $(#[doc = $doc])*
+        mod $name {
+            #[allow(unused_imports)]
+            use super::*;
+
+            fn run($lang: $crate::harness::Lang) $body
+
+            #[test]
+            fn rust() {
+                run($crate::harness::Lang::Rust)
+            }
+
+            #[test]
+            fn python() {
+                run($crate::harness::Lang::Python)
+            }
+        }
+    };
 }
 
 /// The bytes of a built guest component.
@@ -121,24 +187,33 @@ pub fn poll<T>(what: &str, timeout: Duration, mut f: impl FnMut() -> Option<T>) 
 static SLOTS: Mutex<usize> = Mutex::new(0);
 static SLOT_FREED: Condvar = Condvar::new();
 
-struct Slot;
+/// `permits` of the [`MAX_STATIONS`] station slots, taken at once (a cluster test takes all
+/// the slots its stations need in one step, so two cluster tests never each hold half of
+/// what they need and wait for each other).
+struct Slot {
+    permits: usize,
+}
 
 impl Slot {
-    fn acquire() -> Slot {
+    fn acquire(permits: usize) -> Slot {
+        assert!(
+            (1..=MAX_STATIONS).contains(&permits),
+            "a test may run 1 to {MAX_STATIONS} stations at once, not {permits}"
+        );
         let mut n = SLOTS.lock().unwrap_or_else(|e| e.into_inner());
-        while *n >= MAX_STATIONS {
+        while *n + permits > MAX_STATIONS {
             n = SLOT_FREED.wait(n).unwrap_or_else(|e| e.into_inner());
         }
-        *n += 1;
-        Slot
+        *n += permits;
+        Slot { permits }
     }
 }
 
 impl Drop for Slot {
     fn drop(&mut self) {
         let mut n = SLOTS.lock().unwrap_or_else(|e| e.into_inner());
-        *n -= 1;
-        SLOT_FREED.notify_one();
+        *n -= self.permits;
+        SLOT_FREED.notify_all();
     }
 }
 
@@ -277,6 +352,33 @@ impl Opts {
     pub fn flag(self, name: &str, value: impl ToString) -> Self {
         self.arg(name).arg(value.to_string())
     }
+
+    /// `--join 127.0.0.1:PORT` of a running station (repeatable).
+    pub fn join(self, seed: &Station) -> Self {
+        self.flag("--join", format!("127.0.0.1:{}", seed.port()))
+    }
+
+    /// Without any `--join`: for restarting a station with other seeds.
+    pub fn without_joins(mut self) -> Self {
+        let mut args = Vec::new();
+        let mut it = std::mem::take(&mut self.args).into_iter();
+        while let Some(a) = it.next() {
+            if a == "--join" {
+                it.next();
+            } else {
+                args.push(a);
+            }
+        }
+        self.args = args;
+        self
+    }
+
+    /// Whether the station may start not ready (`--join`, `--min-stations`).
+    fn clustered(&self) -> bool {
+        self.args
+            .iter()
+            .any(|a| a == "--join" || a == "--min-stations")
+    }
 }
 
 /// A running `host serve` process. Killed on drop; its output is printed if the test panics.
@@ -292,7 +394,8 @@ pub struct Station {
     pub url: String,
     output: Arc<Mutex<String>>,
     http: reqwest::blocking::Client,
-    _slot: Slot,
+    /// This station's slot, or the slots of the [`Cluster`] it belongs to.
+    _slot: Arc<Slot>,
 }
 
 fn append_output(out: &Mutex<String>, tag: &str, line: &str) {
@@ -345,7 +448,10 @@ impl Station {
     /// Spawn `host serve --port 0 --bind 127.0.0.1 --data DIR --durability D [args]` and wait
     /// for its first stdout line `listening on http://127.0.0.1:PORT`.
     pub fn start(opts: Opts) -> Station {
-        let slot = Slot::acquire();
+        Station::start_in(opts, Arc::new(Slot::acquire(1)))
+    }
+
+    fn start_in(opts: Opts, slot: Arc<Slot>) -> Station {
         let workdir = tempfile::Builder::new()
             .prefix("op-station-")
             .tempdir()
@@ -426,9 +532,17 @@ impl Station {
         self.url = format!("http://127.0.0.1:{port}");
 
         // The line is printed after bind, so the port accepts connections; /health must answer.
+        // A station that joins a cluster (or waits for `--min-stations`) is not ready yet:
+        // 503 `not_ready` with a reason, until [`Station::wait_ready`].
         let health = self.get("/health");
-        let v = health.expect_json(200);
-        assert_eq!(v["status"], "ok", "GET /health: {v}");
+        if self.opts.clustered() && health.status == 503 {
+            let v = health.json();
+            assert_eq!(v["status"], "not_ready", "GET /health: {v}");
+            assert_eq!(v["ready"], false, "GET /health: {v}");
+        } else {
+            let v = health.expect_json(200);
+            assert_eq!(v["status"], "ok", "GET /health: {v}");
+        }
     }
 
     /// Wait for the process to exit (up to `t`), killing it if it does not.
@@ -464,6 +578,25 @@ impl Station {
     /// The station's `--data` directory.
     pub fn data_dir(&self) -> &Path {
         &self.data
+    }
+
+    /// The compiled artifacts the station keeps for components with this sha256:
+    /// `data/cache/{sha256}-{engine}.cwasm` (README, "Data layout").
+    pub fn cache_files(&self, sha256: &str) -> Vec<PathBuf> {
+        let dir = self.data.join("cache");
+        let Ok(entries) = std::fs::read_dir(&dir) else {
+            return Vec::new();
+        };
+        let mut files: Vec<PathBuf> = entries
+            .filter_map(|e| e.ok().map(|e| e.path()))
+            .filter(|p| {
+                p.file_name()
+                    .and_then(|n| n.to_str())
+                    .is_some_and(|n| n.starts_with(&format!("{sha256}-")) && n.ends_with(".cwasm"))
+            })
+            .collect();
+        files.sort();
+        files
     }
 
     /// The station process's working directory (parent of the default data dir).
@@ -513,6 +646,24 @@ impl Station {
             self.stop();
         }
         self.spawn();
+    }
+
+    /// Start again on the same data directory with other options (the data directory of
+    /// `opts` is ignored), stopping gracefully first if running.
+    pub fn restart_with(&mut self, opts: Opts) {
+        if self.child.is_some() {
+            self.stop();
+        }
+        self.opts = Opts {
+            data: Some(self.data.clone()),
+            ..opts
+        };
+        self.spawn();
+    }
+
+    /// The options the station runs with.
+    pub fn opts(&self) -> Opts {
+        self.opts.clone()
     }
 
     // -----------------------------------------------------------------------------------
@@ -615,14 +766,30 @@ pub fn request_with(
     path: &str,
     body: Vec<u8>,
 ) -> Resp {
-    let what = format!("{method} {path}");
+    try_request_with(http, base, method, path, body, None).unwrap_or_else(|e| panic!("{e}"))
+}
+
+/// One request that may fail (connection refused, timed out): `Err` describes the failure.
+/// `timeout`, when given, bounds this exchange instead of the client's timeout.
+pub fn try_request_with(
+    http: &reqwest::blocking::Client,
+    base: &str,
+    method: &str,
+    path: &str,
+    body: Vec<u8>,
+    timeout: Option<Duration>,
+) -> Result<Resp, String> {
+    let what = format!("{method} {base}{path}");
     let m = reqwest::Method::from_bytes(method.as_bytes()).expect("method");
     let url = format!("{base}{path}");
-    let r = http
-        .request(m, &url)
-        .body(body)
+    let mut request = http.request(m, &url).body(body);
+    if let Some(t) = timeout {
+        request = request.timeout(t);
+    }
+    let r = request
         .send()
-        .unwrap_or_else(|e| panic!("{what}: request failed: {e}"));
+        .map_err(|e| format!("{what}: request failed: {}", error_chain(&e)))?;
+    let what = format!("{method} {path}");
     let status = r.status().as_u16();
     let headers = r
         .headers()
@@ -636,14 +803,27 @@ pub fn request_with(
         .collect();
     let body = r
         .bytes()
-        .unwrap_or_else(|e| panic!("{what}: reading body failed: {e}"))
+        .map_err(|e| format!("{what}: reading body failed: {e}"))?
         .to_vec();
-    Resp {
+    Ok(Resp {
         what,
         status,
         headers,
         body,
+    })
+}
+
+/// An error and its causes, `: `-separated (reqwest hides "timed out" or "connection
+/// refused" in the sources).
+fn error_chain(e: &dyn std::error::Error) -> String {
+    let mut out = e.to_string();
+    let mut source = e.source();
+    while let Some(s) = source {
+        out.push_str(": ");
+        out.push_str(&s.to_string());
+        source = s.source();
     }
+    out
 }
 
 /// Raw HTTP/1.1 with `Connection: close`; decodes a chunked body.
@@ -715,6 +895,459 @@ pub fn raw_request(port: u16, method: &str, raw_path: &str, body: &[u8]) -> Resp
         status,
         headers,
         body: rest,
+    }
+}
+
+// ---------------------------------------------------------------------------------------
+// Clusters
+
+/// Bound for one cluster convergence step on loopback: a joining station hearing from its
+/// seed, an object's claim reaching every station (~0.5–1.5 s), a killed station declared dead
+/// and its objects failed over (~1.5–5 s), a replica catching up.
+pub const CLUSTER_TIMEOUT: Duration = Duration::from_secs(20);
+
+/// The stations of one cluster test. Their slots are taken together when the cluster is
+/// reserved, so tests that each need several stations cannot block one another half-way.
+pub struct Cluster {
+    slot: Arc<Slot>,
+    size: usize,
+    started: usize,
+}
+
+impl Cluster {
+    /// Reserve slots for `size` stations (waits while other tests hold too many).
+    pub fn reserve(size: usize) -> Cluster {
+        Cluster {
+            slot: Arc::new(Slot::acquire(size)),
+            size,
+            started: 0,
+        }
+    }
+
+    /// Start one station of this cluster (at most `size` over the cluster's life; restarting
+    /// a station with [`Station::restart`] does not count).
+    pub fn start(&mut self, opts: Opts) -> Station {
+        assert!(
+            self.started < self.size,
+            "cluster reserved for {} stations",
+            self.size
+        );
+        self.started += 1;
+        Station::start_in(opts, self.slot.clone())
+    }
+
+    /// Start `n` stations with `opts`, all but the first with `--join` the first; wait until
+    /// each is ready and lists all `n` as alive. Returns them in start order.
+    pub fn start_joined(&mut self, n: usize, opts: Opts) -> Vec<Station> {
+        let first = self.start(opts.clone());
+        let mut stations = vec![first];
+        for _ in 1..n {
+            let next = self.start(opts.clone().join(&stations[0]));
+            stations.push(next);
+        }
+        let ids: Vec<String> = stations.iter().map(Station::station_id).collect();
+        for st in &stations {
+            st.wait_ready();
+            st.wait_alive(&ids);
+        }
+        stations
+    }
+}
+
+impl Station {
+    /// The station's id (from `/health`, which answers even while not ready).
+    pub fn station_id(&self) -> String {
+        let v = self.get("/health").json();
+        v["station"]
+            .as_str()
+            .unwrap_or_else(|| panic!("GET /health without a station id: {v}"))
+            .to_string()
+    }
+
+    /// Poll `/health` until it answers 200 `"ready": true`.
+    #[track_caller]
+    pub fn wait_ready(&self) {
+        let deadline = Instant::now() + CLUSTER_TIMEOUT;
+        loop {
+            let r = self.get("/health");
+            if r.status == 200 && r.json()["ready"] == true {
+                return;
+            }
+            if Instant::now() >= deadline {
+                panic!(
+                    "timed out after {CLUSTER_TIMEOUT:?} waiting for {} to become ready; \
+                     last /health: {} {}",
+                    self.url,
+                    r.status,
+                    r.text()
+                );
+            }
+            thread::sleep(Duration::from_millis(50));
+        }
+    }
+
+    /// `GET /cluster/stations`.
+    pub fn cluster_stations(&self) -> Value {
+        self.get_json("/cluster/stations")
+    }
+
+    /// The entry of station `id` in this station's `/cluster/stations`, if listed.
+    pub fn member(&self, id: &str) -> Option<Value> {
+        self.cluster_stations()["stations"]
+            .as_array()
+            .and_then(|a| a.iter().find(|m| m["id"] == id).cloned())
+    }
+
+    /// Poll `/cluster/stations` until every station in `ids` is listed `alive`.
+    #[track_caller]
+    pub fn wait_alive(&self, ids: &[String]) {
+        let what = format!("{} to list {ids:?} as alive", self.url);
+        let deadline = Instant::now() + CLUSTER_TIMEOUT;
+        loop {
+            let last = self.cluster_stations();
+            let all = ids.iter().all(|id| {
+                last["stations"]
+                    .as_array()
+                    .is_some_and(|a| a.iter().any(|m| m["id"] == *id && m["state"] == "alive"))
+            });
+            if all {
+                return;
+            }
+            if Instant::now() >= deadline {
+                panic!("timed out after {CLUSTER_TIMEOUT:?} waiting for {what}; last: {last}");
+            }
+            thread::sleep(Duration::from_millis(50));
+        }
+    }
+
+    /// The entry of object `id` in this station's `GET /objects`
+    /// (`{"id","version","sha256","home","epoch","replicas"}`), if listed.
+    pub fn object_entry(&self, id: &str) -> Option<Value> {
+        self.get_json("/objects")["objects"]
+            .as_array()
+            .and_then(|a| a.iter().find(|o| o["id"] == id).cloned())
+    }
+
+    /// Poll `GET /objects` until object `id` is listed with an entry `ok` accepts (for example
+    /// a given home); returns that entry.
+    #[track_caller]
+    pub fn wait_object(&self, id: &str, what: &str, ok: impl Fn(&Value) -> bool) -> Value {
+        let deadline = Instant::now() + CLUSTER_TIMEOUT;
+        loop {
+            let last = self.object_entry(id);
+            if let Some(e) = last.as_ref().filter(|e| ok(e)) {
+                return e.clone();
+            }
+            if Instant::now() >= deadline {
+                panic!(
+                    "timed out after {CLUSTER_TIMEOUT:?} waiting for {} to list object {id} {what}; \
+                     last entry: {last:?}",
+                    self.url
+                );
+            }
+            thread::sleep(Duration::from_millis(50));
+        }
+    }
+
+    /// Poll until this station lists object `id` as homed on station `home`.
+    #[track_caller]
+    pub fn wait_home(&self, id: &str, home: &str) -> Value {
+        self.wait_object(id, &format!("homed on {home}"), |e| e["home"] == home)
+    }
+
+    /// `GET /cluster/internal/objects/{id}/position`: `{"role","epoch","home","applied_seq"}`.
+    pub fn position(&self, id: &str) -> Value {
+        self.get_json(&format!("/cluster/internal/objects/{id}/position"))
+    }
+
+    /// `METHOD path` with extra request headers.
+    pub fn request_with_headers(
+        &self,
+        method: &str,
+        path: &str,
+        headers: &[(&str, &str)],
+        body: impl Into<Vec<u8>>,
+    ) -> Resp {
+        let m = reqwest::Method::from_bytes(method.as_bytes()).expect("method");
+        let mut request = self
+            .http
+            .request(m, format!("{}{path}", self.url))
+            .body(body.into());
+        for (k, v) in headers {
+            request = request.header(*k, *v);
+        }
+        let what = format!("{method} {path} with {headers:?}");
+        let r = request
+            .send()
+            .unwrap_or_else(|e| panic!("{what}: request failed: {}", error_chain(&e)));
+        let status = r.status().as_u16();
+        let headers = r
+            .headers()
+            .iter()
+            .map(|(k, v)| {
+                (
+                    k.as_str().to_string(),
+                    String::from_utf8_lossy(v.as_bytes()).into_owned(),
+                )
+            })
+            .collect();
+        let body = r.bytes().expect("read body").to_vec();
+        Resp {
+            what,
+            status,
+            headers,
+            body,
+        }
+    }
+
+    /// A request that may fail instead of panicking, bounded by `timeout`.
+    pub fn try_request(
+        &self,
+        method: &str,
+        path: &str,
+        body: impl Into<Vec<u8>>,
+        timeout: Duration,
+    ) -> Result<Resp, String> {
+        try_request_with(
+            &self.http,
+            &self.url,
+            method,
+            path,
+            body.into(),
+            Some(timeout),
+        )
+    }
+}
+
+/// Poll until every station in `replicas` holds object `id` as a replica of `home_station`
+/// (its id) with the same applied seq as the home; returns that seq.
+#[track_caller]
+pub fn wait_replicas_caught_up(
+    home: &Station,
+    home_id: &str,
+    replicas: &[&Station],
+    id: &str,
+) -> u64 {
+    let deadline = Instant::now() + CLUSTER_TIMEOUT;
+    loop {
+        let h = home.position(id);
+        assert_eq!(h["role"], "home", "position of {id} on its home: {h}");
+        let seq = h["applied_seq"].as_u64().expect("applied_seq");
+        let last: Vec<Value> = replicas.iter().map(|r| r.position(id)).collect();
+        if last.iter().all(|p| {
+            p["role"] == "replica" && p["home"] == home_id && p["applied_seq"].as_u64() == Some(seq)
+        }) {
+            return seq;
+        }
+        if Instant::now() >= deadline {
+            panic!(
+                "timed out after {CLUSTER_TIMEOUT:?} waiting for the replicas of {id} to reach \
+                 the home's applied seq {seq}; home: {h}; replicas: {last:?}"
+            );
+        }
+        thread::sleep(Duration::from_millis(50));
+    }
+}
+
+/// Poll until exactly one of `stations` holds object `id` as its home and every other one
+/// that holds it is a replica of that home at the same epoch (no split brain); returns the
+/// index of the home in `stations` and its position.
+#[track_caller]
+pub fn wait_one_home(stations: &[&Station], id: &str) -> (usize, Value) {
+    let deadline = Instant::now() + CLUSTER_TIMEOUT;
+    loop {
+        let positions: Vec<Value> = stations.iter().map(|s| s.position(id)).collect();
+        let homes: Vec<usize> = (0..positions.len())
+            .filter(|i| positions[*i]["role"] == "home")
+            .collect();
+        if let [h] = homes[..] {
+            let home = &positions[h];
+            let home_id = stations[h].station_id();
+            let agreed = positions.iter().enumerate().all(|(i, p)| {
+                i == h
+                    || p["role"].is_null()
+                    || (p["role"] == "replica"
+                        && p["home"] == home_id.as_str()
+                        && p["epoch"] == home["epoch"])
+            });
+            if agreed {
+                return (h, home.clone());
+            }
+        }
+        if Instant::now() >= deadline {
+            let shown: Vec<String> = stations
+                .iter()
+                .zip(&positions)
+                .map(|(s, p)| format!("{}: {p}", s.url))
+                .collect();
+            panic!(
+                "timed out after {CLUSTER_TIMEOUT:?} waiting for exactly one home of {id} \
+                 with the others its replicas; positions:\n{}",
+                shown.join("\n")
+            );
+        }
+        thread::sleep(Duration::from_millis(50));
+    }
+}
+
+// ---------------------------------------------------------------------------------------
+// Write loads
+
+/// One acknowledged (200) request of a [`WriteLoad`] writer.
+#[derive(Debug, Clone)]
+pub struct Ack {
+    /// When the request was sent.
+    pub sent: Instant,
+    /// When its answer arrived.
+    pub at: Instant,
+    /// The answer's JSON body.
+    pub body: Value,
+}
+
+/// What one writer of a [`WriteLoad`] saw: every 200 answer and every other outcome (when it
+/// arrived, and the status and body or the transport error).
+#[derive(Debug, Default, Clone)]
+pub struct WriterLog {
+    /// Where this writer sent its requests: `POST {base}{path}`.
+    pub target: String,
+    pub acks: Vec<Ack>,
+    pub failures: Vec<(Instant, String)>,
+}
+
+/// Writer threads, each repeating one request (`POST` with a body) against one station until
+/// stopped, recording every answer. A failed request is retried after 20 ms, so a refused
+/// connection does not spin.
+pub struct WriteLoad {
+    stop: Arc<std::sync::atomic::AtomicBool>,
+    logs: Vec<Arc<Mutex<WriterLog>>>,
+    threads: Vec<JoinHandle<()>>,
+}
+
+/// Bound on one request of a [`WriteLoad`] writer.
+/// Longer than the station's own waits (a call's deadline, a sync replica's acknowledgement),
+/// so the writer sees the station's answer rather than its own timeout.
+pub const WRITE_TIMEOUT: Duration = Duration::from_secs(15);
+/// A writer stops on its own after this long, whatever the test does.
+const WRITE_LOAD_LIMIT: Duration = Duration::from_secs(120);
+
+impl WriteLoad {
+    /// One writer per `(station, path, body)`: `POST {station.url}{path}` with `body`.
+    pub fn start(writers: &[(&Station, String, &str)]) -> WriteLoad {
+        use std::sync::atomic::{AtomicBool, Ordering};
+        let stop = Arc::new(AtomicBool::new(false));
+        let mut logs = Vec::new();
+        let mut threads = Vec::new();
+        for (st, path, body) in writers {
+            let log = Arc::new(Mutex::new(WriterLog {
+                target: format!("{}{path}", st.url),
+                ..WriterLog::default()
+            }));
+            let (http, base, path, body) = (
+                st.client(),
+                st.url.clone(),
+                path.clone(),
+                body.as_bytes().to_vec(),
+            );
+            let (stop, log2) = (stop.clone(), log.clone());
+            threads.push(thread::spawn(move || {
+                let started = Instant::now();
+                while !stop.load(Ordering::Acquire) && started.elapsed() < WRITE_LOAD_LIMIT {
+                    let sent = Instant::now();
+                    let r = try_request_with(
+                        &http,
+                        &base,
+                        "POST",
+                        &path,
+                        body.clone(),
+                        Some(WRITE_TIMEOUT),
+                    );
+                    let now = Instant::now();
+                    let failure = match r {
+                        Ok(r) if r.status == 200 => {
+                            let mut log = log2.lock().unwrap_or_else(|e| e.into_inner());
+                            log.acks.push(Ack {
+                                sent,
+                                at: now,
+                                body: r.json(),
+                            });
+                            continue;
+                        }
+                        Ok(r) => format!("{} {}", r.status, r.text()),
+                        Err(e) => e,
+                    };
+                    log2.lock()
+                        .unwrap_or_else(|e| e.into_inner())
+                        .failures
+                        .push((now, failure));
+                    thread::sleep(Duration::from_millis(20));
+                }
+            }));
+            logs.push(log);
+        }
+        WriteLoad {
+            stop,
+            logs,
+            threads,
+        }
+    }
+
+    /// A copy of every writer's log so far.
+    pub fn snapshot(&self) -> Vec<WriterLog> {
+        self.logs
+            .iter()
+            .map(|l| l.lock().unwrap_or_else(|e| e.into_inner()).clone())
+            .collect()
+    }
+
+    /// Poll (bounded by `timeout`) until every writer has at least `n` acknowledged writes
+    /// sent at or after `since`.
+    #[track_caller]
+    pub fn wait_acks_each(&self, n: usize, since: Instant, timeout: Duration) {
+        let deadline = Instant::now() + timeout;
+        loop {
+            let logs = self.snapshot();
+            if logs
+                .iter()
+                .all(|l| l.acks.iter().filter(|a| a.sent >= since).count() >= n)
+            {
+                return;
+            }
+            if Instant::now() >= deadline {
+                let summary: Vec<String> = logs
+                    .iter()
+                    .map(|l| {
+                        format!(
+                            "{}: {} acks ({} since), {} failures, last failure {:?}",
+                            l.target,
+                            l.acks.len(),
+                            l.acks.iter().filter(|a| a.sent >= since).count(),
+                            l.failures.len(),
+                            l.failures.last().map(|(_, f)| f)
+                        )
+                    })
+                    .collect();
+                panic!(
+                    "timed out after {timeout:?} waiting for {n} acknowledged writes per writer; \
+                     writers: {summary:#?}"
+                );
+            }
+            thread::sleep(Duration::from_millis(20));
+        }
+    }
+
+    /// Stop the writers (each finishes its request in flight) and return their logs.
+    pub fn finish(mut self) -> Vec<WriterLog> {
+        self.stop.store(true, std::sync::atomic::Ordering::Release);
+        for t in std::mem::take(&mut self.threads) {
+            t.join().expect("writer thread panicked");
+        }
+        self.snapshot()
+    }
+}
+
+impl Drop for WriteLoad {
+    fn drop(&mut self) {
+        self.stop.store(true, std::sync::atomic::Ordering::Release);
     }
 }
 

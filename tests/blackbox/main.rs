@@ -7,21 +7,31 @@
 //!
 //! # Layout
 //! - `harness`: the only helpers — starting/stopping stations, HTTP calls (also raw,
-//!   for paths an HTTP client would normalise), guest fixture paths, TSV checks, the CLI.
+//!   for paths an HTTP client would normalise), guest fixture paths, TSV checks, the CLI,
+//!   and `Lang` with the `per_lang!` macro: the cases of the example objects (`hello`,
+//!   `counter`, `calculator`) and of `kv` are written once and run against the Rust and the
+//!   Python components (`calls::hello_greets_by_name::rust` / `::python`).
 //! - one module per area: `deploy`, `calls`, `state`, `durability`, `limits`, `admin`,
-//!   `logs`, `watch`, `cli`.
+//!   `logs`, `watch`, `cli`, `cluster` (several stations on loopback: membership, routing,
+//!   replication, failover, migration); `python`: what only Python objects do (exceptions, the SDK's
+//!   imports, the compiled cache).
 //!
 //! Guest components are built by `scripts/build-objects.sh` into `objects/dist/` and
-//! `tests/fixtures/dist/`; a test whose component is missing panics saying so.
+//! `tests/fixtures/dist/` (Python ones as `py-<name>.wasm`); a test whose component is
+//! missing panics saying so. `cargo test -p host --test blackbox -- --skip python` runs
+//! without the Python components.
 
+#[macro_use]
 mod harness;
 
 mod admin;
 mod calls;
 mod cli;
+mod cluster;
 mod deploy;
 mod durability;
 mod limits;
 mod logs;
+mod python;
 mod state;
 mod watch;

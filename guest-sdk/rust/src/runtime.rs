@@ -80,6 +80,72 @@ impl CallError {
     }
 }
 
+impl CallError {
+    /// The HTTP status that best reports this error to the object's own caller:
+    ///
+    /// | error | status | code |
+    /// |---|---|---|
+    /// | [`CallError::NotFound`] | 404 | `not_found` |
+    /// | [`CallError::Unavailable`] | 503 | `unavailable` |
+    /// | [`CallError::Timeout`] | 504 | `timeout` |
+    /// | [`CallError::Trapped`] | 502 | `trapped` |
+    /// | [`CallError::LoopDetected`] | 508 | `loop_detected` |
+    /// | [`CallError::Invalid`] | 400 | `invalid` |
+    pub fn status(&self) -> u16 {
+        match self {
+            CallError::NotFound(_) => 404,
+            CallError::Unavailable(_) => 503,
+            CallError::Timeout => 504,
+            CallError::Trapped(_) => 502,
+            CallError::LoopDetected(_) => 508,
+            CallError::Invalid(_) => 400,
+        }
+    }
+
+    /// The error code of [`CallError::to_response`]: the [`kind`](CallError::kind) in
+    /// snake case (`not_found`, `unavailable`, `timeout`, `trapped`, `loop_detected`,
+    /// `invalid`).
+    pub fn code(&self) -> &'static str {
+        match self {
+            CallError::NotFound(_) => "not_found",
+            CallError::Unavailable(_) => "unavailable",
+            CallError::Timeout => "timeout",
+            CallError::Trapped(_) => "trapped",
+            CallError::LoopDetected(_) => "loop_detected",
+            CallError::Invalid(_) => "invalid",
+        }
+    }
+
+    /// An error answer that passes this failure on to the object's own caller: status
+    /// [`status`](CallError::status) with the JSON body `{"error": code, "message": ..}`
+    /// ([`Response::error`]). A handler can return it as is when a call it depends on
+    /// fails:
+    ///
+    /// ```
+    /// use object_primitive::{Request, Response, runtime};
+    ///
+    /// fn total(_req: Request) -> Response {
+    ///     match runtime::call("ledger", Request::new("GET", "/total")) {
+    ///         Ok(answer) => answer,
+    ///         Err(e) => e.to_response(),
+    ///     }
+    /// }
+    ///
+    /// // Natively there is no station to call, so the call is `unavailable`.
+    /// let response = total(Request::new("GET", "/"));
+    /// assert_eq!(response.status, 503);
+    /// let body: serde_json::Value = response.json_body().unwrap();
+    /// assert_eq!(body["error"], "unavailable");
+    /// ```
+    pub fn to_response(&self) -> Response {
+        let message = match self.message() {
+            "" => self.to_string(),
+            m => m.to_string(),
+        };
+        Response::error(self.status(), self.code(), &message)
+    }
+}
+
 impl std::fmt::Display for CallError {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         match self {

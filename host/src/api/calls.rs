@@ -169,7 +169,8 @@ pub(super) async fn call_object(
     {
         Ok(result) => Ok(into_http(result.response, &result.request_id)),
         Err(crate::station::Error::Moved { address, .. })
-            if !parts.headers.contains_key(crate::cluster::HOP_HEADER) =>
+            if crate::cluster::forward::hop_count(&parts.headers)
+                < crate::cluster::forward::MAX_HOPS =>
         {
             // The object moved while this call waited for its turn: run it at the new home.
             forward(

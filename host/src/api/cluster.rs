@@ -15,22 +15,22 @@ pub(super) async fn info(State(api): State<ApiState>) -> Json<crate::cluster::Cl
 /// `GET /cluster/stations`: every known station with its state, load and the objects it homes.
 pub(super) async fn stations(State(api): State<ApiState>) -> Json<serde_json::Value> {
     let view = api.cluster.view();
+    let mut homes: std::collections::BTreeMap<String, Vec<String>> =
+        std::collections::BTreeMap::new();
+    for (object, home) in placement::all_objects(&view) {
+        homes.entry(home.station).or_default().push(object);
+    }
     let stations: Vec<_> = view
         .members
         .iter()
         .map(|m| {
-            let homes: Vec<&String> = m
-                .objects
-                .keys()
-                .filter(|o| placement::home_of(&view, o).is_some_and(|h| h.station == m.id))
-                .collect();
             json!({
                 "id": m.id,
                 "address": m.address,
                 "state": m.state,
                 "ready": m.ready,
                 "load": m.load,
-                "objects": homes,
+                "objects": homes.get(&m.id).cloned().unwrap_or_default(),
                 "self": m.id == api.cluster.station_id(),
             })
         })

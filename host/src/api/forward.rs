@@ -16,21 +16,23 @@ pub(super) enum Route {
     Remote(String),
 }
 
-/// Decides where a request for `id` runs. A request that was already forwarded once is never
-/// forwarded again: if this station does not serve the object, the answer is 503 `not_home`
-/// (placement is changing), so a forwarding loop cannot happen.
+/// Decides where a request for `id` runs. A request is forwarded at most `MAX_HOPS` times in all
+/// (once to the home, once more if the object just moved): past that, a station that does not
+/// serve the object answers 503 `not_home` (placement is changing), so a loop cannot happen.
 pub(super) fn route(api: &ApiState, id: &str, headers: &HeaderMap) -> Result<Route, ApiError> {
     if api.station.serves(id) {
         return Ok(Route::Local);
     }
+    let may_forward =
+        crate::cluster::forward::hop_count(headers) < crate::cluster::forward::MAX_HOPS;
     if let Some(address) = api.station.moved_to(id).filter(|a| !a.is_empty())
-        && !headers.contains_key(HOP_HEADER)
+        && may_forward
     {
         return Ok(Route::Remote(address));
     }
     match api.cluster.home_of(id) {
         Some(home) if home.station != api.cluster.station_id() => {
-            if headers.contains_key(HOP_HEADER) {
+            if !may_forward {
                 return Err(ApiError::new(
                     StatusCode::SERVICE_UNAVAILABLE,
                     "not_home",
@@ -40,7 +42,20 @@ pub(super) fn route(api: &ApiState, id: &str, headers: &HeaderMap) -> Result<Rou
             }
             Ok(Route::Remote(home.address))
         }
-        _ => Ok(Route::Local),
+        Some(_) => Ok(Route::Local),
+        None => {
+            // The object exists but its home is down and no one has taken over yet: a
+            // retryable 503, not a 404.
+            if let Some(dead) = api.cluster.claimed_by_dead(id) {
+                return Err(ApiError::new(
+                    StatusCode::SERVICE_UNAVAILABLE,
+                    "home_unavailable",
+                    format!("the home station {dead} of `{id}` is down; a replica takes over within seconds, retry"),
+                )
+                .for_object(id));
+            }
+            Ok(Route::Local)
+        }
     }
 }
 

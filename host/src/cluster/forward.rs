@@ -73,6 +73,18 @@ pub enum ForwardError {
     },
 }
 
+/// How many times a request has been forwarded already.
+pub fn hop_count(headers: &http::HeaderMap) -> u32 {
+    headers
+        .get(HOP_HEADER)
+        .and_then(|v| v.to_str().ok())
+        .and_then(|v| v.parse().ok())
+        .unwrap_or(0)
+}
+
+/// Most hops a request may take (one to the home, one more if the object just moved).
+pub const MAX_HOPS: u32 = 2;
+
 /// The client used for every station-to-station request: keep-alive, no proxies.
 pub fn client() -> anyhow::Result<reqwest::Client> {
     Ok(reqwest::Client::builder()
@@ -100,7 +112,10 @@ pub async fn send(
     for name in HOP_BY_HOP {
         headers.remove(*name);
     }
-    headers.insert(HOP_HEADER, http::HeaderValue::from_static("1"));
+    // Count hops: a request forwarded to a station that then finds the object moved may take
+    // one more hop (to the new home), never more.
+    let hops = hop_count(&headers) + 1;
+    headers.insert(HOP_HEADER, http::HeaderValue::from(hops));
     if let Ok(value) = http::HeaderValue::from_str(station_id) {
         headers.insert(FORWARDED_BY_HEADER, value);
     }

@@ -62,6 +62,9 @@ pub struct ObjectClaim {
     pub version: u32,
     /// sha256 of that version.
     pub sha256: String,
+    /// Set on a forwarding claim: the object moved to this station (at `epoch`), which has not
+    /// been heard claiming it yet.
+    pub moved_to: Option<String>,
 }
 
 /// A station of the cluster.
@@ -196,7 +199,11 @@ impl Membership {
 
     /// Announces that this station homes `object`.
     pub async fn claim_object(&self, object: &str, claim: &ObjectClaim) {
-        let value = format!("{}:{}:{}", claim.epoch, claim.version, claim.sha256);
+        let mut value = format!("{}:{}:{}", claim.epoch, claim.version, claim.sha256);
+        if let Some(station) = &claim.moved_to {
+            value.push(':');
+            value.push_str(station);
+        }
         self.set(format!("{OBJECT_KEY_PREFIX}{object}"), value)
             .await;
     }
@@ -285,11 +292,12 @@ impl Membership {
 }
 
 fn parse_claim(value: &str) -> Option<ObjectClaim> {
-    let mut parts = value.splitn(3, ':');
+    let mut parts = value.splitn(4, ':');
     Some(ObjectClaim {
         epoch: parts.next()?.parse().ok()?,
         version: parts.next()?.parse().ok()?,
         sha256: parts.next()?.to_string(),
+        moved_to: parts.next().filter(|s| !s.is_empty()).map(str::to_string),
     })
 }
 
@@ -303,9 +311,18 @@ mod tests {
             epoch: 3,
             version: 7,
             sha256: "ab".repeat(32),
+            moved_to: None,
         };
         let text = format!("{}:{}:{}", claim.epoch, claim.version, claim.sha256);
-        assert_eq!(parse_claim(&text), Some(claim));
+        assert_eq!(parse_claim(&text), Some(claim.clone()));
+        let moved = ObjectClaim {
+            moved_to: Some("st-2".into()),
+            ..claim
+        };
+        assert_eq!(
+            parse_claim(&format!("3:7:{}:st-2", "ab".repeat(32))),
+            Some(moved)
+        );
         assert_eq!(parse_claim("x:1:y"), None);
         assert_eq!(parse_claim("1"), None);
     }

@@ -160,6 +160,11 @@ impl Cluster {
         placement::home_of(&self.view(), object)
     }
 
+    /// A dead station that claims `object`: its home is down (failover pending).
+    pub fn claimed_by_dead(&self, object: &str) -> Option<String> {
+        placement::claimed_by_dead(&self.view(), object)
+    }
+
     /// Every object claimed in the cluster, with its home.
     pub fn objects(&self) -> std::collections::BTreeMap<String, Home> {
         placement::all_objects(&self.view())

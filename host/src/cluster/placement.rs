@@ -17,16 +17,43 @@ pub struct Home {
     pub claim: ObjectClaim,
 }
 
-/// The live station claiming `object` with the highest epoch (ties: the smallest station id).
+/// Where `object` lives: the highest epoch among live stations' claims (ties: a station's own
+/// claim before a forwarding claim pointing at it, then the smallest station id). A forwarding
+/// claim (`moved_to`) names the station the object moved to, if that station is live.
 pub fn home_of(view: &View, object: &str) -> Option<Home> {
     view.live()
-        .filter_map(|m| m.objects.get(object).map(|claim| (m, claim)))
-        .max_by(|(a, ca), (b, cb)| ca.epoch.cmp(&cb.epoch).then_with(|| b.id.cmp(&a.id)))
-        .map(|(m, claim)| Home {
+        .filter_map(|m| {
+            let claim = m.objects.get(object)?;
+            let home = match &claim.moved_to {
+                None => m,
+                Some(target) => view.member(target).filter(|t| t.is_live())?,
+            };
+            Some((home, claim, claim.moved_to.is_none()))
+        })
+        .max_by(|(a, ca, direct_a), (b, cb, direct_b)| {
+            ca.epoch
+                .cmp(&cb.epoch)
+                .then(direct_a.cmp(direct_b))
+                .then_with(|| b.id.cmp(&a.id))
+        })
+        .map(|(m, claim, _)| Home {
             station: m.id.clone(),
             address: m.address.clone(),
-            claim: claim.clone(),
+            claim: ObjectClaim {
+                moved_to: None,
+                ..claim.clone()
+            },
         })
+}
+
+/// A station the failure detector declared dead that claims `object` directly: its home is down
+/// and a replica is about to take over.
+pub fn claimed_by_dead(view: &View, object: &str) -> Option<String> {
+    view.members
+        .iter()
+        .filter(|m| !m.is_live())
+        .find(|m| m.objects.get(object).is_some_and(|c| c.moved_to.is_none()))
+        .map(|m| m.id.clone())
 }
 
 /// Every object claimed by a live station, with its home.
@@ -100,6 +127,7 @@ mod tests {
                             epoch: *e,
                             version: 1,
                             sha256: "s".into(),
+                            moved_to: None,
                         },
                     )
                 })
@@ -119,6 +147,21 @@ mod tests {
         };
         assert_eq!(home_of(&view, "x").unwrap().station, "b");
         assert_eq!(home_of(&view, "y"), None);
+    }
+
+    #[test]
+    fn a_forwarding_claim_points_at_the_new_home() {
+        let mut old = member("a", MemberState::Alive, &[("x", 2)], 0);
+        old.objects.get_mut("x").unwrap().moved_to = Some("b".into());
+        let view = View {
+            members: vec![old, member("b", MemberState::Alive, &[], 0)],
+        };
+        assert_eq!(home_of(&view, "x").unwrap().station, "b");
+        let view = View {
+            members: vec![member("a", MemberState::Dead, &[("x", 1)], 0)],
+        };
+        assert_eq!(home_of(&view, "x"), None);
+        assert_eq!(claimed_by_dead(&view, "x").as_deref(), Some("a"));
     }
 
     #[test]

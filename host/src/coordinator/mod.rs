@@ -121,17 +121,61 @@ impl Coordinator {
                                 epoch,
                                 version,
                                 sha256,
+                                moved_to: None,
                             },
                         )
                         .await;
                 }
                 ObjectEvent::Released { id } => self.cluster.release(&id).await,
+                ObjectEvent::MovedTo {
+                    id,
+                    epoch,
+                    station,
+                    version,
+                    sha256,
+                } => {
+                    let claim = ObjectClaim {
+                        epoch,
+                        version,
+                        sha256,
+                        moved_to: Some(station.clone()),
+                    };
+                    self.cluster.claim(&id, &claim).await;
+                    tokio::spawn(self.clone().drop_forwarding_claim(id, station, epoch));
+                }
             }
         }
     }
 
-    async fn step_down(&self, id: &str, new_home: &str, address: &str, epoch: u64) {
-        match self.station.demote(id, new_home, epoch).await {
+    /// Withdraws a forwarding claim once the new home's own claim is in the view (bounded wait;
+    /// a later claim of ours, e.g. the object coming back, is left alone).
+    async fn drop_forwarding_claim(self, id: String, station: String, epoch: u64) {
+        let deadline = std::time::Instant::now() + Duration::from_secs(120);
+        while std::time::Instant::now() < deadline {
+            let view = self.cluster.view();
+            let direct = view
+                .member(&station)
+                .and_then(|m| m.objects.get(&id))
+                .is_some_and(|c| c.moved_to.is_none() && c.epoch >= epoch);
+            if direct {
+                // Gossip it a little longer so every station has seen the new claim.
+                tokio::time::sleep(self.cluster.gossip_interval() * 4).await;
+                break;
+            }
+            tokio::time::sleep(self.cluster.gossip_interval()).await;
+        }
+        let ours = self
+            .cluster
+            .view()
+            .member(self.cluster.station_id())
+            .and_then(|m| m.objects.get(&id).cloned());
+        if ours.is_some_and(|c| c.moved_to.as_deref() == Some(station.as_str())) {
+            self.cluster.release(&id).await;
+        }
+    }
+
+    pub(super) async fn step_down(&self, id: &str, new_home: &str, address: &str, epoch: u64) {
+        match self.station.demote(id, new_home, address, epoch).await {
             Ok(records) => {
                 let path = format!("/cluster/internal/objects/{id}/merge");
                 if let Err(e) = wire::post_json::<_, serde_json::Value>(

@@ -228,6 +228,20 @@ pub enum ObjectEvent {
         /// Object id.
         id: String,
     },
+    /// The object moved to `station` at `epoch`: until that station's own claim is seen
+    /// everywhere, this station points to it (a forwarding claim), so no one answers 404.
+    MovedTo {
+        /// Object id.
+        id: String,
+        /// The new home's placement epoch.
+        epoch: u64,
+        /// The new home.
+        station: String,
+        /// Current version.
+        version: u32,
+        /// Its sha256.
+        sha256: String,
+    },
 }
 
 /// What `GET /objects` lists for one object.
@@ -498,8 +512,14 @@ impl Station {
     pub fn spawn_warm_up(&self) -> tokio::task::JoinHandle<()> {
         let station = self.clone();
         tokio::spawn(async move {
-            let objects: Vec<Arc<LiveObject>> =
-                station.inner.objects.lock().expect("objects lock").values().cloned().collect();
+            let objects: Vec<Arc<LiveObject>> = station
+                .inner
+                .objects
+                .lock()
+                .expect("objects lock")
+                .values()
+                .cloned()
+                .collect();
             for object in objects {
                 let slot = object.current();
                 if let Err(e) = station.compiled(&object, &slot).await {

@@ -102,6 +102,15 @@ impl Station {
         objects.get(id).map(|o| o.epoch.load(Ordering::Relaxed))
     }
 
+    /// Every object homed here with its placement epoch.
+    pub fn homed_epochs(&self) -> Vec<(String, u64)> {
+        let objects = self.inner.objects.lock().expect("objects lock");
+        objects
+            .iter()
+            .map(|(id, o)| (id.clone(), o.epoch.load(Ordering::Relaxed)))
+            .collect()
+    }
+
     /// Where an object that left this station went (its new home's address), if it did.
     pub fn moved_to(&self, id: &str) -> Option<String> {
         self.inner
@@ -352,6 +361,16 @@ impl Station {
         epoch: u64,
     ) -> Result<(), Error> {
         let id = paused.object.id.clone();
+        let moved_event = {
+            let slot = paused.object.current();
+            ObjectEvent::MovedTo {
+                id: id.clone(),
+                epoch,
+                station: new_home.to_string(),
+                version: slot.record.version,
+                sha256: slot.record.sha256.clone(),
+            }
+        };
         *paused.object.moved_to.lock().expect("moved lock") = Some(address.to_string());
         self.inner
             .moved
@@ -381,7 +400,7 @@ impl Station {
                 needs_snapshot: true,
             },
         );
-        self.announce(ObjectEvent::Released { id });
+        self.announce(moved_event);
         Ok(())
     }
 
@@ -484,13 +503,13 @@ impl Station {
         &self,
         id: &str,
         new_home: &str,
+        address: &str,
         epoch: u64,
     ) -> Result<Vec<store::Record>, Error> {
         let paused = self.pause(id).await?;
         let state = self.state_of(&paused.object).await?;
         let records = state.latest_records();
-        self.hand_off(paused, new_home, "", epoch).await?;
-        self.inner.moved.lock().expect("moved lock").remove(id);
+        self.hand_off(paused, new_home, address, epoch).await?;
         tracing::warn!(
             object = id,
             new_home,

@@ -77,11 +77,32 @@ impl HostServices for Services {
                     request.method
                 )));
             }
+            if !station.serves(&target)
+                && let Some(remote) = station.inner.remote.get()
+                && let Some(result) = remote
+                    .call(target.clone(), request.clone(), chain.clone())
+                    .await
+            {
+                return result;
+            }
             let request_id = chain.request_id.clone();
+            let retry = (request.clone(), chain.clone());
             match station
                 .call(&target, request, request_id, Some(chain))
                 .await
             {
+                Err(Error::Moved { .. }) if station.inner.remote.get().is_some() => {
+                    // The object moved while this call waited for its turn: call it at its new home.
+                    let remote = station.inner.remote.get().expect("checked above");
+                    remote
+                        .call(target.clone(), retry.0, retry.1)
+                        .await
+                        .unwrap_or_else(|| {
+                            Err(CallError::Unavailable(format!(
+                                "`{target}` moved and its new home is not known yet"
+                            )))
+                        })
+                }
                 Ok(result) => Ok(result.response),
                 Err(Error::InvalidId(e)) => Err(CallError::Invalid(e.to_string())),
                 Err(Error::ObjectNotFound(id)) => {

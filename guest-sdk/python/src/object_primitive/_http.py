@@ -7,7 +7,7 @@ import json as _json
 import json.encoder
 import math
 from collections.abc import Iterable, Mapping
-from typing import Any, Callable, Optional, Union
+from typing import Any, Callable, Optional, Union, overload
 from urllib.parse import unquote_to_bytes
 
 #: Header or query pairs, in order. ``Mapping`` arguments are accepted and turned into pairs.
@@ -112,14 +112,26 @@ def _encode(value: Any, out: list[str], depth: int) -> None:
             first = False
             out.append(_encode_str(key))
             out.append(":")
-            _encode(v, out, depth + 1)
+            tv = type(v)  # the common scalars inline: a call costs more than they do
+            if tv is str:
+                out.append(_encode_str(v))
+            elif tv is int:
+                out.append(int.__repr__(v))
+            else:
+                _encode(v, out, depth + 1)
         out.append("}")
     elif isinstance(value, (list, tuple)):
         out.append("[")
         for i, v in enumerate(value):
             if i:
                 out.append(",")
-            _encode(v, out, depth + 1)
+            tv = type(v)
+            if tv is str:
+                out.append(_encode_str(v))
+            elif tv is int:
+                out.append(int.__repr__(v))
+            else:
+                _encode(v, out, depth + 1)
         out.append("]")
     elif isinstance(value, str):
         out.append(_encode_str(str(value)))
@@ -274,7 +286,7 @@ class Request:
                 out.append(_decode_segment(s).decode("utf-8"))
             except UnicodeDecodeError:
                 raise BadRequest(
-                    f"path segment {s!r} is not valid UTF-8 once decoded"
+                    f"path segment {dumps(s)} is not valid UTF-8 once decoded"
                 ) from None
         return out
 
@@ -286,6 +298,13 @@ class Request:
         return None
 
     # -- query and headers --------------------------------------------------------------
+
+    @overload
+    def query(self, name: str) -> Optional[str]: ...
+    @overload
+    def query(self, name: str, default: str) -> str: ...
+    @overload
+    def query(self, name: str, default: Optional[str]) -> Optional[str]: ...
 
     def query(self, name: str, default: Optional[str] = None) -> Optional[str]:
         """The first value of query parameter ``name``, or ``default`` if it is absent.
@@ -300,6 +319,13 @@ class Request:
     def query_all(self, name: str) -> list[str]:
         """Every value of query parameter ``name``, in order."""
         return [v for k, v in self.query_pairs if k == name]
+
+    @overload
+    def header(self, name: str) -> Optional[str]: ...
+    @overload
+    def header(self, name: str, default: str) -> str: ...
+    @overload
+    def header(self, name: str, default: Optional[str]) -> Optional[str]: ...
 
     def header(self, name: str, default: Optional[str] = None) -> Optional[str]:
         """The first value of header ``name`` (compared case-insensitively), or ``default``."""
@@ -331,6 +357,15 @@ class Request:
             return _json.loads(self.text())
         except ValueError as e:
             raise BadRequest(f"request body is not the expected JSON: {e}") from None
+
+
+def _response(status: int, headers: Pairs, body: bytes) -> "Response":
+    """A Response from values already in shape (the constructors' fast path)."""
+    r = object.__new__(Response)
+    r.status = status
+    r.headers = headers
+    r.body = body
+    return r
 
 
 class Response:
@@ -399,15 +434,19 @@ class Response:
                 "serialization_failed",
                 f"the response value does not serialize to JSON: {e}",
             )
-        return Response(status, [("content-type", JSON_CONTENT_TYPE)] + _pairs(headers), body)
+        fields = [("content-type", JSON_CONTENT_TYPE)]
+        if headers is not None:
+            fields += _pairs(headers)
+        return _response(status, fields, body)
 
     @staticmethod
     def text(text: str, status: int = 200, headers: PairsLike = None) -> "Response":
         """``status`` (200) with ``text`` as the body (``content-type: text/plain;
         charset=utf-8``)."""
-        return Response(
-            status, [("content-type", TEXT_CONTENT_TYPE)] + _pairs(headers), text
-        )
+        fields = [("content-type", TEXT_CONTENT_TYPE)]
+        if headers is not None:
+            fields += _pairs(headers)
+        return _response(status, fields, _to_bytes(text))
 
     @staticmethod
     def binary(
@@ -425,8 +464,8 @@ class Response:
 
         Use a stable, snake_case ``code`` that clients can match on.
         """
-        body = dumps({"error": code, "message": message})
-        return Response(status, [("content-type", JSON_CONTENT_TYPE)], body)
+        body = dumps({"error": code, "message": message}).encode("utf-8")
+        return _response(status, [("content-type", JSON_CONTENT_TYPE)], body)
 
     @staticmethod
     def not_found(message: str) -> "Response":
@@ -460,6 +499,13 @@ class Response:
         return Response(self.status, headers, self.body)
 
     # -- reading a response (tests, runtime.call answers) --------------------------------
+
+    @overload
+    def header(self, name: str) -> Optional[str]: ...
+    @overload
+    def header(self, name: str, default: str) -> str: ...
+    @overload
+    def header(self, name: str, default: Optional[str]) -> Optional[str]: ...
 
     def header(self, name: str, default: Optional[str] = None) -> Optional[str]:
         """The first value of header ``name`` (compared case-insensitively), or ``default``."""

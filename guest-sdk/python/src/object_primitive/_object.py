@@ -2,11 +2,14 @@
 
 from __future__ import annotations
 
+import linecache
+import os
+import sys
 import traceback
 from typing import Any, Callable, Optional, Union
 
 from . import _sys
-from ._http import JSON_CONTENT_TYPE, HTTPError, Request, Response, _to_bytes, dumps
+from ._http import JSON_CONTENT_TYPE, HTTPError, Request, Response, _pairs, _to_bytes, dumps
 
 #: The handler functions of the WIT ``handler`` interface, one per HTTP method.
 METHODS = ("get", "post", "put", "delete", "patch")
@@ -98,6 +101,7 @@ def _checked(result: Any, where: str) -> Response:
         result.body = _to_bytes(result.body)
     if not isinstance(result.status, int) or not 100 <= result.status <= 999:
         raise ValueError(f"{where} answered with an invalid status {result.status!r}")
+    result.headers = _pairs(result.headers)
     return result
 
 
@@ -111,16 +115,24 @@ class _Instance:
         self.obj: Optional[Object] = None
 
     def handle(self, name: str, req: Request) -> Response:
-        where = f"{self.cls.__qualname__}.{name}"
         try:
             obj = self.obj
             if obj is None:
                 obj = self.obj = self.cls()
-            return _checked(getattr(obj, name)(req), where)
+            result = getattr(obj, name)(req)
+            if (
+                type(result) is Response
+                and type(result.body) is bytes
+                and type(result.status) is int
+                and 100 <= result.status <= 999
+                and type(result.headers) is list
+            ):
+                return result  # the usual case, checked cheaply
+            return _checked(result, f"{self.cls.__qualname__}.{name}")
         except HTTPError as e:
             return e.response
         except BaseException as e:  # noqa: BLE001 - every failure becomes a 500 answer
-            _log_exception(f"{where} ({req.method} {req.path})")
+            _log_exception(f"{self.cls.__qualname__}.{name} ({req.method} {req.path})")
             return exception_response(e)
 
 
@@ -144,6 +156,33 @@ def dispatch(obj: Union[Object, type[Object]], req: Request) -> Response:
     return instance.handle(name, req)
 
 
+def _keep_sources(module_name: str) -> None:
+    """Caches the source lines of the app's and the SDK's modules in ``linecache``.
+
+    componentize-py imports the app while it builds the component, with the app's
+    directories readable; the running component has no files at all. Cached here (with no
+    mtime, so ``linecache.checkcache`` keeps them), the lines are part of the component's
+    snapshot, and tracebacks written to the log show the failing source lines.
+    """
+    roots = []
+    for name in (module_name, __package__):
+        path = getattr(sys.modules.get(name or ""), "__file__", None)
+        if path:
+            roots.append(os.path.dirname(os.path.abspath(path)) + os.sep)
+    for module in list(sys.modules.values()):
+        path = getattr(module, "__file__", None)
+        if not (isinstance(path, str) and path.endswith(".py")):
+            continue
+        if not any(path.startswith(root) for root in roots) or path in linecache.cache:
+            continue
+        try:
+            with open(path, encoding="utf-8") as f:
+                lines = f.read().splitlines(keepends=True)
+        except (OSError, UnicodeDecodeError):
+            continue
+        linecache.cache[path] = (sum(map(len, lines)), None, lines, path)
+
+
 def export(cls: type[Object]) -> type:
     """The component export for ``cls``: assign it to ``Handler`` in the app module.
 
@@ -162,14 +201,16 @@ def export(cls: type[Object]) -> type:
             f"export() takes a subclass of object_primitive.Object, not {cls!r}; "
             "write `Handler = export(MyObject)`"
         )
+    if _sys.IN_COMPONENT:
+        _keep_sources(cls.__module__)
     instance = _Instance(cls)
-    from_wit = _sys.request_from_wit
+    handle = instance.handle
     to_wit = _sys.response_to_wit
     raw = Request._raw
 
     def method(name: str) -> Callable[[Any, Any], Any]:
         def handler(self: Any, req: Any) -> Any:
-            r = instance.handle(name, raw(*from_wit(req)))
+            r = handle(name, raw(req.method, req.path, req.query, req.headers, req.body))
             return to_wit(r.status, r.headers, r.body)
 
         handler.__name__ = handler.__qualname__ = name

@@ -16,7 +16,7 @@ from typing import Any, Optional
 #: True inside a component, where the station's imports are available.
 IN_COMPONENT: bool = sys.platform == "wasi"
 
-if IN_COMPONENT:
+if sys.platform == "wasi":  # written out, so type checkers pick the branch by platform
     from componentize_py_types import Err as _Err
     from wit_world.imports import log as _wit_log
     from wit_world.imports import runtime as _wit_runtime
@@ -82,11 +82,7 @@ if IN_COMPONENT:
 
         return exports.Handler
 
-    def request_from_wit(r: Any) -> tuple[str, str, list, list, bytes]:
-        return r.method, r.path, r.query, r.headers, r.body
-
-    def response_to_wit(status: int, headers: list, body: bytes) -> Any:
-        return _types.Response(status, headers, body)
+    response_to_wit = _types.Response
 
 else:
     from . import _fake
@@ -116,11 +112,7 @@ else:
     def handler_base() -> type:
         return object
 
-    def request_from_wit(r: Any) -> tuple[str, str, list, list, bytes]:
-        return r.method, r.path, r.query, r.headers, r.body
-
-    def response_to_wit(status: int, headers: list, body: bytes) -> Any:
-        return _fake.WitResponse(status, headers, body)
+    response_to_wit = _fake.WitResponse
 
 
 class CallFailed(Exception):

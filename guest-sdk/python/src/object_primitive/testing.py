@@ -23,7 +23,7 @@ from __future__ import annotations
 from typing import Union
 
 from . import _fake, _sys
-from ._http import Request
+from ._http import Pairs, Request
 from ._object import Object, dispatch
 from .log import Level
 
@@ -82,7 +82,9 @@ def register_object(id: str, obj: Union[Object, type[Object]]) -> None:
     this fake's state, unlike a real object. Unregistered ids fail with ``unavailable``."""
     _require_fake()
 
-    def target(method: str, path: str, query: list, headers: list, body: bytes) -> tuple:
+    def target(
+        method: str, path: str, query: Pairs, headers: Pairs, body: bytes
+    ) -> tuple[int, Pairs, bytes]:
         r = dispatch(obj, Request._raw(method, path, query, headers, body))
         return r.status, r.headers, r.body
 

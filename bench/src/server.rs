@@ -41,14 +41,28 @@ pub struct Memory {
     pub vm_hwm_kib: u64,
     /// Anonymous resident memory (heaps, instance memories).
     pub rss_anon_kib: u64,
-    /// File-backed resident memory (the binary, mmapped compiled artifacts).
+    /// File-backed resident memory (the binary, mmapped compiled artifacts), counted once per
+    /// mapping: a file mapped by many objects counts many times.
     pub rss_file_kib: u64,
+    /// Proportional set size (/proc/PID/smaps_rollup): shared pages divided among their users,
+    /// so a file mapped many times by this process counts once. 0 if unreadable.
+    pub pss_kib: u64,
 }
 
 impl Memory {
     /// VmRSS in MiB.
     pub fn rss_mib(&self) -> f64 {
         self.vm_rss_kib as f64 / 1024.0
+    }
+
+    /// Anonymous RSS in MiB.
+    pub fn anon_mib(&self) -> f64 {
+        self.rss_anon_kib as f64 / 1024.0
+    }
+
+    /// PSS in MiB.
+    pub fn pss_mib(&self) -> f64 {
+        self.pss_kib as f64 / 1024.0
     }
 }
 
@@ -147,11 +161,20 @@ impl Server {
                 .and_then(|v| v.parse().ok())
                 .unwrap_or(0)
         };
+        let rollup =
+            std::fs::read_to_string(format!("/proc/{}/smaps_rollup", self.pid)).unwrap_or_default();
+        let pss_kib = rollup
+            .lines()
+            .find_map(|l| l.strip_prefix("Pss:"))
+            .and_then(|rest| rest.split_whitespace().next())
+            .and_then(|v| v.parse().ok())
+            .unwrap_or(0);
         Ok(Memory {
             vm_rss_kib: kib("VmRSS"),
             vm_hwm_kib: kib("VmHWM"),
             rss_anon_kib: kib("RssAnon"),
             rss_file_kib: kib("RssFile"),
+            pss_kib,
         })
     }
 

@@ -388,6 +388,17 @@ impl Station {
         self.inner.objects.lock().expect("objects lock").len()
     }
 
+    /// A snapshot of the objects homed here (the lock is not held afterwards).
+    fn live_objects(&self) -> Vec<Arc<LiveObject>> {
+        self.inner
+            .objects
+            .lock()
+            .expect("objects lock")
+            .values()
+            .cloned()
+            .collect()
+    }
+
     fn object(&self, id: &str) -> Result<Arc<LiveObject>, Error> {
         validate_object_id(id)?;
         self.inner
@@ -401,14 +412,7 @@ impl Station {
 
     /// Every deployed object, sorted by id.
     pub fn list(&self) -> Vec<ObjectSummary> {
-        let objects: Vec<Arc<LiveObject>> = self
-            .inner
-            .objects
-            .lock()
-            .expect("objects lock")
-            .values()
-            .cloned()
-            .collect();
+        let objects: Vec<Arc<LiveObject>> = self.live_objects();
         let mut list: Vec<ObjectSummary> = objects
             .iter()
             .map(|o| {
@@ -487,14 +491,7 @@ impl Station {
 
     /// Drops idle live instances matching `pred` (objects in a call are skipped).
     fn deactivate_where(&self, pred: impl Fn(&Activation) -> bool) -> usize {
-        let objects: Vec<Arc<LiveObject>> = self
-            .inner
-            .objects
-            .lock()
-            .expect("objects lock")
-            .values()
-            .cloned()
-            .collect();
+        let objects: Vec<Arc<LiveObject>> = self.live_objects();
         let mut dropped = 0;
         for object in objects {
             if let Ok(mut turn) = object.turn.try_lock()
@@ -512,14 +509,7 @@ impl Station {
     pub fn spawn_warm_up(&self) -> tokio::task::JoinHandle<()> {
         let station = self.clone();
         tokio::spawn(async move {
-            let objects: Vec<Arc<LiveObject>> = station
-                .inner
-                .objects
-                .lock()
-                .expect("objects lock")
-                .values()
-                .cloned()
-                .collect();
+            let objects: Vec<Arc<LiveObject>> = station.live_objects();
             for object in objects {
                 let slot = object.current();
                 if let Err(e) = station.compiled(&object, &slot).await {
@@ -548,14 +538,7 @@ impl Station {
 
     /// Waits for in-flight calls to finish, then flushes and closes the store.
     pub async fn shutdown(&self) {
-        let objects: Vec<Arc<LiveObject>> = self
-            .inner
-            .objects
-            .lock()
-            .expect("objects lock")
-            .values()
-            .cloned()
-            .collect();
+        let objects: Vec<Arc<LiveObject>> = self.live_objects();
         for object in objects {
             let mut turn = object.turn.lock().await;
             *turn = None;

@@ -262,21 +262,11 @@ impl VersionStore {
     /// The ids with any data under `objects/` (deployed, undeployed, or only a placement or replica versions),
     /// sorted.
     pub fn known_ids(&self) -> Result<Vec<String>, Error> {
-        let entries = match fs::read_dir(&self.dir) {
-            Ok(entries) => entries,
-            Err(e) if e.kind() == io::ErrorKind::NotFound => return Ok(Vec::new()),
-            Err(e) => return Err(Error::io(&self.dir, e)),
-        };
         let mut ids = Vec::new();
-        for entry in entries {
-            let entry = entry.at(&self.dir)?;
-            let Some(id) = entry.file_name().to_str().map(str::to_string) else {
-                continue;
-            };
-            if !is_valid_id(&id) || !entry.file_type().at(entry.path())?.is_dir() {
+        for (id, dir) in self.listed_ids()? {
+            if !dir.is_dir() {
                 continue;
             }
-            let dir = entry.path();
             let has_data = fs::read_dir(&dir)
                 .at(&dir)?
                 .any(|f| f.is_ok_and(|f| !f.file_name().to_string_lossy().ends_with(".tmp")));
@@ -373,8 +363,8 @@ impl VersionStore {
         self.object_dir(object_id).join(format!("v{version}.wasm"))
     }
 
-    /// The ids of the objects that have a current version and are not undeployed, sorted.
-    pub fn deployed_ids(&self) -> Result<Vec<String>, Error> {
+    /// Every entry under `objects/` whose name is a valid object id, with its path (unsorted).
+    fn listed_ids(&self) -> Result<Vec<(String, PathBuf)>, Error> {
         let entries = match fs::read_dir(&self.dir) {
             Ok(entries) => entries,
             Err(e) if e.kind() == io::ErrorKind::NotFound => return Ok(Vec::new()),
@@ -383,10 +373,18 @@ impl VersionStore {
         let mut ids = Vec::new();
         for entry in entries {
             let entry = entry.at(&self.dir)?;
-            let Some(id) = entry.file_name().to_str().map(str::to_string) else {
-                continue;
-            };
-            if !is_valid_id(&id) || entry.path().join(UNDEPLOYED).exists() {
+            if let Some(id) = entry.file_name().to_str().filter(|id| is_valid_id(id)) {
+                ids.push((id.to_string(), entry.path()));
+            }
+        }
+        Ok(ids)
+    }
+
+    /// The ids of the objects that have a current version and are not undeployed, sorted.
+    pub fn deployed_ids(&self) -> Result<Vec<String>, Error> {
+        let mut ids = Vec::new();
+        for (id, dir) in self.listed_ids()? {
+            if dir.join(UNDEPLOYED).exists() {
                 continue;
             }
             if self.parse(&id)?.is_some_and(|p| !p.records.is_empty()) {

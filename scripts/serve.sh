@@ -7,4 +7,5 @@ cd "$(dirname "$0")/.."
 scripts/setup.sh
 scripts/build-objects.sh
 cargo build -p host
-exec env -u RUST_BACKTRACE target/debug/host serve --data ./data --watch ./objects "$@"
+# Defaults: --data ./data, --watch ./objects (this script runs from the repository root).
+exec env -u RUST_BACKTRACE target/debug/host serve "$@"

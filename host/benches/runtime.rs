@@ -134,6 +134,7 @@ fn context(object_id: &str) -> CallContext {
         },
         state: Arc::new(MemoryState::default()),
         services: Arc::new(NoServices),
+        stateless: false,
     }
 }
 

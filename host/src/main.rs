@@ -37,8 +37,9 @@ async fn dispatch(command: Command) -> anyhow::Result<()> {
             id,
             note,
             place,
+            stateless,
             station,
-        } => client::deploy(&station, &file, id, &note, place).await,
+        } => client::deploy(&station, &file, id, &note, place, stateless).await,
         Command::Call {
             id,
             method,

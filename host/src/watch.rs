@@ -116,7 +116,12 @@ async fn deploy_file(station: &Station, path: &Path) {
         }
     };
     let note = format!("watched file {}", path.display());
-    match station.deploy(id, bytes, "watch", &note).await {
+    // A watched file keeps the object's mode: a stateless object stays stateless.
+    let options = crate::station::DeployOptions {
+        stateless: station.stateless(id).is_some(),
+        number_after: 0,
+    };
+    match station.deploy(id, bytes, "watch", &note, options).await {
         Ok(outcome) if outcome.unchanged => tracing::debug!(object = id, "unchanged"),
         Ok(outcome) => {
             tracing::info!(object = id, version = outcome.version, file = %path.display(), "hot-deployed")

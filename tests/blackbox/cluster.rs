@@ -602,3 +602,112 @@ fn host_stations_and_host_migrate() {
     .fails_with_one_line();
     assert!(line.contains("no-such-station"), "{line}");
 }
+
+#[test]
+fn a_stateless_object_runs_on_the_least_loaded_station_holding_its_code() {
+    let mut cluster = Cluster::reserve(2);
+    let st = cluster.start_joined(2, Opts::new().flag("--deadline-ms", 6000));
+    let ids = ids(&st);
+    let (a, b) = (&st[0], &st[1]);
+
+    // Deployed stateless on A, its code spreads to B by itself.
+    let v = a
+        .request(
+            "PUT",
+            "/admin/objects/sl?stateless=true",
+            fixture_bytes("counter"),
+        )
+        .expect_json(201);
+    assert_eq!(v["version"], 1, "{v}");
+    for s in [a, b] {
+        let e = s.wait_object("sl", "held by both stations", |e| {
+            e["stations"].as_array().is_some_and(|h| h.len() == 2)
+        });
+        assert_eq!(e["stateless"], true, "{e}");
+        assert_eq!(e["version"], 1, "{e}");
+        assert!(
+            e.get("home").is_none(),
+            "a stateless object has no home: {e}"
+        );
+    }
+    let holder = b.member(&ids[1]).expect("B lists itself");
+    assert_eq!(holder["stateless"], json!(["sl"]), "{holder}");
+
+    // Reads see no state; a write traps and commits nothing, on either station.
+    for s in [a, b] {
+        let v = s.call("GET", "sl", "", Vec::new()).expect_json(200);
+        assert_eq!(count(&v), 0, "{v}");
+        let e = s
+            .call("POST", "sl", "", Vec::new())
+            .expect_error(500, "trapped");
+        assert!(
+            e["message"].as_str().unwrap_or("").contains("stateless"),
+            "{e}"
+        );
+    }
+    // It keeps its mode, and it has no home to migrate.
+    a.put_component("sl", fixture_bytes("hello"))
+        .expect_error(409, "mode_conflict");
+    a.request(
+        "POST",
+        "/cluster/migrate",
+        json!({"object_id": "sl", "target_station": ids[1]}).to_string(),
+    )
+    .expect_error(409, "stateless");
+
+    // Load A with calls in flight (looping calls to another object, held until the deadline):
+    // calls to the stateless object arriving at A then run on B.
+    a.deploy_fixture("busy", "misbehave");
+    let loaders: Vec<_> = (0..8)
+        .map(|_| {
+            let url = a.url.clone();
+            std::thread::spawn(move || {
+                let http = reqwest::blocking::Client::new();
+                let _ = try_request_with(
+                    &http,
+                    &url,
+                    "POST",
+                    "/objects/busy/loop",
+                    Vec::new(),
+                    Some(Duration::from_secs(15)),
+                );
+            })
+        })
+        .collect();
+    poll("B to see A loaded", CLUSTER_TIMEOUT, || {
+        b.member(&ids[0])
+            .filter(|m| as_i64(&m["load"]["in_flight"]) >= 6)
+    });
+    poll("A to see itself loaded", CLUSTER_TIMEOUT, || {
+        a.member(&ids[0])
+            .filter(|m| as_i64(&m["load"]["in_flight"]) >= 6)
+    });
+    for _ in 0..3 {
+        let r = a.call("GET", "sl", "", Vec::new()).expect(200);
+        assert_eq!(
+            r.header("x-op-station"),
+            Some(ids[1].as_str()),
+            "a call on the loaded station A should run on B: {r:?}"
+        );
+    }
+    for t in loaders {
+        t.join().expect("loader thread");
+    }
+
+    // Undeployed on A: B stops serving it too, and nobody lists it.
+    a.request("DELETE", "/admin/objects/sl", Vec::new())
+        .expect(200);
+    poll("B to undeploy sl", CLUSTER_TIMEOUT, || {
+        let r = b.call("GET", "sl", "", Vec::new());
+        (r.status == 404).then_some(r)
+    })
+    .expect_error(404, "object_not_found");
+    for s in [a, b] {
+        assert_eq!(
+            s.object_entry("sl"),
+            None,
+            "listed on {} after undeploy",
+            s.url
+        );
+    }
+}

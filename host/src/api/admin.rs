@@ -11,7 +11,7 @@ use serde_json::json;
 
 use super::error::ApiError;
 use super::{ApiState, query_pairs, read_body};
-use crate::station::validate_object_id;
+use crate::station::{DeployOptions, validate_object_id};
 use crate::store::{Level, LogQuery};
 
 /// Default and largest number of log lines one query returns.
@@ -64,8 +64,32 @@ pub(super) async fn list_objects(State(api): State<ApiState>) -> Json<serde_json
             (id, entry)
         })
         .collect();
+    // Stateless objects have no home: every station holding the newest code serves them.
+    for (id, (claim, stations)) in api.cluster.stateless_objects() {
+        objects.entry(id.clone()).or_insert_with(|| {
+            json!({
+                "id": id,
+                "version": claim.version,
+                "sha256": claim.sha256,
+                "stateless": true,
+                "stations": stations,
+            })
+        });
+    }
     // Objects deployed here a moment ago may not be in the gossip view yet.
     for local in api.station.list() {
+        if local.stateless {
+            objects.entry(local.id.clone()).or_insert_with(|| {
+                json!({
+                    "id": local.id,
+                    "version": local.version,
+                    "sha256": local.sha256,
+                    "stateless": true,
+                    "stations": [local.home],
+                })
+            });
+            continue;
+        }
         objects.entry(local.id.clone()).or_insert_with(|| {
             let replicas = api.cluster.replicas_of(&local.id, &local.home);
             json!({
@@ -102,9 +126,32 @@ pub(super) async fn deploy(
         .and_then(|v| v.to_str().ok())
         .filter(|v| !v.is_empty() && v.len() <= 128)
         .unwrap_or("api");
+    let stateless = match query.iter().find(|(k, _)| k == "stateless") {
+        None => false,
+        Some((_, v)) => match v.as_str() {
+            "" | "true" | "1" => true,
+            "false" | "0" => false,
+            other => {
+                return Err(ApiError::bad_request(
+                    "bad_request",
+                    format!("stateless must be true or false, not {other:?}"),
+                ));
+            }
+        },
+    };
+    let options = DeployOptions {
+        stateless,
+        number_after: if stateless {
+            api.cluster
+                .newest_code(&id)
+                .map_or(0, |(_, claim)| claim.version)
+        } else {
+            0
+        },
+    };
     let outcome = api
         .station
-        .deploy(&id, bytes.to_vec(), by, note)
+        .deploy(&id, bytes.to_vec(), by, note, options)
         .await
         .map_err(|e| ApiError::from(e).for_object(&id))?;
     let status = if outcome.unchanged {

@@ -167,7 +167,11 @@ pub(super) async fn call_object(
         .call(&id, object_request, request_id.clone(), chain)
         .await
     {
-        Ok(result) => Ok(into_http(result.response, &result.request_id)),
+        Ok(result) => Ok(into_http(
+            result.response,
+            &result.request_id,
+            &api.station_header,
+        )),
         Err(crate::station::Error::Moved { address, .. })
             if crate::cluster::forward::hop_count(&parts.headers)
                 < crate::cluster::forward::MAX_HOPS =>
@@ -190,13 +194,23 @@ pub(super) async fn call_object(
             if let Ok(value) = HeaderValue::try_from(request_id.as_str()) {
                 response.headers_mut().insert("x-request-id", value);
             }
+            response
+                .headers_mut()
+                .insert(STATION_HEADER, api.station_header.clone());
             Ok(response)
         }
     }
 }
 
-/// Builds the HTTP response from the object's, adding the request id.
-fn into_http(response: crate::runtime::ObjectResponse, request_id: &str) -> Response {
+/// Header naming the station that ran a call (forwarded answers keep the serving station's).
+pub const STATION_HEADER: &str = "x-op-station";
+
+/// Builds the HTTP response from the object's, adding the request id and the serving station.
+fn into_http(
+    response: crate::runtime::ObjectResponse,
+    request_id: &str,
+    station: &HeaderValue,
+) -> Response {
     let status = StatusCode::from_u16(response.status).unwrap_or(StatusCode::INTERNAL_SERVER_ERROR);
     let mut http = Response::builder().status(status);
     let headers = http.headers_mut().expect("a fresh builder has headers");
@@ -216,6 +230,7 @@ fn into_http(response: crate::runtime::ObjectResponse, request_id: &str) -> Resp
     if let Ok(value) = HeaderValue::try_from(request_id) {
         headers.insert("x-request-id", value);
     }
+    headers.insert(STATION_HEADER, station.clone());
     http.body(Body::from(response.body))
         .unwrap_or_else(|_| StatusCode::INTERNAL_SERVER_ERROR.into_response())
 }

@@ -12,7 +12,8 @@ pub(super) async fn info(State(api): State<ApiState>) -> Json<crate::cluster::Cl
     Json(api.cluster.info())
 }
 
-/// `GET /cluster/stations`: every known station with its state, load and the objects it homes.
+/// `GET /cluster/stations`: every known station with its state, load, the objects it homes and
+/// the stateless objects whose code it holds.
 pub(super) async fn stations(State(api): State<ApiState>) -> Json<serde_json::Value> {
     let view = api.cluster.view();
     let mut homes: std::collections::BTreeMap<String, Vec<String>> =
@@ -31,6 +32,12 @@ pub(super) async fn stations(State(api): State<ApiState>) -> Json<serde_json::Va
                 "ready": m.ready,
                 "load": m.load,
                 "objects": homes.get(&m.id).cloned().unwrap_or_default(),
+                "stateless": m
+                    .code
+                    .iter()
+                    .filter(|(_, c)| c.sha256.is_some())
+                    .map(|(id, _)| id.clone())
+                    .collect::<Vec<_>>(),
                 "self": m.id == api.cluster.station_id(),
             })
         })

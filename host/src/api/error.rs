@@ -97,6 +97,9 @@ impl From<StationError> for ApiError {
             StationError::VersionNotFound { object, .. } => {
                 (StatusCode::NOT_FOUND, "version_not_found", Some(object))
             }
+            StationError::ModeConflict { object, .. } => {
+                (StatusCode::CONFLICT, "mode_conflict", Some(object))
+            }
             StationError::Component(e) => {
                 let code = match e {
                     runtime::Error::InvalidComponent(_) => "invalid_component",

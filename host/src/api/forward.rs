@@ -19,12 +19,19 @@ pub(super) enum Route {
 /// Decides where a request for `id` runs. A request is forwarded at most `MAX_HOPS` times in all
 /// (once to the home, once more if the object just moved): past that, a station that does not
 /// serve the object answers 503 `not_home` (placement is changing), so a loop cannot happen.
+///
+/// A stateless object has no home: its calls run on the least-loaded station holding its newest
+/// code, here unless another holder is clearly less loaded, and a forwarded call always runs where
+/// it arrives.
 pub(super) fn route(api: &ApiState, id: &str, headers: &HeaderMap) -> Result<Route, ApiError> {
+    let hops = crate::cluster::forward::hop_count(headers);
+    if let Some(route) = stateless_route(api, id, hops) {
+        return Ok(route);
+    }
     if api.station.serves(id) {
         return Ok(Route::Local);
     }
-    let may_forward =
-        crate::cluster::forward::hop_count(headers) < crate::cluster::forward::MAX_HOPS;
+    let may_forward = hops < crate::cluster::forward::MAX_HOPS;
     if let Some(address) = api.station.moved_to(id).filter(|a| !a.is_empty())
         && may_forward
     {
@@ -56,6 +63,23 @@ pub(super) fn route(api: &ApiState, id: &str, headers: &HeaderMap) -> Result<Rou
             }
             Ok(Route::Local)
         }
+    }
+}
+
+/// Where a call to a stateless object runs; `None` if `id` is not a stateless object known here.
+fn stateless_route(api: &ApiState, id: &str, hops: u32) -> Option<Route> {
+    let held_here = api.station.stateless(id).is_some();
+    if held_here && hops > 0 {
+        return Some(Route::Local);
+    }
+    match api.cluster.stateless_target(id) {
+        Some((station, _)) if station == api.cluster.station_id() => Some(Route::Local),
+        Some((_, address)) if hops < crate::cluster::forward::MAX_HOPS => {
+            Some(Route::Remote(address))
+        }
+        // The gossip has not caught up with a deploy here yet: serve it.
+        _ if held_here => Some(Route::Local),
+        _ => None,
     }
 }
 
@@ -132,7 +156,15 @@ pub(super) async fn route_admin(
         // The handler answers with the precise error.
         return next.run(request).await;
     }
-    let mut target = match route(&api, &id, request.headers()) {
+    // A stateless object held here is administered here (each station keeps its own copy and
+    // log; a deploy spreads through the cluster from here).
+    let stateless_here = api.station.stateless(&id).is_some();
+    let routed = if stateless_here {
+        Ok(Route::Local)
+    } else {
+        route(&api, &id, request.headers())
+    };
+    let mut target = match routed {
         Ok(Route::Remote(home)) => Some(home),
         Ok(Route::Local) => None,
         Err(e) => return e.into_response(),

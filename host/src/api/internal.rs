@@ -131,6 +131,35 @@ pub(super) async fn version(
     Ok(Json(json!({ "object_id": id, "installed": true })).into_response())
 }
 
+/// `GET /cluster/internal/objects/{id}/code`: the current version of a stateless object deployed
+/// here, for a station that lacks it: the record in the `x-op-version` header, the bytes as body.
+pub(super) async fn code(
+    State(api): State<ApiState>,
+    Path(id): Path<String>,
+) -> Result<Response, ApiError> {
+    let id = checked(id)?;
+    let (record, bytes) = api
+        .station
+        .stateless_code(&id)
+        .await
+        .map_err(|e| ApiError::from(e).for_object(&id))?;
+    let header = crate::coordinator::stateless::code_response_header(&record).map_err(|e| {
+        ApiError::new(
+            StatusCode::INTERNAL_SERVER_ERROR,
+            "internal_error",
+            e.to_string(),
+        )
+    })?;
+    Ok((
+        [
+            (VERSION_HEADER, header),
+            ("content-type", "application/wasm".to_string()),
+        ],
+        bytes,
+    )
+        .into_response())
+}
+
 /// `GET /cluster/internal/objects/{id}/position`: what this station holds of an object.
 pub(super) async fn position(
     State(api): State<ApiState>,
@@ -243,6 +272,9 @@ pub(super) async fn migrate(
             }
             MigrationError::AlreadyThere(..) => {
                 ApiError::new(StatusCode::CONFLICT, "already_home", e.to_string())
+            }
+            MigrationError::Stateless(_) => {
+                ApiError::new(StatusCode::CONFLICT, "stateless", e.to_string())
             }
             MigrationError::Station(e) => ApiError::from(e),
             MigrationError::Transfer(_) => {

@@ -37,11 +37,16 @@ pub struct ApiState {
     cluster: Cluster,
     coordinator: Coordinator,
     config: Arc<ApiConfig>,
+    /// This station's id as a header value, for `x-op-station` on every call answer.
+    station_header: axum::http::HeaderValue,
 }
 
 /// Builds the router for a station.
 pub fn router(coordinator: Coordinator, config: ApiConfig) -> Router {
+    let station_header = axum::http::HeaderValue::try_from(coordinator.station().station_id())
+        .unwrap_or_else(|_| axum::http::HeaderValue::from_static("invalid-station-id"));
     let state = ApiState {
+        station_header,
         station: coordinator.station().clone(),
         cluster: coordinator.cluster().clone(),
         coordinator,
@@ -65,6 +70,7 @@ pub fn router(coordinator: Coordinator, config: ApiConfig) -> Router {
             "/cluster/internal/objects/{id}/position",
             get(internal::position),
         )
+        .route("/cluster/internal/objects/{id}/code", get(internal::code))
         .route(
             "/cluster/internal/objects/{id}/merge",
             post(internal::merge),

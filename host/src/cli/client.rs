@@ -96,6 +96,7 @@ pub async fn deploy(
     id: Option<String>,
     note: &str,
     place: super::Place,
+    stateless: bool,
 ) -> anyhow::Result<()> {
     let id = match id {
         Some(id) => id,
@@ -127,6 +128,7 @@ pub async fn deploy(
                     "here"
                 },
             ),
+            ("stateless", if stateless { "true" } else { "false" }),
         ])
         .header("x-deployed-by", format!("cli:{user}"))
         .body(bytes);
@@ -135,7 +137,8 @@ pub async fn deploy(
         println!("{id} unchanged at version {} (same bytes)", v["version"]);
     } else {
         println!(
-            "deployed {id} version {} sha256 {} ({} bytes, compiled in {:.0} ms)",
+            "deployed {id}{} version {} sha256 {} ({} bytes, compiled in {:.0} ms)",
+            if stateless { " (stateless)" } else { "" },
             v["version"],
             v["sha256"].as_str().unwrap_or(""),
             v["size"],

@@ -40,6 +40,10 @@ pub enum Command {
         /// Where a new object is homed: `here` (the station deployed to) or `auto` (the least-loaded station).
         #[arg(long, value_enum, default_value_t = Place::Here)]
         place: Place,
+        /// Deploy without state: state writes trap, and every station runs it (calls go to the
+        /// least-loaded station holding its code; the code spreads to every station by itself).
+        #[arg(long)]
+        stateless: bool,
         #[command(flatten)]
         station: StationArgs,
     },

@@ -20,6 +20,9 @@ use super::load::Load;
 
 /// Key prefix of the objects a station homes.
 pub const OBJECT_KEY_PREFIX: &str = "obj:";
+/// Key prefix of the stateless objects' code a station holds (`code:<id>` → `version:sha256`, or
+/// `version:` once that version was undeployed).
+pub const CODE_KEY_PREFIX: &str = "code:";
 const HTTP_KEY: &str = "http";
 const LOAD_KEY: &str = "load";
 const READY_KEY: &str = "ready";
@@ -67,6 +70,28 @@ pub struct ObjectClaim {
     pub moved_to: Option<String>,
 }
 
+/// The code of a stateless object a station holds, as gossiped.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+pub struct CodeClaim {
+    /// Version number.
+    pub version: u32,
+    /// sha256 of the code; `None` when this version was undeployed (a tombstone).
+    pub sha256: Option<String>,
+}
+
+impl CodeClaim {
+    /// The order in which claims supersede each other, the same on every station: the higher
+    /// version, then an undeploy over a deploy of the same version, then the larger sha256 (two
+    /// stations deploying the same number at once).
+    pub fn precedence(&self) -> (u32, bool, &str) {
+        (
+            self.version,
+            self.sha256.is_none(),
+            self.sha256.as_deref().unwrap_or(""),
+        )
+    }
+}
+
 /// A station of the cluster.
 #[derive(Debug, Clone, Serialize)]
 pub struct Member {
@@ -83,6 +108,9 @@ pub struct Member {
     /// Objects it homes, with their placement.
     #[serde(skip)]
     pub objects: BTreeMap<String, ObjectClaim>,
+    /// Stateless objects' code it holds (or undeployed).
+    #[serde(skip)]
+    pub code: BTreeMap<String, CodeClaim>,
     /// Generation (start time) of the station process.
     pub generation: u64,
 }
@@ -208,6 +236,16 @@ impl Membership {
             .await;
     }
 
+    /// Announces the stateless code of `object` this station holds (or undeployed).
+    pub async fn claim_code(&self, object: &str, claim: &CodeClaim) {
+        let value = format!(
+            "{}:{}",
+            claim.version,
+            claim.sha256.as_deref().unwrap_or("")
+        );
+        self.set(format!("{CODE_KEY_PREFIX}{object}"), value).await;
+    }
+
     /// Withdraws the claim on `object`.
     pub async fn release_object(&self, object: &str) {
         self.delete(&format!("{OBJECT_KEY_PREFIX}{object}")).await;
@@ -266,6 +304,13 @@ impl Membership {
                             parse_claim(&value.value).map(|c| (object.to_string(), c))
                         })
                         .collect();
+                    let code = state
+                        .iter_prefix(CODE_KEY_PREFIX)
+                        .filter_map(|(key, value)| {
+                            let object = key.strip_prefix(CODE_KEY_PREFIX)?;
+                            parse_code(&value.value).map(|c| (object.to_string(), c))
+                        })
+                        .collect();
                     Some(Member {
                         id: station,
                         address,
@@ -276,6 +321,7 @@ impl Membership {
                             .unwrap_or_default(),
                         ready: state.get(READY_KEY) == Some("true"),
                         objects,
+                        code,
                         generation: id.generation_id,
                     })
                 })
@@ -301,9 +347,29 @@ fn parse_claim(value: &str) -> Option<ObjectClaim> {
     })
 }
 
+fn parse_code(value: &str) -> Option<CodeClaim> {
+    let (version, sha256) = value.split_once(':')?;
+    Some(CodeClaim {
+        version: version.parse().ok()?,
+        sha256: Some(sha256).filter(|s| !s.is_empty()).map(str::to_string),
+    })
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn code_claims_parse_and_an_undeploy_supersedes_its_version() {
+        let deployed = parse_code("3:abc").unwrap();
+        assert_eq!(deployed.sha256.as_deref(), Some("abc"));
+        let undeployed = parse_code("3:").unwrap();
+        assert_eq!(undeployed.sha256, None);
+        assert!(undeployed.precedence() > deployed.precedence());
+        assert!(parse_code("4:aaa").unwrap().precedence() > undeployed.precedence());
+        assert_eq!(parse_code("x:abc"), None);
+        assert_eq!(parse_code("3"), None);
+    }
 
     #[test]
     fn claims_round_trip_through_their_gossip_form() {

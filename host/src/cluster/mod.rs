@@ -20,7 +20,7 @@ use std::time::Duration;
 
 pub use forward::{ForwardError, ForwardRequest, Forwarded, HOP_HEADER};
 pub use load::Load;
-pub use membership::{Member, MemberState, ObjectClaim, View};
+pub use membership::{CodeClaim, Member, MemberState, ObjectClaim, View};
 pub use placement::Home;
 
 use membership::{Membership, MembershipConfig};
@@ -178,6 +178,34 @@ impl Cluster {
     /// The least-loaded ready station.
     pub fn least_loaded(&self) -> Option<Member> {
         placement::least_loaded(&self.view()).cloned()
+    }
+
+    /// The newest claim on a stateless object's code among live stations, with a station (id,
+    /// address) making it.
+    pub fn newest_code(&self, object: &str) -> Option<((String, String), CodeClaim)> {
+        let view = self.view();
+        placement::newest_code(&view, object)
+            .map(|(m, c)| ((m.id.clone(), m.address.clone()), c.clone()))
+    }
+
+    /// Where a call to a stateless object runs: the station id and address of the least-loaded
+    /// holder of its newest code (this station when it is close enough); `None` if none holds it.
+    pub fn stateless_target(&self, object: &str) -> Option<(String, String)> {
+        let view = self.view();
+        placement::stateless_target(&view, object, self.station_id())
+            .map(|m| (m.id.clone(), m.address.clone()))
+    }
+
+    /// Every stateless object of the cluster: its newest code and the stations holding it.
+    pub fn stateless_objects(
+        &self,
+    ) -> std::collections::BTreeMap<String, (CodeClaim, Vec<String>)> {
+        placement::stateless_objects(&self.view())
+    }
+
+    /// Announces the stateless code this station holds for `object` (or its undeploy).
+    pub async fn claim_code(&self, object: &str, claim: &CodeClaim) {
+        self.inner.membership.claim_code(object, claim).await;
     }
 
     /// Live stations (self included).

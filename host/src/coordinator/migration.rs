@@ -99,6 +99,11 @@ pub enum MigrationError {
     /// The object is already homed there.
     #[error("`{0}` is already homed on {1}")]
     AlreadyThere(String, String),
+    /// The object is stateless: it has no home to move.
+    #[error(
+        "`{0}` is stateless: every station holding its code serves it, so there is no home to move"
+    )]
+    Stateless(String),
     /// The object is not homed here.
     #[error(transparent)]
     Station(#[from] crate::station::Error),
@@ -124,6 +129,9 @@ impl Coordinator {
             .filter(|m| m.is_live())
             .ok_or_else(|| MigrationError::UnknownStation(target.to_string()))?;
         let address = member.address.clone();
+        if self.station.stateless(object).is_some() {
+            return Err(MigrationError::Stateless(object.to_string()));
+        }
         let mut paused = self.station.pause(object).await?;
         let export = self.station.export(&mut paused).await?;
         let epoch = export.epoch + 1;

@@ -8,6 +8,7 @@ pub mod failover;
 pub mod migration;
 pub mod remote;
 pub mod replication;
+pub mod stateless;
 pub mod wire;
 
 use std::sync::Arc;
@@ -15,7 +16,7 @@ use std::time::Duration;
 
 use futures::future::BoxFuture;
 
-use crate::cluster::{Cluster, ObjectClaim};
+use crate::cluster::{Cluster, CodeClaim, ObjectClaim};
 use crate::station::{ObjectEvent, ReplicationSink, Station};
 use crate::store::{Batch, Store, VersionRecord};
 
@@ -68,11 +69,12 @@ impl Coordinator {
         };
         let claims = tokio::spawn(coordinator.clone().claim_loop());
         let failover = tokio::spawn(failover::run(coordinator.clone()));
+        let code = tokio::spawn(stateless::run(coordinator.clone()));
         coordinator
             .tasks
             .lock()
             .expect("tasks lock")
-            .extend([claims, failover]);
+            .extend([claims, failover, code]);
         coordinator
     }
 
@@ -127,6 +129,15 @@ impl Coordinator {
                         .await;
                 }
                 ObjectEvent::Released { id } => self.cluster.release(&id).await,
+                ObjectEvent::Code {
+                    id,
+                    version,
+                    sha256,
+                } => {
+                    self.cluster
+                        .claim_code(&id, &CodeClaim { version, sha256 })
+                        .await
+                }
                 ObjectEvent::MovedTo {
                     id,
                     epoch,

@@ -26,11 +26,14 @@ impl RemoteCalls for ClusterCalls {
     ) -> BoxFuture<'static, Option<Result<ObjectResponse, CallError>>> {
         let cluster = self.cluster.clone();
         async move {
-            let home = cluster.home_of(&target)?;
-            if home.station == cluster.station_id() {
+            let (station, address) = match cluster.home_of(&target) {
+                Some(home) => (home.station, home.address),
+                None => cluster.stateless_target(&target)?,
+            };
+            if station == cluster.station_id() {
                 return None;
             }
-            Some(call_remote(&cluster, &home.address, &target, request, &chain).await)
+            Some(call_remote(&cluster, &address, &target, request, &chain).await)
         }
         .boxed()
     }

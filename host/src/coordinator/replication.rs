@@ -465,7 +465,7 @@ impl Replicator {
                 .cluster
                 .http()
                 .post(&url)
-                .header(VERSION_HEADER, serde_json::to_string(&record)?)
+                .header(VERSION_HEADER, super::wire::header_json(&record)?)
                 .body(bytes)
                 .timeout(Duration::from_secs(60));
             if let Some(secret) = self.inner.cluster.secret() {

@@ -65,6 +65,23 @@ async fn send<R: for<'de> Deserialize<'de>>(
     Ok(response.json().await?)
 }
 
+/// JSON with every non-ASCII character escaped (`\uXXXX`), so it fits in an HTTP header value
+/// (a version record's note may be any text).
+pub fn header_json<T: Serialize>(value: &T) -> anyhow::Result<String> {
+    let text = serde_json::to_string(value)?;
+    let mut ascii = String::with_capacity(text.len());
+    for c in text.chars() {
+        if c.is_ascii() && !c.is_ascii_control() {
+            ascii.push(c);
+        } else {
+            for unit in c.encode_utf16(&mut [0; 2]) {
+                ascii.push_str(&format!("\\u{unit:04x}"));
+            }
+        }
+    }
+    Ok(ascii)
+}
+
 /// Bytes as base64 in JSON (component bytes in a migration).
 pub mod base64_bytes {
     use super::*;
@@ -82,5 +99,20 @@ pub mod base64_bytes {
         base64::engine::general_purpose::STANDARD
             .decode(text)
             .map_err(serde::de::Error::custom)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn header_json_is_ascii_and_round_trips() {
+        let value = serde_json::json!({"note": "déploiement ✓ 🚀", "by": "ops"});
+        let text = header_json(&value).unwrap();
+        assert!(text.bytes().all(|b| (0x20..0x7f).contains(&b)), "{text}");
+        assert!(axum::http::HeaderValue::from_str(&text).is_ok());
+        let back: serde_json::Value = serde_json::from_str(&text).unwrap();
+        assert_eq!(back, value);
     }
 }

@@ -41,6 +41,21 @@ impl StoreData {
     }
 }
 
+impl StoreData {
+    /// Traps a write by an object deployed stateless: it has no state to write to.
+    fn check_writable(&mut self, operation: &str) -> wasmtime::Result<()> {
+        let call = self.active()?;
+        if call.ctx.stateless {
+            wasmtime::bail!(
+                "state.{operation}: object `{}` is deployed stateless, so it cannot write state \
+                 (deploy it without --stateless to give it durable state)",
+                call.ctx.object_id
+            );
+        }
+        Ok(())
+    }
+}
+
 impl wit::Host for StoreData {}
 
 impl Host for StoreData {
@@ -49,6 +64,7 @@ impl Host for StoreData {
     }
 
     async fn set(&mut self, key: String, value: String) -> wasmtime::Result<()> {
+        self.check_writable("set")?;
         check_key(&key)?;
         check_value(&key, &value)?;
         self.active()?.record_write(key, Some(value));
@@ -56,6 +72,7 @@ impl Host for StoreData {
     }
 
     async fn delete(&mut self, key: String) -> wasmtime::Result<bool> {
+        self.check_writable("delete")?;
         let existed = self.read(&key)?.is_some();
         if existed {
             self.active()?.record_write(key, None);
@@ -81,6 +98,7 @@ impl Host for StoreData {
     }
 
     async fn increment(&mut self, key: String, delta: i64) -> wasmtime::Result<i64> {
+        self.check_writable("increment")?;
         check_key(&key)?;
         let current = match self.read(&key)? {
             None => 0,
@@ -105,6 +123,7 @@ impl Host for StoreData {
         expected: Option<String>,
         new: Option<String>,
     ) -> wasmtime::Result<bool> {
+        self.check_writable("compare-and-swap")?;
         check_key(&key)?;
         if let Some(value) = &new {
             check_value(&key, value)?;

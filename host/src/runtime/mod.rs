@@ -221,6 +221,8 @@ pub struct CallContext {
     pub state: Arc<dyn StateReader>,
     /// Station services (log, calls to other objects).
     pub services: Arc<dyn HostServices>,
+    /// The object is deployed stateless: every state write traps.
+    pub stateless: bool,
 }
 
 /// What a successful call produced.

@@ -48,6 +48,23 @@ impl Drop for InFlight<'_> {
     }
 }
 
+/// The state of an object deployed stateless: always empty (its writes trap in the runtime).
+struct NoState;
+
+impl StateReader for NoState {
+    fn get(&self, _key: &str) -> Option<String> {
+        None
+    }
+
+    fn keys(&self, _prefix: &str) -> Vec<String> {
+        Vec::new()
+    }
+
+    fn history(&self, _key: &str, _limit: usize) -> Vec<StateVersion> {
+        Vec::new()
+    }
+}
+
 /// The object's committed state, as the runtime reads it.
 struct CommittedState(ObjectState);
 
@@ -185,7 +202,12 @@ impl Station {
             object: object.id.clone(),
             deadline_ms,
         };
-        let state = self.state_of(object).await?;
+        // A stateless object has no state to open, commit or replicate.
+        let state = if object.stateless {
+            None
+        } else {
+            Some(self.state_of(object).await?)
+        };
         let mut turn =
             tokio::time::timeout_at(TokioInstant::from_std(deadline), object.turn.lock())
                 .await
@@ -208,11 +230,16 @@ impl Station {
             *turn = Some(self.activate(object, &compiled).await?);
         }
         let activation = turn.as_mut().expect("activation present");
+        let reader: Arc<dyn StateReader> = match &state {
+            Some(state) => Arc::new(CommittedState(state.clone())),
+            None => Arc::new(NoState),
+        };
         let ctx = CallContext {
             object_id: object.id.clone(),
             chain,
-            state: Arc::new(CommittedState(state.clone())),
+            state: reader,
             services: Arc::new(Services::new(self)),
+            stateless: object.stateless,
         };
         let outcome = activation.call(request, ctx).await;
         let (response, ticket) = match outcome {
@@ -238,6 +265,9 @@ impl Station {
                         .collect()
                 } else {
                     Vec::new()
+                };
+                let Some(state) = &state else {
+                    return Ok(response);
                 };
                 let ticket = state.commit(writes)?;
                 // Hand the batch to replication while still holding the turn, so batches of one

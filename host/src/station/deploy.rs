@@ -27,15 +27,27 @@ pub struct DeployOutcome {
     pub compile_ms: f64,
 }
 
+/// How a deploy places and numbers the object.
+#[derive(Debug, Clone, Copy, Default)]
+pub struct DeployOptions {
+    /// Deploy stateless: no state (writes trap), served by every station that holds the code.
+    pub stateless: bool,
+    /// Number the new version above this too (the newest version of a stateless object anywhere
+    /// in the cluster), so numbering continues across stations.
+    pub number_after: u32,
+}
+
 impl Station {
     /// Deploys `bytes` as the next version of `id`, after compiling and validating them. Deploying
-    /// the bytes of the current version again changes nothing and says so.
+    /// the bytes of the current version again changes nothing and says so. An object keeps its
+    /// mode: deploying a stateful object as stateless (or back) is refused until it is undeployed.
     pub async fn deploy(
         &self,
         id: &str,
         bytes: Vec<u8>,
         deployed_by: &str,
         note: &str,
+        options: DeployOptions,
     ) -> Result<DeployOutcome, Error> {
         validate_object_id(id)?;
         let _admin = self.inner.admin.lock().await;
@@ -47,6 +59,20 @@ impl Station {
             .expect("objects lock")
             .get(id)
             .cloned();
+        let held_as_replica = self
+            .inner
+            .replicas
+            .lock()
+            .expect("replicas lock")
+            .contains_key(id);
+        if existing.as_ref().map(|o| o.stateless) != Some(options.stateless)
+            && (existing.is_some() || (held_as_replica && options.stateless))
+        {
+            return Err(Error::ModeConflict {
+                object: id.to_string(),
+                stateless: !options.stateless,
+            });
+        }
         if let Some(object) = &existing {
             let slot = object.current();
             if slot.record.sha256 == sha256 {
@@ -69,10 +95,20 @@ impl Station {
         let sha = sha256.clone();
         let (compiled, record) = blocking(move || -> Result<_, Error> {
             let compiled = runtime.compile(&sha, &bytes).map_err(Error::Component)?;
-            let record = store.versions().add(&id_owned, &bytes, &by, &note_owned)?;
+            store
+                .versions()
+                .set_stateless(&id_owned, options.stateless)?;
+            let record = store.versions().add_after(
+                &id_owned,
+                &bytes,
+                &by,
+                &note_owned,
+                options.number_after,
+            )?;
             Ok((compiled, record))
         })
         .await??;
+        self.install_live(id, record.clone(), compiled.clone(), options.stateless);
         let compile_ms = if compiled.from_cache {
             0.0
         } else {
@@ -98,6 +134,27 @@ impl Station {
                 format!(": {note}")
             }
         );
+        self.log(id, "", LogLevel::Info, "deploy", &message);
+        tracing::info!(object = id, version = outcome.version, "{message}");
+        Ok(outcome)
+    }
+
+    /// Makes `record` the version calls run (creating the live object if needed) and announces it:
+    /// a home claim and replication to the replicas, or for a stateless object its code version.
+    fn install_live(
+        &self,
+        id: &str,
+        record: store::VersionRecord,
+        compiled: crate::runtime::CompiledObject,
+        stateless: bool,
+    ) {
+        let existing = self
+            .inner
+            .objects
+            .lock()
+            .expect("objects lock")
+            .get(id)
+            .cloned();
         let object = match existing {
             Some(object) => {
                 *object.version.lock().expect("version lock") =
@@ -105,7 +162,7 @@ impl Station {
                 object
             }
             None => {
-                let object = Arc::new(LiveObject::new(id, record, Some(compiled)));
+                let object = Arc::new(LiveObject::new(id, record, Some(compiled), stateless));
                 self.inner
                     .objects
                     .lock()
@@ -115,7 +172,7 @@ impl Station {
             }
         };
         self.announce(object.homed_event());
-        if let Some(sink) = self.inner.replication.get() {
+        if !stateless && let Some(sink) = self.inner.replication.get() {
             let slot = object.current();
             sink.version_added(
                 id,
@@ -123,9 +180,87 @@ impl Station {
                 &slot.record,
             );
         }
+    }
+
+    /// Installs a stateless object's version fetched from another station, keeping its number, and
+    /// serves it. Does nothing if this version is already current; refused if `id` keeps state
+    /// here ([`Error::ModeConflict`]).
+    pub async fn install_stateless(
+        &self,
+        id: &str,
+        record: store::VersionRecord,
+        bytes: Vec<u8>,
+    ) -> Result<(), Error> {
+        validate_object_id(id)?;
+        let _admin = self.inner.admin.lock().await;
+        let existing = self
+            .inner
+            .objects
+            .lock()
+            .expect("objects lock")
+            .get(id)
+            .cloned();
+        let held_as_replica = self
+            .inner
+            .replicas
+            .lock()
+            .expect("replicas lock")
+            .contains_key(id);
+        if existing.as_ref().is_some_and(|o| !o.stateless) || held_as_replica {
+            return Err(Error::ModeConflict {
+                object: id.to_string(),
+                stateless: false,
+            });
+        }
+        if let Some(object) = &existing
+            && object.current().record.sha256 == record.sha256
+        {
+            return Ok(());
+        }
+        let runtime = self.inner.runtime.clone();
+        let store = self.inner.store.clone();
+        let id_owned = id.to_string();
+        let installed = record.clone();
+        let compiled = blocking(move || -> Result<_, Error> {
+            let compiled = runtime
+                .compile(&installed.sha256, &bytes)
+                .map_err(Error::Component)?;
+            store.versions().set_stateless(&id_owned, true)?;
+            store.versions().install(&id_owned, &installed, &bytes)?;
+            Ok(compiled)
+        })
+        .await??;
+        let message = format!(
+            "installed stateless version {} (sha256 {}) from the cluster",
+            record.version, record.sha256
+        );
+        self.install_live(id, record, compiled, true);
         self.log(id, "", LogLevel::Info, "deploy", &message);
-        tracing::info!(object = id, version = outcome.version, "{message}");
-        Ok(outcome)
+        tracing::info!(object = id, "{message}");
+        Ok(())
+    }
+
+    /// The current version and bytes of a stateless object deployed here, for a station fetching
+    /// it; [`Error::ObjectNotFound`] if `id` is not a stateless object here.
+    pub async fn stateless_code(&self, id: &str) -> Result<(store::VersionRecord, Vec<u8>), Error> {
+        let object = self.object(id)?;
+        if !object.stateless {
+            return Err(Error::ObjectNotFound(id.to_string()));
+        }
+        let record = object.current().record.clone();
+        let store = self.inner.store.clone();
+        let (id_owned, version) = (id.to_string(), record.version);
+        let bytes = blocking(move || store.versions().read_bytes(&id_owned, version)).await??;
+        Ok((record, bytes))
+    }
+
+    /// Undeploys a stateless object because the cluster undeployed version `version` of it (a
+    /// tombstone). Nothing happens if this station holds a newer version or does not hold it.
+    pub async fn remove_stateless(&self, id: &str, version: u32) -> Result<(), Error> {
+        match self.stateless(id) {
+            Some((held, _)) if held <= version => self.undeploy(id, false).await,
+            _ => Ok(()),
+        }
     }
 
     /// Deploys the bytes of an earlier version as a new version.
@@ -147,11 +282,16 @@ impl Station {
                 },
                 other => Error::Storage(other),
             })?;
+        let stateless = self.stateless(id).is_some();
         self.deploy(
             id,
             bytes,
             deployed_by,
             &format!("rollback to version {version}"),
+            DeployOptions {
+                stateless,
+                number_after: 0,
+            },
         )
         .await
     }
@@ -181,7 +321,16 @@ impl Station {
             Ok(())
         })
         .await??;
-        self.announce(super::ObjectEvent::Released { id: id.to_string() });
+        let event = if object.stateless {
+            super::ObjectEvent::Code {
+                id: id.to_string(),
+                version: object.current().record.version,
+                sha256: None,
+            }
+        } else {
+            super::ObjectEvent::Released { id: id.to_string() }
+        };
+        self.announce(event);
         if !purge {
             self.log(
                 id,

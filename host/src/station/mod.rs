@@ -19,7 +19,7 @@ use std::sync::{Arc, Mutex, OnceLock};
 use std::time::Duration;
 
 pub use call::{CallResult, CallSummary};
-pub use deploy::DeployOutcome;
+pub use deploy::{DeployOptions, DeployOutcome};
 pub use id::{IdError, validate_object_id};
 pub use replica::{ApplyOutcome, ObjectExport, Paused, ReplicationSink};
 pub use services::RemoteCalls;
@@ -52,6 +52,18 @@ pub enum Error {
         object: String,
         /// Requested version.
         version: u32,
+    },
+    /// The deploy would switch an object between stateful and stateless.
+    #[error(
+        "object `{object}` is deployed {}; undeploy it first to deploy it {}",
+        if *stateless { "stateless" } else { "with state" },
+        if *stateless { "with state" } else { "stateless" }
+    )]
+    ModeConflict {
+        /// Object id.
+        object: String,
+        /// Whether it is stateless now.
+        stateless: bool,
     },
     /// The component was refused at deploy.
     #[error(transparent)]
@@ -132,6 +144,9 @@ struct LiveObject {
     traps: AtomicU64,
     /// Placement epoch: increases whenever the object changes home.
     epoch: AtomicU64,
+    /// Deployed stateless: no state, writes trap, runs on any station holding its code. Fixed for
+    /// the life of the object (switching needs an undeploy).
+    stateless: bool,
 }
 
 /// One deployed version: its record and, once loaded, its compiled component.
@@ -141,7 +156,12 @@ struct VersionSlot {
 }
 
 impl LiveObject {
-    fn new(id: &str, record: VersionRecord, compiled: Option<CompiledObject>) -> LiveObject {
+    fn new(
+        id: &str,
+        record: VersionRecord,
+        compiled: Option<CompiledObject>,
+        stateless: bool,
+    ) -> LiveObject {
         LiveObject {
             id: id.to_string(),
             version: Mutex::new(Arc::new(VersionSlot::new(record, compiled))),
@@ -151,11 +171,21 @@ impl LiveObject {
             calls: AtomicU64::new(0),
             traps: AtomicU64::new(0),
             epoch: AtomicU64::new(1),
+            stateless,
         }
     }
 
+    /// What the cluster should gossip about this object: a home claim, or for a stateless object
+    /// the version of the code this station holds.
     fn homed_event(&self) -> ObjectEvent {
         let slot = self.current();
+        if self.stateless {
+            return ObjectEvent::Code {
+                id: self.id.clone(),
+                version: slot.record.version,
+                sha256: Some(slot.record.sha256.clone()),
+            };
+        }
         ObjectEvent::Homed {
             id: self.id.clone(),
             epoch: self.epoch.load(Ordering::Relaxed),
@@ -228,6 +258,17 @@ pub enum ObjectEvent {
         /// Object id.
         id: String,
     },
+    /// This station holds (`sha256` set) or has undeployed (`None`) version `version` of a
+    /// stateless object's code. Stateless objects have no home: every station holding the newest
+    /// code serves them, and stations fetch code they lack from one that holds it.
+    Code {
+        /// Object id.
+        id: String,
+        /// Version number.
+        version: u32,
+        /// sha256 of the code, or `None` for an undeploy (a tombstone).
+        sha256: Option<String>,
+    },
     /// The object moved to `station` at `epoch`: until that station's own claim is seen
     /// everywhere, this station points to it (a forwarding claim), so no one answers 404.
     MovedTo {
@@ -257,6 +298,9 @@ pub struct ObjectSummary {
     pub home: String,
     /// Stations holding replicas (none on a single station).
     pub replicas: Vec<String>,
+    /// Deployed stateless: served by any station holding its code (`home` is then this station).
+    #[serde(skip_serializing_if = "std::ops::Not::not")]
+    pub stateless: bool,
 }
 
 /// What `?metadata=true` shows for one object.
@@ -307,7 +351,8 @@ impl Station {
                 continue;
             }
             if let Some(record) = store.versions().current(&id)? {
-                let object = LiveObject::new(&id, record, None);
+                let stateless = store.versions().is_stateless(&id);
+                let object = LiveObject::new(&id, record, None, stateless);
                 if let Some(placement) = placement {
                     object.epoch.store(placement.epoch, Ordering::Relaxed);
                 }
@@ -362,6 +407,33 @@ impl Station {
     /// Sets how calls to objects not on this station are made (the cluster). Set once.
     pub fn set_remote(&self, remote: Arc<dyn RemoteCalls>) {
         let _ = self.inner.remote.set(remote);
+    }
+
+    /// The version and sha256 of a stateless object deployed here; `None` if `id` is not deployed
+    /// here or keeps state.
+    pub fn stateless(&self, id: &str) -> Option<(u32, String)> {
+        let objects = self.inner.objects.lock().expect("objects lock");
+        let object = objects.get(id).filter(|o| o.stateless)?;
+        let slot = object.current();
+        Some((slot.record.version, slot.record.sha256.clone()))
+    }
+
+    /// Whether this station holds `id` as an object with state (homed here or as a replica).
+    pub fn holds_with_state(&self, id: &str) -> bool {
+        let homed = self
+            .inner
+            .objects
+            .lock()
+            .expect("objects lock")
+            .get(id)
+            .is_some_and(|o| !o.stateless);
+        homed
+            || self
+                .inner
+                .replicas
+                .lock()
+                .expect("replicas lock")
+                .contains_key(id)
     }
 
     /// Whether this station serves calls to `id` itself.
@@ -423,6 +495,7 @@ impl Station {
                     sha256: slot.record.sha256.clone(),
                     home: self.station_id().to_string(),
                     replicas: Vec::new(),
+                    stateless: o.stateless,
                 }
             })
             .collect();

@@ -442,7 +442,7 @@ impl Station {
             .expect("replicas lock")
             .remove(&id);
         self.inner.moved.lock().expect("moved lock").remove(&id);
-        let object = Arc::new(LiveObject::new(&id, current, None));
+        let object = Arc::new(LiveObject::new(&id, current, None, false));
         object.epoch.store(epoch, Ordering::Relaxed);
         let _ = object.state.set(state);
         self.inner
@@ -484,7 +484,7 @@ impl Station {
             return Err(Error::ObjectNotFound(id.to_string()));
         };
         self.inner.moved.lock().expect("moved lock").remove(id);
-        let object = Arc::new(LiveObject::new(id, current, None));
+        let object = Arc::new(LiveObject::new(id, current, None, false));
         object.epoch.store(epoch, Ordering::Relaxed);
         let _ = object.state.set(replica.state);
         self.inner

@@ -33,6 +33,8 @@ const VERSIONS_HEADER: [&str; 6] = [
 ];
 /// The marker file of an undeployed object.
 const UNDEPLOYED: &str = "undeployed";
+/// The marker file of an object deployed stateless (no state; runs on any station holding its code).
+const STATELESS: &str = "stateless";
 /// The header row of `placement.tsv`.
 const PLACEMENT_HEADER: [&str; 3] = ["epoch", "role", "home"];
 /// The placement file's name.
@@ -139,6 +141,19 @@ impl VersionStore {
         deployed_by: &str,
         note: &str,
     ) -> Result<VersionRecord, Error> {
+        self.add_after(object_id, bytes, deployed_by, note, 0)
+    }
+
+    /// [`VersionStore::add`], numbering the new version above `after` as well as above every version held:
+    /// a stateless object's versions continue the cluster's numbering, not only this station's.
+    pub fn add_after(
+        &self,
+        object_id: &str,
+        bytes: &[u8],
+        deployed_by: &str,
+        note: &str,
+        after: u32,
+    ) -> Result<VersionRecord, Error> {
         check_id(object_id)?;
         let _write = self.write.lock().unwrap_or_else(|e| e.into_inner());
         let dir = self.object_dir(object_id);
@@ -147,7 +162,8 @@ impl VersionStore {
         let last = parsed
             .as_ref()
             .and_then(|p| p.records.last())
-            .map_or(0, |r| r.version);
+            .map_or(0, |r| r.version)
+            .max(after);
         let record = VersionRecord {
             version: last + 1,
             sha256: hex::encode(Sha256::digest(bytes)),
@@ -322,6 +338,38 @@ impl VersionStore {
             fsync_dir(dir)?;
         }
         Ok(())
+    }
+
+    /// Whether the object is deployed stateless (its `stateless` marker exists).
+    pub fn is_stateless(&self, object_id: &str) -> bool {
+        is_valid_id(object_id) && self.object_dir(object_id).join(STATELESS).exists()
+    }
+
+    /// Marks the object stateless or stateful (writes or removes the `stateless` marker durably).
+    pub fn set_stateless(&self, object_id: &str, stateless: bool) -> Result<(), Error> {
+        check_id(object_id)?;
+        let dir = self.object_dir(object_id);
+        let marker = dir.join(STATELESS);
+        match (stateless, marker.exists()) {
+            (true, false) => {
+                create_dir_durable(&dir)?;
+                write_atomic(&marker, b"stateless\n")
+            }
+            (false, true) => {
+                fs::remove_file(&marker).at(&marker)?;
+                fsync_dir(&dir)
+            }
+            _ => Ok(()),
+        }
+    }
+
+    /// The highest version number ever held for the object, deployed or not (0 if none).
+    pub fn last_version(&self, object_id: &str) -> Result<u32, Error> {
+        check_id(object_id)?;
+        Ok(self
+            .parse(object_id)?
+            .and_then(|p| p.records.iter().map(|r| r.version).max())
+            .unwrap_or(0))
     }
 
     /// Removes the `undeployed` marker, if any.
@@ -614,6 +662,27 @@ mod tests {
         assert_eq!((v3.version, v3.sha256.as_str()), (3, v1.sha256.as_str()));
         let text = fs::read_to_string(vs.dir.join("app/versions.tsv")).unwrap();
         assert!(text.starts_with("version\tsha256\tsize\tdeployed_at\tdeployed_by\tnote\n1\t"));
+    }
+
+    #[test]
+    fn stateless_marker_and_numbering_after_the_cluster() {
+        let (_tmp, vs) = store();
+        assert!(!vs.is_stateless("web"));
+        vs.set_stateless("web", true).unwrap();
+        assert!(vs.is_stateless("web"));
+        // Numbering continues above the cluster's newest version, and above what is held.
+        assert_eq!(vs.add_after("web", b"one", "t", "", 4).unwrap().version, 5);
+        assert_eq!(vs.add_after("web", b"two", "t", "", 2).unwrap().version, 6);
+        assert_eq!(vs.last_version("web").unwrap(), 6);
+        vs.undeploy("web", false).unwrap();
+        assert_eq!(
+            vs.last_version("web").unwrap(),
+            6,
+            "undeploy keeps numbering"
+        );
+        vs.set_stateless("web", false).unwrap();
+        assert!(!vs.is_stateless("web"));
+        assert!(!vs.is_stateless("../x"));
     }
 
     #[test]

@@ -237,11 +237,6 @@ impl Index {
         self.keys.get(key)?.back()?.value.as_ref()
     }
 
-    /// The hlc of the key's latest version (a tombstone included); `None` if the key was never written.
-    fn latest_hlc(&self, key: &str) -> Option<u64> {
-        self.keys.get(key)?.back().map(|v| v.hlc)
-    }
-
     /// Every kept version as a row, in seq order; rows of one seq are in key order, and rows of one key keep
     /// their order (what compaction and snapshots write).
     fn rows(&self) -> Vec<Row> {
@@ -559,11 +554,14 @@ impl ObjectState {
         self.check_writable(&locked)?;
         let mut winners: BTreeMap<&str, &Record> = BTreeMap::new();
         for r in records {
-            let incumbent = match winners.get(r.key.as_str()) {
-                Some(w) => Some(w.hlc),
-                None => locked.index.latest_hlc(&r.key),
+            let beats = match winners.get(r.key.as_str()) {
+                Some(w) => lww_beats(r.hlc, r.value.as_deref(), w.hlc, w.value.as_deref()),
+                None => match locked.index.keys.get(&r.key).and_then(|v| v.back()) {
+                    Some(v) => lww_beats(r.hlc, r.value.as_deref(), v.hlc, v.value.as_deref()),
+                    None => true,
+                },
             };
-            if incumbent.is_none_or(|hlc| r.hlc > hlc) {
+            if beats {
                 winners.insert(&r.key, r);
             }
         }
@@ -1103,6 +1101,13 @@ fn recover(path: &Path, file: &mut File, history: usize) -> Result<Recovered, Er
         file.sync_all().at(path)?;
     }
     Ok(Recovered { index, records })
+}
+
+/// Last-writer-wins between two versions of a key: the higher hybrid logical clock wins; on equal
+/// clocks (two stations can stamp the same value) the greater value wins, a delete counting as the
+/// least. A total order, so every station resolves a divergence the same way whichever side merges.
+fn lww_beats(hlc: u64, value: Option<&str>, incumbent_hlc: u64, incumbent: Option<&str>) -> bool {
+    (hlc, value) > (incumbent_hlc, incumbent)
 }
 
 #[cfg(test)]
@@ -1833,7 +1838,34 @@ mod tests {
     }
 
     #[test]
-    fn merge_lww_newer_wins_older_and_equal_lose_tombstones_delete() {
+    fn lww_is_a_total_order_so_both_sides_agree() {
+        let versions = [
+            (5, Some("b")),
+            (5, Some("a")),
+            (5, None),
+            (4, Some("z")),
+            (6, None),
+        ];
+        for (i, a) in versions.iter().enumerate() {
+            for (j, b) in versions.iter().enumerate() {
+                let ab = lww_beats(a.0, a.1, b.0, b.1);
+                let ba = lww_beats(b.0, b.1, a.0, a.1);
+                if i == j {
+                    assert!(!ab && !ba);
+                } else {
+                    assert!(ab != ba, "{a:?} vs {b:?}: exactly one wins");
+                }
+            }
+        }
+        assert!(lww_beats(5, Some("b"), 5, Some("a")));
+        assert!(
+            lww_beats(5, Some(""), 5, None),
+            "a delete is the least value"
+        );
+    }
+
+    #[test]
+    fn merge_lww_newer_wins_older_loses_a_tie_goes_to_the_greater_value() {
         let dir = tempfile::tempdir().unwrap();
         let store = Store::open(config(dir.path())).unwrap();
         let st = store.state("m").unwrap();
@@ -1851,11 +1883,12 @@ mod tests {
         assert!(
             st.merge_lww(&[
                 rec("older", Some("remote"), h - 1),
-                rec("equal", Some("remote"), h)
+                rec("equal", Some("aaa"), h),
+                rec("equal", None, h)
             ])
             .unwrap()
             .is_none(),
-            "nothing won: no batch"
+            "nothing won (older, or equal clock and a lesser value): no batch"
         );
         assert_eq!(st.applied_seq(), 1);
         let t = st
@@ -1883,6 +1916,7 @@ mod tests {
                     rec("absent", Some("remote"), 5),
                     rec("absent-tomb", None, 6),
                     rec("del", None, h + 2),
+                    rec("equal", Some("remote"), h),
                     rec("newer", Some("remote"), h + 1),
                     rec("twice", Some("higher"), 101),
                 ],
@@ -1894,8 +1928,8 @@ mod tests {
         assert_eq!(st.get("older").as_deref(), Some("local"));
         assert_eq!(
             st.get("equal").as_deref(),
-            Some("local"),
-            "the incumbent wins a tie"
+            Some("remote"),
+            "on equal clocks the greater value wins (\"remote\" > \"local\"), whichever side merges"
         );
         assert_eq!(st.get("del"), None);
         assert_eq!(st.get("absent").as_deref(), Some("remote"));

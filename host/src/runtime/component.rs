@@ -25,7 +25,7 @@ const ALLOWED_IMPORT_PREFIXES: &[&str] = &[
 /// A compiled, validated object version. Cheap to clone.
 #[derive(Clone)]
 pub struct CompiledObject {
-    pub(super) pre: ObjectPre<StoreData>,
+    pub(super) pre: Arc<ObjectPre<StoreData>>,
     /// sha256 of the component bytes, lower-case hex.
     pub sha256: Arc<str>,
     /// Whether the artifact came from the on-disk cache (no compilation happened).
@@ -34,13 +34,34 @@ pub struct CompiledObject {
     pub load_ms: f64,
 }
 
-/// Compiles or loads the component and checks it against the object world.
+/// The already-loaded component with this sha256, if any object still holds it.
+pub(super) fn loaded(runtime: &Runtime, sha256: &str, started: Instant) -> Option<CompiledObject> {
+    let pre = runtime
+        .inner
+        .loaded
+        .lock()
+        .expect("loaded lock")
+        .get(sha256)?
+        .upgrade()?;
+    Some(CompiledObject {
+        pre,
+        sha256: sha256.into(),
+        from_cache: true,
+        load_ms: started.elapsed().as_secs_f64() * 1000.0,
+    })
+}
+
+/// Compiles or loads the component and checks it against the object world; a component with the
+/// same sha256 that is loaded already is shared instead.
 pub(super) fn compile(
     runtime: &Runtime,
     sha256: &str,
     bytes: &[u8],
 ) -> Result<CompiledObject, Error> {
     let started = Instant::now();
+    if let Some(compiled) = loaded(runtime, sha256, started) {
+        return Ok(compiled);
+    }
     let inner = &runtime.inner;
     let path = cache::artifact_path(&inner.config.cache_dir, sha256, &inner.engine_fingerprint);
     let (component, from_cache) = match cache::load(&inner.engine, &path) {
@@ -57,9 +78,18 @@ pub(super) fn compile(
         .linker
         .instantiate_pre(&component)
         .map_err(|e| Error::WorldMismatch(format!("{e:#}")))?;
-    let pre = ObjectPre::new(instance_pre).map_err(|e| Error::WorldMismatch(format!("{e:#}")))?;
+    let pre = Arc::new(
+        ObjectPre::new(instance_pre).map_err(|e| Error::WorldMismatch(format!("{e:#}")))?,
+    );
     if !from_cache {
         cache::store(&component, &path);
+    }
+    {
+        let mut loaded = inner.loaded.lock().expect("loaded lock");
+        if loaded.len() >= 64 && loaded.len().is_power_of_two() {
+            loaded.retain(|_, pre| pre.strong_count() > 0);
+        }
+        loaded.insert(sha256.to_string(), Arc::downgrade(&pre));
     }
     Ok(CompiledObject {
         pre,

@@ -245,6 +245,10 @@ struct RuntimeInner {
     linker: wasmtime::component::Linker<activation::StoreData>,
     config: RuntimeConfig,
     engine_fingerprint: String,
+    /// Compiled components by sha256, shared by every object (and version) with the same bytes:
+    /// 10,000 objects deployed from one component hold one copy of its code and types. Weak, so
+    /// a component no object uses any more is freed.
+    loaded: std::sync::Mutex<std::collections::HashMap<String, std::sync::Weak<ObjectPre<activation::StoreData>>>>,
     _ticker: EpochTicker,
 }
 
@@ -285,6 +289,7 @@ impl Runtime {
                 linker,
                 config,
                 engine_fingerprint,
+                loaded: std::sync::Mutex::new(std::collections::HashMap::new()),
                 _ticker: ticker,
             }),
         })
@@ -299,6 +304,11 @@ impl Runtime {
     /// CPU-heavy: call it from `spawn_blocking`.
     pub fn compile(&self, sha256: &str, bytes: &[u8]) -> Result<CompiledObject, Error> {
         component::compile(self, sha256, bytes)
+    }
+
+    /// The compiled component with this sha256 if one is loaded already (shared, no I/O).
+    pub fn loaded(&self, sha256: &str) -> Option<CompiledObject> {
+        component::loaded(self, sha256, std::time::Instant::now())
     }
 
     /// Creates a fresh activation (store + instance) of a compiled object.

@@ -328,6 +328,10 @@ impl Station {
         let compiled = slot
             .compiled
             .get_or_try_init(|| async {
+                // Objects deployed from the same bytes share one compiled component.
+                if let Some(shared) = self.inner.runtime.loaded(&slot.record.sha256) {
+                    return Ok(shared);
+                }
                 let runtime = self.inner.runtime.clone();
                 let store = self.inner.store.clone();
                 let id = object.id.clone();

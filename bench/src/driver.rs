@@ -28,6 +28,8 @@ pub enum Group {
     Rss,
     /// Criterion micro-benchmarks (instantiate, warm call).
     Micro,
+    /// Joined stations: cross-station calls, replication lag, migration pause, failover.
+    Cluster,
 }
 
 /// Runs Object Primitive's benchmarks: starts its own stations on 127.0.0.1, prints a table and
@@ -168,7 +170,13 @@ impl DriverArgs {
             warmup: Duration::from_secs(self.warmup.unwrap_or(warmup)),
             deploy_budget: Duration::from_secs(self.deploy_budget.unwrap_or(budget)),
             groups: if self.only.is_empty() {
-                vec![Group::Http, Group::Lifecycle, Group::Micro, Group::Rss]
+                vec![
+                    Group::Http,
+                    Group::Lifecycle,
+                    Group::Micro,
+                    Group::Rss,
+                    Group::Cluster,
+                ]
             } else {
                 self.only
             },
@@ -206,8 +214,14 @@ pub async fn run(config: DriverConfig) -> anyhow::Result<Report> {
     let out = config.out.clone();
     let ctx = Ctx::new(config, tool)?;
     let mut scenarios = Vec::new();
-    // HTTP first (the headline figures), the budgeted RSS scenario last.
-    for group in [Group::Http, Group::Lifecycle, Group::Micro, Group::Rss] {
+    // HTTP first (the headline figures), then the single-station families, the cluster last.
+    for group in [
+        Group::Http,
+        Group::Lifecycle,
+        Group::Micro,
+        Group::Rss,
+        Group::Cluster,
+    ] {
         if !groups.contains(&group) {
             continue;
         }
@@ -216,9 +230,9 @@ pub async fn run(config: DriverConfig) -> anyhow::Result<Report> {
             Group::Lifecycle => scenarios::lifecycle::run(&ctx).await,
             Group::Micro => scenarios::micro::run(&ctx).await,
             Group::Rss => scenarios::memory::run(&ctx).await,
+            Group::Cluster => scenarios::cluster::run(&ctx).await,
         });
     }
-    scenarios.extend(scenarios::pending::run(&ctx));
     let report = Report {
         machine,
         settings,
@@ -270,5 +284,7 @@ mod tests {
         let args = DriverArgs::parse_from(["bench-driver", "--quick", "--only", "http,micro"]);
         assert!(args.quick);
         assert_eq!(args.only, vec![Group::Http, Group::Micro]);
+        let args = DriverArgs::parse_from(["bench-driver", "--only", "cluster"]);
+        assert_eq!(args.only, vec![Group::Cluster]);
     }
 }

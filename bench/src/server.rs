@@ -133,7 +133,19 @@ impl Server {
         durability: &str,
         stderr_path: &Path,
     ) -> anyhow::Result<Server> {
-        let args: Vec<OsString> = vec![
+        Server::station_with(host, data_dir, durability, &[], stderr_path).await
+    }
+
+    /// Starts a station like [`Server::station`] with more `host serve` flags after the usual
+    /// ones, e.g. `--join 127.0.0.1:PORT --gossip-interval-ms 100`.
+    pub async fn station_with(
+        host: &Path,
+        data_dir: &Path,
+        durability: &str,
+        extra: &[OsString],
+        stderr_path: &Path,
+    ) -> anyhow::Result<Server> {
+        let mut args: Vec<OsString> = vec![
             "serve".into(),
             "--port".into(),
             "0".into(),
@@ -145,9 +157,18 @@ impl Server {
             durability.into(),
             "--no-watch".into(),
         ];
+        args.extend(extra.iter().cloned());
         Server::spawn(host, &args, stderr_path)
             .await
             .context("starting a station")
+    }
+
+    /// `127.0.0.1:PORT`: the address `host serve --join` takes.
+    pub fn address(&self) -> &str {
+        self.url
+            .strip_prefix("http://")
+            .unwrap_or(&self.url)
+            .trim_end_matches('/')
     }
 
     /// The process's memory figures now.

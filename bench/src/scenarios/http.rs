@@ -274,8 +274,9 @@ pub async fn call_many(
     Ok(())
 }
 
-/// Primes the target with one request, runs the warm-up load, then the measured load.
-async fn measure(
+/// Primes the target with one request, runs the warm-up load, then the measured load (the
+/// cluster family uses it too).
+pub async fn measure(
     ctx: &Ctx,
     server: &Server,
     method: Method,

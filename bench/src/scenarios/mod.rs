@@ -2,21 +2,25 @@
 //! and never fails as a whole: a scenario that errors becomes an `error` row, one that cannot run
 //! yet becomes a `skipped` row.
 //!
-//! - [`http`]: load on a running station against the native baseline (hello, counter, calculator).
+//! - [`http`]: load on a running station against the native baseline (hello, counter, calculator,
+//!   Python hello once built).
 //! - [`lifecycle`]: cold deploy → first response, restart → first response with the cache.
 //! - [`memory`]: RSS of a station with 1,000 and 10,000 deployed objects.
-//! - [`micro`]: the criterion benchmarks in `host/benches/runtime.rs`.
-//! - [`pending`]: slots for scenarios that need Python objects or a cluster.
+//! - [`micro`]: the criterion benchmarks in `host/benches/runtime.rs` (the Python warm call once
+//!   built).
+//! - [`cluster`]: joined stations: a forwarded call against a local one, replication lag at
+//!   1,000 writes/s, migration pause with 1k, 10k and 100k keys, and kill -9 → first success
+//!   after failover.
 //!
 //! To add a scenario that needs a new artifact (say `objects/dist/py-counter.wasm`), check
-//! [`Ctx::component`] and return [`ScenarioResult::skipped`] while it is missing; to add one that
-//! needs the cluster, check [`Ctx::host_has_flag`]`("--join")`.
+//! [`Ctx::component`] and return [`ScenarioResult::skipped`] while it is missing. Cluster
+//! scenarios start their stations with [`crate::server::Server::station_with`] and `--join`.
 
+pub mod cluster;
 pub mod http;
 pub mod lifecycle;
 pub mod memory;
 pub mod micro;
-pub mod pending;
 
 use std::future::Future;
 use std::path::{Path, PathBuf};
@@ -82,7 +86,7 @@ impl Ctx {
         })
     }
 
-    /// Whether `host serve --help` lists `flag` (e.g. `--join` once the cluster lands).
+    /// Whether `host serve --help` lists `flag` (the cluster family checks `--join`).
     pub fn host_has_flag(&self, flag: &str) -> bool {
         let help = self.help.get_or_init(|| {
             std::process::Command::new(&self.config.host)

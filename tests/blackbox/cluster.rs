@@ -557,9 +557,12 @@ fn host_stations_and_host_migrate() {
     let (a, b) = (&st[0], &st[1]);
     a.deploy_fixture("counter", "counter");
     wait_routed(&[a, b], "counter", &ids[0]);
-    for _ in 0..3 {
-        b.call("POST", "counter", "", Vec::new()).expect(200);
-    }
+    let request_ids: Vec<String> = (0..3)
+        .map(|_| {
+            let r = b.call("POST", "counter", "", Vec::new()).expect(200);
+            r.header("x-request-id").expect("x-request-id").to_string()
+        })
+        .collect();
 
     let out = cli(&["stations", "--station", &a.url], &[]);
     let table = out.ok();
@@ -586,6 +589,18 @@ fn host_stations_and_host_migrate() {
     wait_routed(&[a, b], "counter", &ids[1]);
     let v = a.call("GET", "counter", "", Vec::new()).expect_json(200);
     assert_eq!(count(&v), 3, "{v}");
+    // The log moved with the object, each line once.
+    let logs = b.get_json("/admin/objects/counter/logs?limit=1000");
+    let lines = logs["logs"].as_array().expect("logs array");
+    for id in &request_ids {
+        let starts = lines
+            .iter()
+            .filter(|l| l["request_id"] == *id && l["event"] == "call.start")
+            .count();
+        assert_eq!(starts, 1, "call {id} in the new home's log: {logs}");
+    }
+    let deploys = lines.iter().filter(|l| l["event"] == "deploy").count();
+    assert_eq!(deploys, 1, "{logs}");
 
     // Errors name the problem in one line.
     let line = cli(

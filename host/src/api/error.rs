@@ -97,6 +97,7 @@ impl From<StationError> for ApiError {
             StationError::VersionNotFound { object, .. } => {
                 (StatusCode::NOT_FOUND, "version_not_found", Some(object))
             }
+            StationError::HomedHere(object) => (StatusCode::CONFLICT, "already_home", Some(object)),
             StationError::ModeConflict { object, .. } => {
                 (StatusCode::CONFLICT, "mode_conflict", Some(object))
             }

@@ -12,7 +12,7 @@ use serde_json::json;
 use super::error::ApiError;
 use super::{ApiState, query_pairs, read_body};
 use crate::coordinator::failover::Position;
-use crate::coordinator::migration::{MigratePayload, MigrationError};
+use crate::coordinator::migration::{MigratePayload, MigrationError, PrecopyPayload};
 use crate::coordinator::replication::{ReplicateRequest, ReplicateResult, VERSION_HEADER};
 use crate::station::validate_object_id;
 use crate::store::{Record, Role, Snapshot, VersionRecord};
@@ -229,6 +229,22 @@ pub(super) async fn receive_migration(
         .await
         .map_err(|e| ApiError::from(e).for_object(&id))?;
     Ok(Json(json!({ "object_id": id, "installed": true })))
+}
+
+/// `POST /cluster/internal/objects/{id}/precopy`: a migration's versions and log, sent before the
+/// object pauses.
+pub(super) async fn precopy(
+    State(api): State<ApiState>,
+    Path(id): Path<String>,
+    body: Body,
+) -> Result<Json<serde_json::Value>, ApiError> {
+    let id = checked(id)?;
+    let payload: PrecopyPayload = json_body(body).await?;
+    api.coordinator
+        .receive_precopy(&id, payload)
+        .await
+        .map_err(|e| ApiError::from(e).for_object(&id))?;
+    Ok(Json(json!({ "object_id": id, "received": true })))
 }
 
 /// `POST /cluster/migrate {object_id, target_station}`: run on the object's home.

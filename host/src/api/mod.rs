@@ -72,6 +72,10 @@ pub fn router(coordinator: Coordinator, config: ApiConfig) -> Router {
         )
         .route("/cluster/internal/objects/{id}/code", get(internal::code))
         .route(
+            "/cluster/internal/objects/{id}/precopy",
+            post(internal::precopy),
+        )
+        .route(
             "/cluster/internal/objects/{id}/merge",
             post(internal::merge),
         )

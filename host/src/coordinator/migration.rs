@@ -9,7 +9,7 @@ use serde::{Deserialize, Serialize};
 
 use super::Coordinator;
 use super::wire::base64_bytes;
-use crate::station::ObjectExport;
+use crate::station::{Copied, ObjectExport, Precopy};
 use crate::store::{LogRecord, Snapshot, VersionRecord};
 
 /// What a migration did, as the API reports it.
@@ -54,8 +54,46 @@ pub struct MigratePayload {
     pub versions: Vec<WireVersion>,
     /// The state.
     pub snapshot: Snapshot,
-    /// The log.
+    /// The log lines after the first `logs_from` (which the target has from the pre-copy).
     pub logs: Vec<LogRecord>,
+    /// How many log lines the target already has (0: `logs` is the whole log).
+    #[serde(default)]
+    pub logs_from: usize,
+}
+
+/// Body of `POST /cluster/internal/objects/{id}/precopy`: what a migration copies before the pause.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct PrecopyPayload {
+    /// Every version.
+    pub versions: Vec<WireVersion>,
+    /// The log so far.
+    pub logs: Vec<LogRecord>,
+}
+
+impl PrecopyPayload {
+    /// The wire form of a pre-copy.
+    pub fn new(precopy: Precopy) -> PrecopyPayload {
+        PrecopyPayload {
+            versions: precopy
+                .versions
+                .into_iter()
+                .map(|(record, bytes)| WireVersion { record, bytes })
+                .collect(),
+            logs: precopy.logs,
+        }
+    }
+
+    /// Back into a pre-copy.
+    pub fn into_precopy(self) -> Precopy {
+        Precopy {
+            versions: self
+                .versions
+                .into_iter()
+                .map(|v| (v.record, v.bytes))
+                .collect(),
+            logs: self.logs,
+        }
+    }
 }
 
 impl MigratePayload {
@@ -71,6 +109,7 @@ impl MigratePayload {
                 .collect(),
             snapshot: export.snapshot,
             logs: export.logs,
+            logs_from: export.logs_from,
         }
     }
 
@@ -86,6 +125,7 @@ impl MigratePayload {
                 .collect(),
             snapshot: self.snapshot,
             logs: self.logs,
+            logs_from: self.logs_from,
         }
     }
 }
@@ -132,19 +172,68 @@ impl Coordinator {
         if self.station.stateless(object).is_some() {
             return Err(MigrationError::Stateless(object.to_string()));
         }
+        // Copy the versions and the log while the object still serves; during the pause only the
+        // state and what changed since travel.
+        let precopy = self.station.precopy(object).await?;
+        let copied = Copied::of(&precopy);
+        let path = format!("/cluster/internal/objects/{object}/precopy");
+        let precopy_bytes = self
+            .send(&address, &path, &PrecopyPayload::new(precopy))
+            .await?;
         let mut paused = self.station.pause(object).await?;
-        let export = self.station.export(&mut paused).await?;
+        let export = self.station.export(&mut paused, &copied).await?;
+        let exported_ms = paused.since.elapsed().as_secs_f64() * 1000.0;
         let epoch = export.epoch + 1;
         let keys = export.snapshot.keys.len();
-        let versions = export.versions.len();
+        let versions = copied.versions.len() + export.versions.len();
         let payload = MigratePayload::new(export, epoch);
+        let paused_bytes = self
+            .send(&address, "/cluster/internal/migrate", &payload)
+            .await?;
+        let bytes = precopy_bytes + paused_bytes;
+        let since = paused.since;
+        let sent_ms = since.elapsed().as_secs_f64() * 1000.0;
+        self.station
+            .hand_off(paused, target, &address, epoch)
+            .await?;
+        let pause_ms = since.elapsed().as_secs_f64() * 1000.0;
+        tracing::info!(
+            object,
+            to = target,
+            epoch,
+            pause_ms,
+            exported_ms,
+            sent_ms,
+            precopy_bytes,
+            paused_bytes,
+            "migrated"
+        );
+        Ok(MigrationReport {
+            object_id: object.to_string(),
+            from: me,
+            to: target.to_string(),
+            epoch,
+            pause_ms,
+            bytes,
+            keys,
+            versions,
+        })
+    }
+
+    /// POSTs a migration message to the target; returns the bytes sent.
+    async fn send<T: Serialize>(
+        &self,
+        address: &str,
+        path: &str,
+        message: &T,
+    ) -> Result<usize, MigrationError> {
         let body =
-            serde_json::to_vec(&payload).map_err(|e| MigrationError::Transfer(e.to_string()))?;
+            serde_json::to_vec(message).map_err(|e| MigrationError::Transfer(e.to_string()))?;
         let bytes = body.len();
         let mut request = self
             .cluster
             .http()
-            .post(format!("{address}/cluster/internal/migrate"))
+            .post(format!("{address}{path}"))
             .header("content-type", "application/json")
             .body(body)
             .timeout(Duration::from_secs(120));
@@ -160,22 +249,18 @@ impl Coordinator {
             let text = response.text().await.unwrap_or_default();
             return Err(MigrationError::Transfer(format!("{status}: {text}")));
         }
-        let since = paused.since;
+        Ok(bytes)
+    }
+
+    /// Receives a migration's pre-copy (versions and log, before the object pauses).
+    pub async fn receive_precopy(
+        &self,
+        id: &str,
+        payload: PrecopyPayload,
+    ) -> Result<(), crate::station::Error> {
         self.station
-            .hand_off(paused, target, &address, epoch)
-            .await?;
-        let pause_ms = since.elapsed().as_secs_f64() * 1000.0;
-        tracing::info!(object, to = target, epoch, pause_ms, bytes, "migrated");
-        Ok(MigrationReport {
-            object_id: object.to_string(),
-            from: me,
-            to: target.to_string(),
-            epoch,
-            pause_ms,
-            bytes,
-            keys,
-            versions,
-        })
+            .install_precopy(id, payload.into_precopy())
+            .await
     }
 
     /// Installs an object migrating to this station; the station announces it and the claim

@@ -78,9 +78,8 @@ pub(super) fn compile(
         .linker
         .instantiate_pre(&component)
         .map_err(|e| Error::WorldMismatch(format!("{e:#}")))?;
-    let pre = Arc::new(
-        ObjectPre::new(instance_pre).map_err(|e| Error::WorldMismatch(format!("{e:#}")))?,
-    );
+    let pre =
+        Arc::new(ObjectPre::new(instance_pre).map_err(|e| Error::WorldMismatch(format!("{e:#}")))?);
     if !from_cache {
         cache::store(&component, &path);
     }

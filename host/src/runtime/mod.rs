@@ -248,7 +248,9 @@ struct RuntimeInner {
     /// Compiled components by sha256, shared by every object (and version) with the same bytes:
     /// 10,000 objects deployed from one component hold one copy of its code and types. Weak, so
     /// a component no object uses any more is freed.
-    loaded: std::sync::Mutex<std::collections::HashMap<String, std::sync::Weak<ObjectPre<activation::StoreData>>>>,
+    loaded: std::sync::Mutex<
+        std::collections::HashMap<String, std::sync::Weak<ObjectPre<activation::StoreData>>>,
+    >,
     _ticker: EpochTicker,
 }
 

@@ -21,7 +21,7 @@ use std::time::Duration;
 pub use call::{CallResult, CallSummary};
 pub use deploy::{DeployOptions, DeployOutcome};
 pub use id::{IdError, validate_object_id};
-pub use replica::{ApplyOutcome, ObjectExport, Paused, ReplicationSink};
+pub use replica::{ApplyOutcome, Copied, ObjectExport, Paused, Precopy, ReplicationSink};
 pub use services::RemoteCalls;
 
 use crate::runtime::{self, Activation, CompiledObject, Runtime};
@@ -53,6 +53,9 @@ pub enum Error {
         /// Requested version.
         version: u32,
     },
+    /// The object is homed on this station (so it cannot receive it from another).
+    #[error("object `{0}` is homed on this station")]
+    HomedHere(String),
     /// The deploy would switch an object between stateful and stateless.
     #[error(
         "object `{object}` is deployed {}; undeploy it first to deploy it {}",

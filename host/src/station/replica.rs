@@ -49,8 +49,44 @@ pub struct ObjectExport {
     pub versions: Vec<(VersionRecord, Vec<u8>)>,
     /// The state.
     pub snapshot: Snapshot,
-    /// The log, oldest first.
+    /// The log, oldest first: the lines after the first `logs_from`, which the target already
+    /// has from the pre-copy.
     pub logs: Vec<LogRecord>,
+    /// How many of the log's first lines the target already has (0: `logs` is the whole log).
+    pub logs_from: usize,
+}
+
+/// What a migration copies to the target before pausing the object: every version and the log so
+/// far. Only what changed after it travels during the pause.
+pub struct Precopy {
+    /// Every version, oldest first, with its bytes.
+    pub versions: Vec<(VersionRecord, Vec<u8>)>,
+    /// The log so far, oldest first.
+    pub logs: Vec<LogRecord>,
+}
+
+/// What the target of a migration holds from the pre-copy, so the export during the pause can leave
+/// it out.
+#[derive(Debug, Default)]
+pub struct Copied {
+    /// Version numbers the target has.
+    pub versions: std::collections::HashSet<u32>,
+    /// Number of log lines the target has, and the last of them (to check the log was not rotated
+    /// in between).
+    pub logs: usize,
+    /// The last pre-copied log line.
+    pub last_log: Option<LogRecord>,
+}
+
+impl Copied {
+    /// What the target holds after receiving `precopy`.
+    pub fn of(precopy: &Precopy) -> Copied {
+        Copied {
+            versions: precopy.versions.iter().map(|(r, _)| r.version).collect(),
+            logs: precopy.logs.len(),
+            last_log: precopy.logs.last().cloned(),
+        }
+    }
 }
 
 /// The result of applying replicated batches to one object.
@@ -333,22 +369,77 @@ impl Station {
     }
 
     /// Everything that moves with a paused object.
-    pub async fn export(&self, paused: &mut Paused) -> Result<ObjectExport, Error> {
+    pub async fn export(
+        &self,
+        paused: &mut Paused,
+        copied: &Copied,
+    ) -> Result<ObjectExport, Error> {
         let object = &paused.object;
         let state = self.state_of(object).await?;
         // Calls before the pause may still be waiting for their batch to be durable.
         state.commit(Vec::new())?.durable().await?;
-        let versions = self.version_bytes(&object.id).await?;
         let store = self.inner.store.clone();
         let id = object.id.clone();
-        let logs = blocking(move || store.logs().export(&id)).await??;
+        let skip = copied.versions.clone();
+        let (versions, mut logs) = blocking(move || -> Result<_, store::Error> {
+            let mut versions = Vec::new();
+            for record in store.versions().list(&id)? {
+                if !skip.contains(&record.version) {
+                    let bytes = store.versions().read_bytes(&id, record.version)?;
+                    versions.push((record, bytes));
+                }
+            }
+            Ok((versions, store.logs().export(&id)?))
+        })
+        .await??;
+        // Ship only the lines after the pre-copied ones, unless the log rotated in between.
+        let n = copied.logs;
+        let logs_from =
+            if n > 0 && logs.len() >= n && copied.last_log.as_ref() == Some(&logs[n - 1]) {
+                logs.drain(..n);
+                n
+            } else {
+                0
+            };
         Ok(ObjectExport {
             object_id: object.id.clone(),
             epoch: object.epoch.load(Ordering::Relaxed),
             versions,
             snapshot: state.export_snapshot(),
             logs,
+            logs_from,
         })
+    }
+
+    /// Reads what a migration copies before pausing: every version and the log so far (the object
+    /// keeps serving).
+    pub async fn precopy(&self, id: &str) -> Result<Precopy, Error> {
+        let object = self.object(id)?;
+        let versions = self.version_bytes(&object.id).await?;
+        let store = self.inner.store.clone();
+        let id = object.id.clone();
+        let logs = blocking(move || store.logs().export(&id)).await??;
+        Ok(Precopy { versions, logs })
+    }
+
+    /// Receives a migration's pre-copy: stores the versions (as a replica would) and replaces this
+    /// station's log of the object with the copied one. Refused for an object homed here.
+    pub async fn install_precopy(&self, id: &str, precopy: Precopy) -> Result<(), Error> {
+        super::validate_object_id(id)?;
+        if self.serves(id) {
+            return Err(Error::HomedHere(id.to_string()));
+        }
+        let store = self.inner.store.clone();
+        let id = id.to_string();
+        blocking(move || -> Result<(), store::Error> {
+            for (record, bytes) in &precopy.versions {
+                store.versions().install(&id, record, bytes)?;
+            }
+            store.logs().purge(&id)?;
+            store.logs().import(&id, &precopy.logs)
+        })
+        .await??;
+        Ok(())
     }
 
     /// Completes a hand-off: the object now lives at `address` (epoch `epoch`). Calls queued on
@@ -413,6 +504,7 @@ impl Station {
         let snapshot = export.snapshot;
         let versions = export.versions;
         let logs = export.logs;
+        let logs_from = export.logs_from;
         let id_owned = id.clone();
         let (state, current) = blocking(move || -> Result<_, store::Error> {
             for (record, bytes) in &versions {
@@ -420,6 +512,10 @@ impl Station {
             }
             let state = store.state(&id_owned)?;
             state.install_snapshot(&snapshot)?;
+            if logs_from == 0 {
+                // The whole log came now: drop any older copy of it.
+                store.logs().purge(&id_owned)?;
+            }
             store.logs().import(&id_owned, &logs)?;
             store.versions().set_placement(
                 &id_owned,

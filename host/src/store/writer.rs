@@ -29,6 +29,7 @@ use super::Durability;
 use super::error::Error;
 use super::fsutil::{HandleCache, fsync_dir};
 use super::state::{Install, ObjInner, write_compacted};
+use super::wal::{self, Wal};
 
 /// Open `state.tsv` handles the writer keeps.
 pub(crate) const FILE_CACHE: usize = 512;
@@ -79,14 +80,33 @@ pub(crate) enum Msg {
 }
 
 /// Starts the writer thread.
+///
+/// With `--durability fsync`, rounds go to the write-ahead log at `wal_path` (see [`super::wal`]) when it is on
+/// the file system of the object files; otherwise each round syncs the files it touched.
 pub(crate) fn spawn(
     durability: Durability,
+    wal_path: &Path,
     rx: Receiver<Msg>,
     stats: Arc<WriterStats>,
 ) -> io::Result<JoinHandle<()>> {
+    let fsync = durability == Durability::Fsync;
+    let wal = if fsync {
+        let wal = Wal::open(wal_path)?;
+        let state_dir = wal_path.parent().unwrap_or(Path::new("."));
+        if wal::same_file_system(wal_path, state_dir) {
+            Some(wal)
+        } else {
+            drop(wal);
+            let _ = fs::remove_file(wal_path);
+            None
+        }
+    } else {
+        None
+    };
     let writer = Writer {
         stats,
-        fsync: durability == Durability::Fsync,
+        wal,
+        fsync,
         files: HandleCache::new(FILE_CACHE),
         round: Vec::new(),
         slots: HashMap::new(),
@@ -103,6 +123,8 @@ pub(crate) fn spawn(
 struct Entry {
     obj: Arc<ObjInner>,
     bytes: Vec<u8>,
+    /// Each batch's seq and where its bytes end in `bytes` (for the write-ahead log).
+    batches: Vec<(u64, usize)>,
     last_seq: u64,
     records: u64,
     file: Option<File>,
@@ -110,6 +132,8 @@ struct Entry {
 
 struct Writer {
     stats: Arc<WriterStats>,
+    /// The write-ahead log, with `--durability fsync` (see [`super::wal`]).
+    wal: Option<Wal>,
     fsync: bool,
     files: HandleCache<String, File>,
     round: Vec<Entry>,
@@ -156,12 +180,16 @@ impl Writer {
                     Msg::Job(job) => self.push(job),
                     Msg::Forget { id, done } => {
                         self.finish_round();
+                        // The log must not replay the object's batches into a later object of that id.
+                        self.checkpoint();
                         self.files.remove(&id);
                         self.retry_compaction_at.remove(&id);
                         let _ = done.send(());
                     }
                     Msg::Install { obj, install, done } => {
                         self.finish_round();
+                        // Logged batches of the history the snapshot replaces must not be replayed onto it.
+                        self.checkpoint();
                         self.in_flight.push(Arc::clone(&obj));
                         let result = self.install(&obj, *install);
                         self.in_flight.clear();
@@ -169,6 +197,7 @@ impl Writer {
                     }
                     Msg::Shutdown => {
                         self.finish_round();
+                        self.checkpoint();
                         return;
                     }
                 }
@@ -200,6 +229,7 @@ impl Writer {
                 self.round.push(Entry {
                     obj: Arc::clone(obj),
                     bytes: Vec::new(),
+                    batches: Vec::new(),
                     last_seq: 0,
                     records: 0,
                     file: None,
@@ -215,6 +245,7 @@ impl Writer {
         } else {
             entry.bytes.extend_from_slice(&job.bytes);
         }
+        entry.batches.push((job.seq, entry.bytes.len()));
         entry.last_seq = job.seq;
         entry.records += job.records;
         self.stats.batches.fetch_add(1, Ordering::Relaxed);
@@ -253,7 +284,11 @@ impl Writer {
             }
         }
         if self.fsync {
-            self.sync(&mut round);
+            if self.wal.is_some() {
+                self.log_round(&mut round);
+            } else {
+                self.sync(&mut round);
+            }
         }
         let mut written = Vec::with_capacity(round.len());
         for entry in round {
@@ -274,6 +309,57 @@ impl Writer {
             }
         }
         self.in_flight.clear();
+        if self
+            .wal
+            .as_ref()
+            .is_some_and(|w| w.size() >= wal::CHECKPOINT_BYTES)
+        {
+            self.checkpoint();
+        }
+    }
+
+    /// Makes the round durable through the write-ahead log: every batch written to an object file is appended
+    /// to the log, which is fdatasynced once. If that fails, every object of the round fails.
+    fn log_round(&mut self, round: &mut [Entry]) {
+        let Some(log) = self.wal.as_mut() else {
+            return;
+        };
+        let batches = round.iter().filter(|e| e.file.is_some()).flat_map(|e| {
+            let mut start = 0;
+            e.batches.iter().map(move |&(seq, end)| {
+                let bytes = &e.bytes[start..end];
+                start = end;
+                (e.obj.id.as_str(), seq, bytes)
+            })
+        });
+        self.stats.fsyncs.fetch_add(1, Ordering::Relaxed);
+        if let Err(e) = log.append(batches) {
+            let path = log.path().to_path_buf();
+            for entry in round.iter_mut().filter(|e| e.file.is_some()) {
+                self.stats.failures.fetch_add(1, Ordering::Relaxed);
+                fail(&entry.obj, "appending to the write-ahead log", &path, &e);
+                entry.file = None;
+            }
+        }
+    }
+
+    /// Syncs the object files (one `syncfs` of their file system) and empties the write-ahead log. If the sync
+    /// fails, the log is kept: it still holds every batch since the last checkpoint.
+    fn checkpoint(&mut self) {
+        let Some(log) = self.wal.as_mut() else {
+            return;
+        };
+        if log.size() == 0 {
+            return;
+        }
+        self.stats.fsyncs.fetch_add(1, Ordering::Relaxed);
+        if let Err(e) = syncfs(log.file()) {
+            tracing::error!(error = %e, "checkpoint: syncing the state files failed; keeping the write-ahead log");
+            return;
+        }
+        if let Err(e) = log.reset() {
+            tracing::error!(error = %e, "checkpoint: emptying the write-ahead log failed");
+        }
     }
 
     /// Makes the round's appends durable: one fdatasync per file, or, when the round touched several files of

@@ -52,19 +52,7 @@ impl Station {
         validate_object_id(id)?;
         let _admin = self.inner.admin.lock().await;
         let sha256 = hex::encode(Sha256::digest(&bytes));
-        let existing = self
-            .inner
-            .objects
-            .lock()
-            .expect("objects lock")
-            .get(id)
-            .cloned();
-        let held_as_replica = self
-            .inner
-            .replicas
-            .lock()
-            .expect("replicas lock")
-            .contains_key(id);
+        let (existing, held_as_replica) = self.held(id);
         if existing.as_ref().map(|o| o.stateless) != Some(options.stateless)
             && (existing.is_some() || (held_as_replica && options.stateless))
         {
@@ -139,6 +127,24 @@ impl Station {
         Ok(outcome)
     }
 
+    /// The live object `id` (if deployed here) and whether a replica of it is held here.
+    fn held(&self, id: &str) -> (Option<Arc<LiveObject>>, bool) {
+        let existing = self
+            .inner
+            .objects
+            .lock()
+            .expect("objects lock")
+            .get(id)
+            .cloned();
+        let held_as_replica = self
+            .inner
+            .replicas
+            .lock()
+            .expect("replicas lock")
+            .contains_key(id);
+        (existing, held_as_replica)
+    }
+
     /// Makes `record` the version calls run (creating the live object if needed) and announces it:
     /// a home claim and replication to the replicas, or for a stateless object its code version.
     fn install_live(
@@ -193,19 +199,7 @@ impl Station {
     ) -> Result<(), Error> {
         validate_object_id(id)?;
         let _admin = self.inner.admin.lock().await;
-        let existing = self
-            .inner
-            .objects
-            .lock()
-            .expect("objects lock")
-            .get(id)
-            .cloned();
-        let held_as_replica = self
-            .inner
-            .replicas
-            .lock()
-            .expect("replicas lock")
-            .contains_key(id);
+        let (existing, held_as_replica) = self.held(id);
         if existing.as_ref().is_some_and(|o| !o.stateless) || held_as_replica {
             return Err(Error::ModeConflict {
                 object: id.to_string(),

@@ -214,13 +214,7 @@ impl LogStore {
             tracing::warn!(object_id, "log line for an invalid object id dropped");
             return;
         }
-        if self
-            .inner
-            .tx
-            .read()
-            .unwrap_or_else(|e| e.into_inner())
-            .is_none()
-        {
+        if self.is_closed() {
             tracing::debug!(object_id, "log line after shutdown dropped");
             return;
         }
@@ -290,13 +284,7 @@ impl LogStore {
     /// fsynced: logs are best effort). [`Error::Closed`] after shutdown.
     pub fn import(&self, object_id: &str, records: &[LogRecord]) -> Result<(), Error> {
         check_id(object_id)?;
-        if self
-            .inner
-            .tx
-            .read()
-            .unwrap_or_else(|e| e.into_inner())
-            .is_none()
-        {
+        if self.is_closed() {
             return Err(Error::Closed);
         }
         self.inner
@@ -355,6 +343,15 @@ impl LogStore {
         {
             tracing::error!("the log thread panicked");
         }
+    }
+
+    /// Whether the log thread was shut down.
+    fn is_closed(&self) -> bool {
+        self.inner
+            .tx
+            .read()
+            .unwrap_or_else(|e| e.into_inner())
+            .is_none()
     }
 
     fn send(&self, msg: LogMsg) -> bool {

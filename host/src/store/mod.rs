@@ -221,9 +221,14 @@ impl Store {
         // Batches a crash left only in the write-ahead log go into their object files first.
         let wal_path = dir.join("state").join(wal::WAL_FILE);
         wal::replay(&wal_path, |id| {
+            // Every object with a batch has its directory (created durably before its first commit): one
+            // without was purged.
+            let object_dir = dir.join("state").join(id);
+            if !object_dir.is_dir() {
+                return Ok(None);
+            }
             let state = state::load(&shared, id)?;
-            let path = dir.join("state").join(id).join("state.tsv");
-            Ok((state.applied_seq(), path))
+            Ok(Some((state.applied_seq(), object_dir.join("state.tsv"))))
         })?;
         let writer = writer::spawn(durability, &wal_path, rx, Arc::clone(&stats)).at(&dir)?;
         let config = &shared.config;
@@ -675,6 +680,29 @@ mod tests {
         })
         .await
         .unwrap();
+    }
+
+    #[test]
+    fn logged_batches_of_a_purged_object_are_not_replayed() {
+        let dir = tempfile::tempdir().unwrap();
+        let store = open(dir.path(), Durability::Fsync);
+        let st = store.state("p").unwrap();
+        let t = st.commit(vec![set("k", "1")]).unwrap();
+        futures::executor::block_on(t.durable()).unwrap();
+        store.shutdown();
+        // As if the purge's checkpoint had failed: the log still names the object, its directory is gone.
+        let wal = dir.path().join("data/state").join(wal::WAL_FILE);
+        let batch = std::fs::read_to_string(dir.path().join("data/state/p/state.tsv")).unwrap();
+        let batch = batch.split_once('\n').unwrap().1;
+        std::fs::write(&wal, format!("p\t1\t{}\n{batch}", batch.len())).unwrap();
+        std::fs::remove_dir_all(dir.path().join("data/state/p")).unwrap();
+        let store = open(dir.path(), Durability::Fsync);
+        assert!(
+            !dir.path().join("data/state/p").exists(),
+            "a purged object must not come back"
+        );
+        assert_eq!(store.state("p").unwrap().get("k"), None);
+        store.shutdown();
     }
 
     #[test]

@@ -133,11 +133,12 @@ pub(crate) fn parse(bytes: &[u8]) -> Vec<LoggedBatch> {
 }
 
 /// Replays the log at `path` into the object files, then removes it. `applied_seq(id)` opens an object's file
-/// (repairing a torn tail) and says the last complete batch it holds; each logged batch after it is appended,
-/// in seq order, and the file synced. Batches an object file already has are skipped; a gap is corruption.
+/// (repairing a torn tail) and says the last complete batch it holds, or `None` if the object's state was
+/// purged (its directory is gone: its logged batches are dropped); each logged batch after it is appended, in
+/// seq order, and the file synced. Batches an object file already has are skipped; a gap is corruption.
 pub(crate) fn replay(
     path: &Path,
-    mut applied_seq: impl FnMut(&str) -> Result<(u64, PathBuf), Error>,
+    mut applied_seq: impl FnMut(&str) -> Result<Option<(u64, PathBuf)>, Error>,
 ) -> Result<usize, Error> {
     let mut bytes = Vec::new();
     match File::open(path) {
@@ -155,7 +156,10 @@ pub(crate) fn replay(
     }
     let mut replayed = 0;
     for (id, batches) in by_object {
-        let (mut applied, file_path) = applied_seq(&id)?;
+        let Some((mut applied, file_path)) = applied_seq(&id)? else {
+            tracing::info!(object_id = %id, "dropping logged batches of a purged object");
+            continue;
+        };
         let mut file = OpenOptions::new()
             .append(true)
             .open(&file_path)

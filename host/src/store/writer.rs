@@ -180,8 +180,9 @@ impl Writer {
                     Msg::Job(job) => self.push(job),
                     Msg::Forget { id, done } => {
                         self.finish_round();
-                        // The log must not replay the object's batches into a later object of that id.
-                        self.checkpoint();
+                        // Best effort: should the checkpoint fail, replay skips objects whose directory
+                        // is gone, so a purged object is not brought back either way.
+                        let _ = self.checkpoint();
                         self.files.remove(&id);
                         self.retry_compaction_at.remove(&id);
                         let _ = done.send(());
@@ -189,15 +190,21 @@ impl Writer {
                     Msg::Install { obj, install, done } => {
                         self.finish_round();
                         // Logged batches of the history the snapshot replaces must not be replayed onto it.
-                        self.checkpoint();
-                        self.in_flight.push(Arc::clone(&obj));
-                        let result = self.install(&obj, *install);
-                        self.in_flight.clear();
+                        let result = match self.checkpoint() {
+                            Err(e) => Err(Error::io(&obj.path, e)),
+                            Ok(()) => {
+                                self.in_flight.push(Arc::clone(&obj));
+                                let result = self.install(&obj, *install);
+                                self.in_flight.clear();
+                                result
+                            }
+                        };
                         let _ = done.send(result);
                     }
                     Msg::Shutdown => {
                         self.finish_round();
-                        self.checkpoint();
+                        // On failure the log stays and is replayed at the next start.
+                        let _ = self.checkpoint();
                         return;
                     }
                 }
@@ -314,7 +321,8 @@ impl Writer {
             .as_ref()
             .is_some_and(|w| w.size() >= wal::CHECKPOINT_BYTES)
         {
-            self.checkpoint();
+            // On failure the log keeps growing and the next round tries again.
+            let _ = self.checkpoint();
         }
     }
 
@@ -345,21 +353,20 @@ impl Writer {
 
     /// Syncs the object files (one `syncfs` of their file system) and empties the write-ahead log. If the sync
     /// fails, the log is kept: it still holds every batch since the last checkpoint.
-    fn checkpoint(&mut self) {
+    fn checkpoint(&mut self) -> io::Result<()> {
         let Some(log) = self.wal.as_mut() else {
-            return;
+            return Ok(());
         };
         if log.size() == 0 {
-            return;
+            return Ok(());
         }
         self.stats.fsyncs.fetch_add(1, Ordering::Relaxed);
-        if let Err(e) = syncfs(log.file()) {
-            tracing::error!(error = %e, "checkpoint: syncing the state files failed; keeping the write-ahead log");
-            return;
+        let result = syncfs(log.file()).and_then(|()| log.reset());
+        if let Err(e) = &result {
+            self.stats.failures.fetch_add(1, Ordering::Relaxed);
+            tracing::error!(error = %e, "checkpoint failed; keeping the write-ahead log");
         }
-        if let Err(e) = log.reset() {
-            tracing::error!(error = %e, "checkpoint: emptying the write-ahead log failed");
-        }
+        result
     }
 
     /// Makes the round's appends durable: one fdatasync per file, or, when the round touched several files of

@@ -27,6 +27,8 @@ pub struct StoreData {
     stderr: OutputPipe,
     /// Set while a call runs.
     pub(super) call: Option<ActiveCall>,
+    /// When the running call (or the instantiation) must stop; the epoch callback checks it.
+    deadline: Instant,
 }
 
 /// The state of the call in progress.
@@ -107,14 +109,20 @@ impl Activation {
             stdout,
             stderr,
             call: None,
+            // Instantiation runs guest start code: bound it too.
+            deadline: Instant::now() + INSTANTIATE_DEADLINE,
         };
         let mut store = Store::new(&runtime.inner.engine, data);
         store.limiter(|d| &mut d.limits);
-        // Instantiation runs guest start code: bound it too, yielding between ticks.
-        let limit = Instant::now() + INSTANTIATE_DEADLINE;
+        // At every epoch tick: stop past the deadline, else yield to the executor, so a busy guest
+        // never holds a worker thread for longer than a tick. Set once; each call sets its deadline.
         store.set_epoch_deadline(1);
-        store.epoch_deadline_callback(move |_| {
-            if Instant::now() >= limit {
+        store.epoch_deadline_callback(|mut ctx| {
+            let data = ctx.data_mut();
+            if Instant::now() >= data.deadline {
+                if let Some(call) = data.call.as_mut() {
+                    call.deadline_hit = true;
+                }
                 return Ok(UpdateDeadline::Interrupt);
             }
             Ok(UpdateDeadline::Yield(1))
@@ -140,57 +148,64 @@ impl Activation {
         request: ObjectRequest,
         ctx: CallContext,
     ) -> Result<CallOutcome, CallFailure> {
-        let deadline = ctx.chain.deadline;
-        let log_target = (
-            ctx.object_id.clone(),
-            ctx.chain.request_id.clone(),
-            ctx.services.clone(),
-        );
-        self.store.data_mut().call = Some(ActiveCall {
+        let data = self.store.data_mut();
+        data.deadline = ctx.chain.deadline;
+        data.call = Some(ActiveCall {
             ctx,
             overlay: BTreeMap::new(),
             order: Vec::new(),
             deadline_hit: false,
         });
-        // Check the deadline at every epoch tick, yielding to the executor in between so a busy
-        // guest never holds a worker thread for longer than a tick.
         self.store.set_epoch_deadline(1);
-        self.store.epoch_deadline_callback(move |mut ctx| {
-            if Instant::now() >= deadline {
-                if let Some(call) = ctx.data_mut().call.as_mut() {
-                    call.deadline_hit = true;
-                }
-                return Ok(UpdateDeadline::Interrupt);
-            }
-            Ok(UpdateDeadline::Yield(1))
-        });
 
-        let method = request.method.clone();
+        #[derive(Clone, Copy)]
+        enum Handler {
+            Get,
+            Post,
+            Put,
+            Delete,
+            Patch,
+        }
+        let method = match request.method.as_str() {
+            "GET" => Ok(Handler::Get),
+            "POST" => Ok(Handler::Post),
+            "PUT" => Ok(Handler::Put),
+            "DELETE" => Ok(Handler::Delete),
+            "PATCH" => Ok(Handler::Patch),
+            other => Err(wasmtime::Error::msg(format!("unsupported method {other}"))),
+        };
         let req: wit::Request = request.into();
         let handler = self.bindings.object_primitive_object_handler();
-        let result = match method.as_str() {
-            "GET" => handler.call_get(&mut self.store, &req).await,
-            "POST" => handler.call_post(&mut self.store, &req).await,
-            "PUT" => handler.call_put(&mut self.store, &req).await,
-            "DELETE" => handler.call_delete(&mut self.store, &req).await,
-            "PATCH" => handler.call_patch(&mut self.store, &req).await,
-            other => Err(wasmtime::Error::msg(format!("unsupported method {other}"))),
+        let result = match method {
+            Ok(Handler::Get) => handler.call_get(&mut self.store, &req).await,
+            Ok(Handler::Post) => handler.call_post(&mut self.store, &req).await,
+            Ok(Handler::Put) => handler.call_put(&mut self.store, &req).await,
+            Ok(Handler::Delete) => handler.call_delete(&mut self.store, &req).await,
+            Ok(Handler::Patch) => handler.call_patch(&mut self.store, &req).await,
+            Err(e) => Err(e),
         };
 
         let data = self.store.data_mut();
-        let call = data.call.take();
-        let (object_id, request_id, services) = log_target;
+        let call = data
+            .call
+            .take()
+            .expect("the call context is set for the whole call");
         for (pipe, event, level) in [
             (&data.stdout, "stdout", LogLevel::Info),
             (&data.stderr, "stderr", LogLevel::Warn),
         ] {
             for line in pipe.take_lines() {
-                services.log(&object_id, &request_id, level, event, &line);
+                call.ctx.services.log(
+                    &call.ctx.object_id,
+                    &call.ctx.chain.request_id,
+                    level,
+                    event,
+                    &line,
+                );
             }
         }
         self.last_used = Instant::now();
         self.calls += 1;
-        let call = call.expect("the call context is set for the whole call");
         match result {
             Ok(response) => {
                 let mut overlay = call.overlay;

@@ -129,16 +129,15 @@ impl Station {
         );
         object.calls.fetch_add(1, Ordering::Relaxed);
 
-        let result = self
-            .run_turn(&object, request, chain.clone(), deadline)
-            .await;
+        let request_id = chain.request_id.clone();
+        let result = self.run_turn(&object, request, chain, deadline).await;
         let micros = started.elapsed().as_micros() as u64;
         match &result {
             Ok(response) => {
                 let message = format!("{line} -> {} in {micros}us", response.status);
                 self.log(
                     &object.id,
-                    &chain.request_id,
+                    &request_id,
                     LogLevel::Info,
                     "call.end",
                     &message,
@@ -150,7 +149,7 @@ impl Station {
                     format!("{line}: deadline of {deadline_ms} ms exceeded, nothing committed");
                 self.log(
                     &object.id,
-                    &chain.request_id,
+                    &request_id,
                     LogLevel::Error,
                     "call.timeout",
                     &message,
@@ -167,7 +166,7 @@ impl Station {
                 }
                 self.log(
                     &object.id,
-                    &chain.request_id,
+                    &request_id,
                     LogLevel::Error,
                     "call.trap",
                     &message,
@@ -177,7 +176,7 @@ impl Station {
                 let message = format!("{line}: {other}");
                 self.log(
                     &object.id,
-                    &chain.request_id,
+                    &request_id,
                     LogLevel::Error,
                     "call.error",
                     &message,
@@ -186,7 +185,7 @@ impl Station {
         }
         result.map(|response| CallResult {
             response,
-            request_id: chain.request_id,
+            request_id,
         })
     }
 

@@ -647,6 +647,19 @@ fn a_stateless_object_runs_on_the_least_loaded_station_holding_its_code() {
     }
     let holder = b.member(&ids[1]).expect("B lists itself");
     assert_eq!(holder["stateless"], json!(["sl"]), "{holder}");
+    let listed = cli(&["objects", "--station", &a.url], &[]);
+    let listed = listed.ok();
+    let row = listed
+        .lines()
+        .find(|l| l.starts_with("sl "))
+        .unwrap_or_else(|| panic!("`host objects` does not list sl:\n{listed}"));
+    assert!(
+        row.contains("stateless on") && row.contains(&ids[0]) && row.contains(&ids[1]),
+        "{row}"
+    );
+    let table = cli(&["stations", "--station", &b.url], &[]);
+    let table = table.ok();
+    assert!(table.contains("sl (stateless)"), "{table}");
 
     // Reads see no state; a write traps and commits nothing, on either station.
     for s in [a, b] {

@@ -316,7 +316,20 @@ pub async fn objects(args: &StationArgs) -> anyhow::Result<()> {
                 .chars()
                 .take(12)
                 .collect::<String>(),
-            object["home"].as_str().unwrap_or("")
+            match object["home"].as_str() {
+                Some(home) => home.to_string(),
+                // A stateless object has no home: it runs on every station holding its code.
+                None => format!(
+                    "stateless on {}",
+                    object["stations"]
+                        .as_array()
+                        .into_iter()
+                        .flatten()
+                        .filter_map(|s| s.as_str())
+                        .collect::<Vec<_>>()
+                        .join(",")
+                ),
+            }
         );
     }
     Ok(())
@@ -333,11 +346,11 @@ pub async fn stations(args: &StationArgs) -> anyhow::Result<()> {
         "id", "address", "state", "cpu%", "mem%", "in-flight"
     );
     for station in v["stations"].as_array().into_iter().flatten() {
-        let objects: Vec<&str> = station["objects"]
-            .as_array()
-            .into_iter()
-            .flatten()
-            .filter_map(|o| o.as_str())
+        let homed = station["objects"].as_array().into_iter().flatten();
+        let stateless = station["stateless"].as_array().into_iter().flatten();
+        let objects: Vec<String> = homed
+            .filter_map(|o| o.as_str().map(str::to_string))
+            .chain(stateless.filter_map(|o| o.as_str().map(|id| format!("{id} (stateless)"))))
             .collect();
         println!(
             "{:<14}  {:<24}  {:<7}  {:>5.1}  {:>5.1}  {:>8}  {}{}",

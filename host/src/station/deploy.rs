@@ -129,13 +129,7 @@ impl Station {
 
     /// The live object `id` (if deployed here) and whether a replica of it is held here.
     fn held(&self, id: &str) -> (Option<Arc<LiveObject>>, bool) {
-        let existing = self
-            .inner
-            .objects
-            .lock()
-            .expect("objects lock")
-            .get(id)
-            .cloned();
+        let existing = self.object(id).ok();
         let held_as_replica = self
             .inner
             .replicas
@@ -154,13 +148,7 @@ impl Station {
         compiled: crate::runtime::CompiledObject,
         stateless: bool,
     ) {
-        let existing = self
-            .inner
-            .objects
-            .lock()
-            .expect("objects lock")
-            .get(id)
-            .cloned();
+        let existing = self.object(id).ok();
         let object = match existing {
             Some(object) => {
                 *object.version.lock().expect("version lock") =

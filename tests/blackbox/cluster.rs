@@ -621,7 +621,7 @@ fn host_stations_and_host_migrate() {
 #[test]
 fn a_stateless_object_runs_on_the_least_loaded_station_holding_its_code() {
     let mut cluster = Cluster::reserve(2);
-    let st = cluster.start_joined(2, Opts::new().flag("--deadline-ms", 6000));
+    let st = cluster.start_joined(2, Opts::new().flag("--deadline-ms", 12000));
     let ids = ids(&st);
     let (a, b) = (&st[0], &st[1]);
 
@@ -697,7 +697,7 @@ fn a_stateless_object_runs_on_the_least_loaded_station_holding_its_code() {
                     "POST",
                     "/objects/busy/loop",
                     Vec::new(),
-                    Some(Duration::from_secs(15)),
+                    Some(Duration::from_secs(25)),
                 );
             })
         })

@@ -65,7 +65,8 @@ async fn send<R: for<'de> Deserialize<'de>>(
     Ok(response.json().await?)
 }
 
-/// JSON with every non-ASCII character escaped (`\uXXXX`), so it fits in an HTTP header value
+/// JSON with every non-ASCII character written as a `\u` escape (four hex digits), so it fits in an
+/// HTTP header value
 /// (a version record's note may be any text).
 pub fn header_json<T: Serialize>(value: &T) -> anyhow::Result<String> {
     let text = serde_json::to_string(value)?;

@@ -118,7 +118,7 @@ async fn deploy_file(station: &Station, path: &Path) {
     let note = format!("watched file {}", path.display());
     // A watched file keeps the object's mode: a stateless object stays stateless.
     let options = crate::station::DeployOptions {
-        stateless: station.stateless(id).is_some(),
+        stateless: station.serves_stateless(id) == Some(true),
         number_after: 0,
     };
     match station.deploy(id, bytes, "watch", &note, options).await {

@@ -25,11 +25,12 @@ pub(super) enum Route {
 /// it arrives.
 pub(super) fn route(api: &ApiState, id: &str, headers: &HeaderMap) -> Result<Route, ApiError> {
     let hops = crate::cluster::forward::hop_count(headers);
-    if let Some(route) = stateless_route(api, id, hops) {
-        return Ok(route);
-    }
-    if api.station.serves(id) {
+    let served_here = api.station.serves_stateless(id);
+    if served_here == Some(false) {
         return Ok(Route::Local);
+    }
+    if let Some(route) = stateless_route(api, id, hops, served_here == Some(true)) {
+        return Ok(route);
     }
     let may_forward = hops < crate::cluster::forward::MAX_HOPS;
     if let Some(address) = api.station.moved_to(id).filter(|a| !a.is_empty())
@@ -67,8 +68,7 @@ pub(super) fn route(api: &ApiState, id: &str, headers: &HeaderMap) -> Result<Rou
 }
 
 /// Where a call to a stateless object runs; `None` if `id` is not a stateless object known here.
-fn stateless_route(api: &ApiState, id: &str, hops: u32) -> Option<Route> {
-    let held_here = api.station.stateless(id).is_some();
+fn stateless_route(api: &ApiState, id: &str, hops: u32, held_here: bool) -> Option<Route> {
     if held_here && hops > 0 {
         return Some(Route::Local);
     }
@@ -158,7 +158,7 @@ pub(super) async fn route_admin(
     }
     // A stateless object held here is administered here (each station keeps its own copy and
     // log; a deploy spreads through the cluster from here).
-    let stateless_here = api.station.stateless(&id).is_some();
+    let stateless_here = api.station.serves_stateless(&id) == Some(true);
     let routed = if stateless_here {
         Ok(Route::Local)
     } else {

@@ -169,7 +169,7 @@ impl Coordinator {
             .filter(|m| m.is_live())
             .ok_or_else(|| MigrationError::UnknownStation(target.to_string()))?;
         let address = member.address.clone();
-        if self.station.stateless(object).is_some() {
+        if self.station.serves_stateless(object) == Some(true) {
             return Err(MigrationError::Stateless(object.to_string()));
         }
         // Copy the versions and the log while the object still serves; during the pause only the

@@ -66,8 +66,7 @@ async fn send<R: for<'de> Deserialize<'de>>(
 }
 
 /// JSON with every non-ASCII character written as a `\u` escape (four hex digits), so it fits in an
-/// HTTP header value
-/// (a version record's note may be any text).
+/// HTTP header value (a version record's note may be any text).
 pub fn header_json<T: Serialize>(value: &T) -> anyhow::Result<String> {
     let text = serde_json::to_string(value)?;
     let mut ascii = String::with_capacity(text.len());

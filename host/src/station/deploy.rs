@@ -264,7 +264,7 @@ impl Station {
                 },
                 other => Error::Storage(other),
             })?;
-        let stateless = self.stateless(id).is_some();
+        let stateless = self.serves_stateless(id) == Some(true);
         self.deploy(
             id,
             bytes,

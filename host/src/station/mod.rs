@@ -421,6 +421,17 @@ impl Station {
         Some((slot.record.version, slot.record.sha256.clone()))
     }
 
+    /// How this station serves `id`: `Some(true)` stateless, `Some(false)` with state, `None` not
+    /// at all. One lookup, for routing every call.
+    pub fn serves_stateless(&self, id: &str) -> Option<bool> {
+        self.inner
+            .objects
+            .lock()
+            .expect("objects lock")
+            .get(id)
+            .map(|o| o.stateless)
+    }
+
     /// Whether this station holds `id` as an object with state (homed here or as a replica).
     pub fn holds_with_state(&self, id: &str) -> bool {
         let homed = self

@@ -67,8 +67,7 @@ impl Wal {
     ) -> io::Result<()> {
         self.buf.clear();
         for (id, seq, bytes) in batches {
-            self.buf
-                .extend_from_slice(format!("{id}\t{seq}\t{}\n", bytes.len()).as_bytes());
+            writeln!(self.buf, "{id}\t{seq}\t{}", bytes.len())?;
             self.buf.extend_from_slice(bytes);
         }
         if self.buf.is_empty() {

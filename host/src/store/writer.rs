@@ -19,7 +19,7 @@
 use std::collections::HashMap;
 use std::fs::{self, File, OpenOptions};
 use std::io::{self, BufWriter, Write};
-use std::path::Path;
+use std::path::{Path, PathBuf};
 use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::mpsc::{Receiver, Sender};
@@ -407,22 +407,9 @@ impl Writer {
         if let Some(msg) = obj.failure() {
             return Err(Error::Failed(msg));
         }
-        let mut tmp_name = obj.path.as_os_str().to_owned();
-        tmp_name.push(".tmp");
-        let tmp = Path::new(&tmp_name);
-        let written = (|| {
-            let f = File::create(tmp)?;
-            let mut w = BufWriter::with_capacity(256 * 1024, f);
-            write_compacted(&mut w, &install.rows)?;
-            let f = w.into_inner().map_err(|e| e.into_error())?;
-            f.sync_all()?;
-            drop(f);
-            fs::rename(tmp, &obj.path)
-        })();
-        if let Err(e) = written {
+        if let Err((tmp, e)) = replace_with_rows(&obj.path, &install.rows) {
             tracing::warn!(object_id = %obj.id, path = %tmp.display(), error = %e, "writing an installed snapshot failed");
-            let _ = fs::remove_file(tmp);
-            return Err(Error::io(tmp, e));
+            return Err(Error::io(&tmp, e));
         }
         // The old handle points at the replaced file; the next round opens the new one.
         self.files.remove(&obj.id);
@@ -445,22 +432,9 @@ impl Writer {
             return;
         };
         let before = obj.file_records.load(Ordering::Relaxed);
-        let mut tmp_name = obj.path.as_os_str().to_owned();
-        tmp_name.push(".tmp");
-        let tmp = Path::new(&tmp_name);
-        let written = (|| {
-            let f = File::create(tmp)?;
-            let mut w = BufWriter::with_capacity(256 * 1024, f);
-            write_compacted(&mut w, &rows)?;
-            let f = w.into_inner().map_err(|e| e.into_error())?;
-            f.sync_all()?;
-            drop(f);
-            fs::rename(tmp, &obj.path)
-        })();
-        if let Err(e) = written {
+        if let Err((tmp, e)) = replace_with_rows(&obj.path, &rows) {
             // The original file is intact: keep appending to it and try again once it has doubled.
             tracing::warn!(object_id = %obj.id, path = %tmp.display(), error = %e, "state compaction failed");
-            let _ = fs::remove_file(tmp);
             self.retry_compaction_at
                 .insert(obj.id.clone(), before.saturating_mul(2));
             return;
@@ -480,6 +454,28 @@ impl Writer {
         self.stats.compactions.fetch_add(1, Ordering::Relaxed);
         tracing::debug!(object_id = %obj.id, records_before = before, records_after = rows.len(), seq, "compacted state file");
     }
+}
+
+/// Replaces the state file at `path` with `rows`: written to `{path}.tmp`, fsynced, renamed over
+/// `path` (the caller fsyncs the directory). On failure the temp file is removed and `path` is
+/// untouched; the error comes with the temp file's path.
+fn replace_with_rows(path: &Path, rows: &[super::state::Row]) -> Result<(), (PathBuf, io::Error)> {
+    let mut tmp_name = path.as_os_str().to_owned();
+    tmp_name.push(".tmp");
+    let tmp = PathBuf::from(tmp_name);
+    let written = (|| {
+        let f = File::create(&tmp)?;
+        let mut w = BufWriter::with_capacity(256 * 1024, f);
+        write_compacted(&mut w, rows)?;
+        let f = w.into_inner().map_err(|e| e.into_error())?;
+        f.sync_all()?;
+        drop(f);
+        fs::rename(&tmp, path)
+    })();
+    written.map_err(|e| {
+        let _ = fs::remove_file(&tmp);
+        (tmp, e)
+    })
 }
 
 /// True if every file is on the file system of the first (so one `syncfs` covers them all).

@@ -9,7 +9,8 @@
 //!   deadlines and memory caps. Knows nothing of HTTP or files.
 //! - [`store`]: durable data: state TSV with group commit, logs, versions, the station id.
 //!   Knows nothing of wasmtime or HTTP.
-//! - [`cluster`]: membership (chitchat gossip), placement and station-to-station forwarding.
+//! - [`cluster`]: the ownership directory (embedded Raft), membership (chitchat gossip),
+//!   placement hints and station-to-station forwarding.
 //! - [`watch`]: hot deploy from a watched directory.
 //!
 //! [`run`] connects them: it is the only code that sees every module.
@@ -82,6 +83,8 @@ pub async fn run(
             phi_threshold: args.phi_threshold,
             min_stations: args.min_stations,
             secret: args.cluster_secret.clone(),
+            directory_dir: args.data.join("cluster"),
+            voters: args.voters,
         },
         station.in_flight_counter(),
     )
@@ -101,6 +104,15 @@ pub async fn run(
             admin_token: args.admin_token.clone(),
         },
     );
+    // Serve HTTP at once (the directory's Raft messages arrive over it), but announce the address
+    // only once the station follows the directory and holds a write lease, so a client's first
+    // call is not refused.
+    let server = tokio::spawn(async move {
+        axum::serve(listener, router)
+            .with_graceful_shutdown(shutdown)
+            .await
+    });
+    coordinator.wait_ready(Duration::from_secs(15)).await;
     {
         use std::io::Write;
         let mut out = std::io::stdout().lock();
@@ -112,9 +124,9 @@ pub async fn run(
         Some(dir) => Some(watch::start(station.clone(), dir.clone()).await?),
         None => None,
     };
-    axum::serve(listener, router)
-        .with_graceful_shutdown(shutdown)
+    server
         .await
+        .context("the HTTP server task failed")?
         .context("serving HTTP")?;
     drop(watcher);
     reaper.abort();

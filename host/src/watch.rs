@@ -126,6 +126,15 @@ async fn deploy_file(station: &Station, path: &Path) {
         Ok(outcome) => {
             tracing::info!(object = id, version = outcome.version, file = %path.display(), "hot-deployed")
         }
+        // Stations watching one shared folder: the home's own watcher deploys the file.
+        Err(crate::station::Error::HomedElsewhere { home, .. }) => tracing::info!(
+            object = id,
+            home = %home.station,
+            file = %path.display(),
+            "not deploying a watched file here: the object is homed on {}; its watcher or \
+             `host deploy` deploys it there",
+            home.station
+        ),
         Err(e) => tracing::warn!(object = id, file = %path.display(), "hot deploy refused: {e}"),
     }
 }

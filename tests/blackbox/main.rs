@@ -29,6 +29,7 @@ mod calls;
 mod cli;
 mod cluster;
 mod deploy;
+mod directory;
 mod durability;
 mod limits;
 mod logs;

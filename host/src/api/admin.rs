@@ -27,10 +27,19 @@ fn object_id(path: Result<Path<String>, PathRejection>) -> Result<String, ApiErr
 }
 
 /// `GET /health`: 200 when the station serves calls, 503 `not_ready` (with the reason) when it
-/// waits for `--min-stations`.
+/// waits for `--min-stations` or has no write lease from the cluster directory.
 pub(super) async fn health(State(api): State<ApiState>) -> Response {
     let live = api.cluster.live_count();
-    let (status, code, reason) = match api.cluster.quorum() {
+    let ready = api.cluster.quorum().and_then(|()| {
+        if api.cluster.directory().lease_valid() {
+            Ok(())
+        } else {
+            Err("not yet following the cluster directory with a write lease \
+                 (joining, or no majority of its voters reachable)"
+                .to_string())
+        }
+    });
+    let (status, code, reason) = match ready {
         Ok(()) => (StatusCode::OK, "ok", None),
         Err(reason) => (StatusCode::SERVICE_UNAVAILABLE, "not_ready", Some(reason)),
     };
@@ -45,21 +54,23 @@ pub(super) async fn health(State(api): State<ApiState>) -> Response {
     (status, Json(body)).into_response()
 }
 
-/// `GET /objects`: every object of the cluster, with its home and replicas.
+/// `GET /objects`: every object of the cluster, with its home and replicas (from the directory)
+/// or, for a stateless object, the stations holding its code (from gossip).
 pub(super) async fn list_objects(State(api): State<ApiState>) -> Json<serde_json::Value> {
     let mut objects: std::collections::BTreeMap<String, serde_json::Value> = api
         .cluster
         .objects()
         .into_iter()
+        .filter(|(_, home)| home.entry.version > 0)
         .map(|(id, home)| {
-            let replicas = api.cluster.replicas_of(&id, &home.station);
             let entry = json!({
                 "id": id,
-                "version": home.claim.version,
-                "sha256": home.claim.sha256,
+                "version": home.entry.version,
+                "sha256": home.entry.sha256,
                 "home": home.station,
-                "epoch": home.claim.epoch,
-                "replicas": replicas,
+                "epoch": home.entry.epoch,
+                "replicas": home.entry.replicas,
+                "in_sync": home.entry.in_sync,
             });
             (id, entry)
         })
@@ -76,29 +87,15 @@ pub(super) async fn list_objects(State(api): State<ApiState>) -> Json<serde_json
             })
         });
     }
-    // Objects deployed here a moment ago may not be in the gossip view yet.
-    for local in api.station.list() {
-        if local.stateless {
-            objects.entry(local.id.clone()).or_insert_with(|| {
-                json!({
-                    "id": local.id,
-                    "version": local.version,
-                    "sha256": local.sha256,
-                    "stateless": true,
-                    "stations": [local.home],
-                })
-            });
-            continue;
-        }
+    // Stateless objects deployed here a moment ago may not be in the gossip view yet.
+    for local in api.station.list().into_iter().filter(|o| o.stateless) {
         objects.entry(local.id.clone()).or_insert_with(|| {
-            let replicas = api.cluster.replicas_of(&local.id, &local.home);
             json!({
                 "id": local.id,
                 "version": local.version,
                 "sha256": local.sha256,
-                "home": local.home,
-                "epoch": 1,
-                "replicas": replicas,
+                "stateless": true,
+                "stations": [local.home],
             })
         });
     }
@@ -110,6 +107,7 @@ pub(super) async fn deploy(
     State(api): State<ApiState>,
     path: Result<Path<String>, PathRejection>,
     RawQuery(query): RawQuery,
+    uri: axum::http::Uri,
     headers: HeaderMap,
     body: Body,
 ) -> Result<Response, ApiError> {
@@ -149,11 +147,29 @@ pub(super) async fn deploy(
             0
         },
     };
-    let outcome = api
+    let outcome = match api
         .station
         .deploy(&id, bytes.to_vec(), by, note, options)
         .await
-        .map_err(|e| ApiError::from(e).for_object(&id))?;
+    {
+        Ok(outcome) => outcome,
+        // Another station claimed it first (a concurrent deploy): the deploy belongs there.
+        Err(crate::station::Error::HomedElsewhere { home, .. })
+            if crate::cluster::forward::hop_count(&headers) == 0 && !home.address.is_empty() =>
+        {
+            return super::forward::forward(
+                &api,
+                home.address,
+                axum::http::Method::PUT,
+                &uri,
+                headers,
+                bytes,
+                &id,
+            )
+            .await;
+        }
+        Err(e) => return Err(ApiError::from(e).for_object(&id)),
+    };
     let status = if outcome.unchanged {
         StatusCode::OK
     } else {

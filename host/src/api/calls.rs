@@ -85,7 +85,7 @@ pub(super) async fn call_object(
     let (id, path) = split_object_path(parts.uri.path())?;
     let query = query_pairs(parts.uri.query());
 
-    if let Route::Remote(home) = route(&api, &id, &parts.headers)? {
+    if let Route::Remote(home) = route(&api, &id, &parts.headers).await? {
         let body = read_body(body, api.config.max_body_bytes)
             .await
             .map_err(|e| e.for_object(&id))?;

@@ -136,6 +136,17 @@ impl From<StationError> for ApiError {
                 "replication_failed",
                 Some(object),
             ),
+            StationError::HomedElsewhere { object, .. } => {
+                (StatusCode::SERVICE_UNAVAILABLE, "not_home", Some(object))
+            }
+            StationError::NotWriter { object, .. } => {
+                (StatusCode::SERVICE_UNAVAILABLE, "not_home", Some(object))
+            }
+            StationError::DirectoryUnavailable(_) => (
+                StatusCode::SERVICE_UNAVAILABLE,
+                "directory_unavailable",
+                None,
+            ),
             StationError::Storage(_) => (StatusCode::INTERNAL_SERVER_ERROR, "storage_error", None),
             StationError::Internal(_) => {
                 (StatusCode::INTERNAL_SERVER_ERROR, "internal_error", None)

@@ -16,55 +16,83 @@ pub(super) enum Route {
     Remote(String),
 }
 
-/// Decides where a request for `id` runs. A request is forwarded at most `MAX_HOPS` times in all
-/// (once to the home, once more if the object just moved): past that, a station that does not
-/// serve the object answers 503 `not_home` (placement is changing), so a loop cannot happen.
+/// Decides where a request for `id` runs, from the directory: at the home it names (one hop),
+/// here if that is this station. An id this station's copy of the directory does not list is
+/// looked up at the leader (a linearizable read) before the station answers 404, so a deploy
+/// acknowledged anywhere is routed everywhere. A request is forwarded at most `MAX_HOPS` times in
+/// all: past that, a station that does not serve the object answers 503 `not_home` (placement is
+/// changing), so a loop cannot happen.
 ///
 /// A stateless object has no home: its calls run on the least-loaded station holding its newest
 /// code, here unless another holder is clearly less loaded, and a forwarded call always runs where
 /// it arrives.
-pub(super) fn route(api: &ApiState, id: &str, headers: &HeaderMap) -> Result<Route, ApiError> {
+pub(super) async fn route(
+    api: &ApiState,
+    id: &str,
+    headers: &HeaderMap,
+) -> Result<Route, ApiError> {
     let hops = crate::cluster::forward::hop_count(headers);
     let served_here = api.station.serves_stateless(id);
-    if served_here == Some(false) {
-        return Ok(Route::Local);
-    }
-    if let Some(route) = stateless_route(api, id, hops, served_here == Some(true)) {
-        return Ok(route);
-    }
     let may_forward = hops < crate::cluster::forward::MAX_HOPS;
+    if served_here == Some(true) {
+        return Ok(stateless_route(api, id, hops, true).unwrap_or(Route::Local));
+    }
     if let Some(address) = api.station.moved_to(id).filter(|a| !a.is_empty())
         && may_forward
     {
         return Ok(Route::Remote(address));
     }
-    match api.cluster.home_of(id) {
-        Some(home) if home.station != api.cluster.station_id() => {
-            if !may_forward {
-                return Err(ApiError::new(
-                    StatusCode::SERVICE_UNAVAILABLE,
-                    "not_home",
-                    format!("this station does not home `{id}`; placement is changing, retry"),
-                )
-                .for_object(id));
-            }
-            Ok(Route::Remote(home.address))
-        }
-        Some(_) => Ok(Route::Local),
+    let directory = api.cluster.directory();
+    let entry = match directory.lookup(id) {
+        Some(entry) => Some(entry),
+        // Homed here and not listed yet (a claim under way at start-up): the call checks.
+        None if served_here == Some(false) => return Ok(Route::Local),
         None => {
-            // The object exists but its home is down and no one has taken over yet: a
-            // retryable 503, not a 404.
-            if let Some(dead) = api.cluster.claimed_by_dead(id) {
-                return Err(ApiError::new(
-                    StatusCode::SERVICE_UNAVAILABLE,
-                    "home_unavailable",
-                    format!("the home station {dead} of `{id}` is down; a replica takes over within seconds, retry"),
-                )
-                .for_object(id));
+            if let Some(route) = stateless_route(api, id, hops, false) {
+                return Ok(route);
             }
-            Ok(Route::Local)
+            directory.lookup_linearizable(id).await.map_err(|e| {
+                ApiError::new(
+                    StatusCode::SERVICE_UNAVAILABLE,
+                    "directory_unavailable",
+                    format!("cannot tell where `{id}` lives: {e}"),
+                )
+                .for_object(id)
+            })?
         }
+    };
+    let Some(home) = entry.and_then(|e| api.cluster.home_from(e)) else {
+        // Not deployed anywhere (this station answers 404), or stateless and not held anywhere.
+        return Ok(Route::Local);
+    };
+    if home.station == api.cluster.station_id() {
+        return Ok(Route::Local);
     }
+    let view = api.cluster.view();
+    if view
+        .member(&home.station)
+        .is_some_and(|m| m.state == crate::cluster::MemberState::Dead)
+    {
+        // The home is down and the directory has not moved the object yet: a retryable 503.
+        return Err(ApiError::new(
+            StatusCode::SERVICE_UNAVAILABLE,
+            "home_unavailable",
+            format!(
+                "the home station {} of `{id}` is down; a replica takes over within seconds, retry",
+                home.station
+            ),
+        )
+        .for_object(id));
+    }
+    if !may_forward || home.address.is_empty() {
+        return Err(ApiError::new(
+            StatusCode::SERVICE_UNAVAILABLE,
+            "not_home",
+            format!("this station does not home `{id}`; placement is changing, retry"),
+        )
+        .for_object(id));
+    }
+    Ok(Route::Remote(home.address))
 }
 
 /// Where a call to a stateless object runs; `None` if `id` is not a stateless object known here.
@@ -162,7 +190,7 @@ pub(super) async fn route_admin(
     let routed = if stateless_here {
         Ok(Route::Local)
     } else {
-        route(&api, &id, request.headers())
+        route(&api, &id, request.headers()).await
     };
     let mut target = match routed {
         Ok(Route::Remote(home)) => Some(home),

@@ -1,5 +1,6 @@
 //! Station-to-station routes under `/cluster/internal/` (replication, snapshots, versions,
-//! failover positions, merges, migration hand-off), and the public `POST /cluster/migrate`.
+//! migration hand-off), and the public `POST /cluster/migrate`. The directory's Raft routes are in
+//! `raft.rs`.
 //! Internal routes require the cluster secret when one is configured.
 
 use axum::Json;
@@ -11,11 +12,11 @@ use serde_json::json;
 
 use super::error::ApiError;
 use super::{ApiState, query_pairs, read_body};
-use crate::coordinator::failover::Position;
 use crate::coordinator::migration::{MigratePayload, MigrationError, PrecopyPayload};
 use crate::coordinator::replication::{ReplicateRequest, ReplicateResult, VERSION_HEADER};
 use crate::station::validate_object_id;
-use crate::store::{Record, Role, Snapshot, VersionRecord};
+use crate::station::ApplyOutcome;
+use crate::store::{Role, Snapshot, VersionRecord};
 
 /// Largest internal request body (a migration carries every version and the whole state).
 const MAX_INTERNAL_BODY: usize = 1 << 30;
@@ -55,6 +56,24 @@ fn checked(id: String) -> Result<String, ApiError> {
     Ok(id)
 }
 
+/// Replicas accept batches and snapshots only from the home the directory names at its current
+/// epoch: `Some(Fenced)` otherwise. A sender ahead of this station's copy of the directory waits
+/// (bounded) for it to catch up.
+async fn fence(api: &ApiState, id: &str, home: &str, epoch: u64) -> Option<ApplyOutcome> {
+    let directory = api.cluster.directory();
+    let current = |d: &crate::cluster::Directory| d.lookup(id).map(|e| (e.home, e.epoch));
+    if current(directory).is_none_or(|(_, e)| e < epoch) {
+        let mut changes = directory.subscribe();
+        let caught_up = changes.wait_for(|a| a.directory.get(id).is_some_and(|e| e.epoch >= epoch));
+        let _ = tokio::time::timeout(std::time::Duration::from_secs(2), caught_up).await;
+    }
+    match current(directory) {
+        Some((h, e)) if h == home && e == epoch => None,
+        Some((_, e)) => Some(ApplyOutcome::Fenced { epoch: e }),
+        None => Some(ApplyOutcome::Fenced { epoch: 0 }),
+    }
+}
+
 /// `POST /cluster/internal/replicate`.
 pub(super) async fn replicate(
     State(api): State<ApiState>,
@@ -64,11 +83,14 @@ pub(super) async fn replicate(
     let mut results = Vec::with_capacity(request.items.len());
     for item in request.items {
         let id = checked(item.object)?;
-        let outcome = api
-            .station
-            .apply_replicated(&id, &request.home, item.epoch, &item.batches)
-            .await
-            .map_err(|e| ApiError::from(e).for_object(&id))?;
+        let outcome = match fence(&api, &id, &request.home, item.epoch).await {
+            Some(fenced) => fenced,
+            None => api
+                .station
+                .apply_replicated(&id, &request.home, item.epoch, &item.batches)
+                .await
+                .map_err(|e| ApiError::from(e).for_object(&id))?,
+        };
         results.push(ReplicateResult {
             object: id,
             outcome,
@@ -97,6 +119,9 @@ pub(super) async fn snapshot(
         .and_then(|(_, v)| v.parse().ok())
         .unwrap_or(1);
     let snapshot: Snapshot = json_body(body).await?;
+    if let Some(fenced) = fence(&api, &id, &home, epoch).await {
+        return Ok(Json(fenced).into_response());
+    }
     let outcome = api
         .station
         .install_replica_snapshot(&id, &home, epoch, snapshot)
@@ -160,7 +185,20 @@ pub(super) async fn code(
         .into_response())
 }
 
-/// `GET /cluster/internal/objects/{id}/position`: what this station holds of an object.
+/// Answer of `GET /cluster/internal/objects/{id}/position`: what this station holds of an object.
+#[derive(Debug, Clone, serde::Serialize)]
+pub(super) struct Position {
+    /// `home` or `replica` (absent: not held here).
+    role: Option<Role>,
+    /// The epoch it holds the object at.
+    epoch: u64,
+    /// The home it follows (itself when home).
+    home: String,
+    /// Its applied seq.
+    applied_seq: u64,
+}
+
+/// `GET /cluster/internal/objects/{id}/position`.
 pub(super) async fn position(
     State(api): State<ApiState>,
     Path(id): Path<String>,
@@ -199,22 +237,6 @@ pub(super) async fn position(
             applied_seq: 0,
         },
     }))
-}
-
-/// `POST /cluster/internal/objects/{id}/merge`: diverged writes to merge by last-writer-wins.
-pub(super) async fn merge(
-    State(api): State<ApiState>,
-    Path(id): Path<String>,
-    body: Body,
-) -> Result<Json<serde_json::Value>, ApiError> {
-    let id = checked(id)?;
-    let records: Vec<Record> = json_body(body).await?;
-    let count = records.len();
-    api.station
-        .merge(&id, records)
-        .await
-        .map_err(|e| ApiError::from(e).for_object(&id))?;
-    Ok(Json(json!({ "object_id": id, "merged": count })))
 }
 
 /// `POST /cluster/internal/migrate`: an object arriving from its old home.
@@ -266,7 +288,7 @@ pub(super) async fn migrate(
         )
     })?;
     let id = checked(migrate.object_id)?;
-    if let super::forward::Route::Remote(home) = super::forward::route(&api, &id, &parts.headers)? {
+    if let super::forward::Route::Remote(home) = super::forward::route(&api, &id, &parts.headers).await? {
         return super::forward::forward(
             &api,
             home,

@@ -9,6 +9,7 @@ mod cluster;
 pub mod error;
 mod forward;
 mod internal;
+mod raft;
 
 use std::sync::Arc;
 
@@ -75,10 +76,13 @@ pub fn router(coordinator: Coordinator, config: ApiConfig) -> Router {
             "/cluster/internal/objects/{id}/precopy",
             post(internal::precopy),
         )
-        .route(
-            "/cluster/internal/objects/{id}/merge",
-            post(internal::merge),
-        )
+        .route("/cluster/internal/raft/append", post(raft::append))
+        .route("/cluster/internal/raft/vote", post(raft::vote))
+        .route("/cluster/internal/raft/snapshot", post(raft::snapshot))
+        .route("/cluster/internal/raft/propose", post(raft::propose))
+        .route("/cluster/internal/raft/lookup/{id}", get(raft::lookup))
+        .route("/cluster/internal/raft/join", post(raft::join))
+        .route("/cluster/internal/raft/lease", post(raft::lease))
         .route_layer(axum::middleware::from_fn_with_state(
             state.clone(),
             internal::require_cluster_secret,

@@ -341,9 +341,17 @@ pub async fn stations(args: &StationArgs) -> anyhow::Result<()> {
     let v = client
         .json(client.request(reqwest::Method::GET, "/cluster/stations"))
         .await?;
+    let directory = &v["directory"];
     println!(
-        "{:<14}  {:<24}  {:<7}  {:>5}  {:>5}  {:>8}  objects",
-        "id", "address", "state", "cpu%", "mem%", "in-flight"
+        "directory: leader {}, term {}, voters {}, learners {}",
+        directory["leader"].as_str().unwrap_or("(none)"),
+        directory["term"],
+        list(&directory["voters"]),
+        list(&directory["learners"]),
+    );
+    println!(
+        "{:<14}  {:<24}  {:<7}  {:<7}  {:>5}  {:>5}  {:>8}  objects",
+        "id", "address", "state", "role", "cpu%", "mem%", "in-flight"
     );
     for station in v["stations"].as_array().into_iter().flatten() {
         let homed = station["objects"].as_array().into_iter().flatten();
@@ -353,10 +361,11 @@ pub async fn stations(args: &StationArgs) -> anyhow::Result<()> {
             .chain(stateless.filter_map(|o| o.as_str().map(|id| format!("{id} (stateless)"))))
             .collect();
         println!(
-            "{:<14}  {:<24}  {:<7}  {:>5.1}  {:>5.1}  {:>8}  {}{}",
+            "{:<14}  {:<24}  {:<7}  {:<7}  {:>5.1}  {:>5.1}  {:>8}  {}{}",
             station["id"].as_str().unwrap_or(""),
             station["address"].as_str().unwrap_or(""),
             station["state"].as_str().unwrap_or(""),
+            station["role"].as_str().unwrap_or(""),
             station["load"]["cpu"].as_f64().unwrap_or(0.0),
             station["load"]["memory"].as_f64().unwrap_or(0.0),
             station["load"]["in_flight"],
@@ -369,6 +378,21 @@ pub async fn stations(args: &StationArgs) -> anyhow::Result<()> {
         );
     }
     Ok(())
+}
+
+/// A JSON array of strings as `a,b,c` (`-` when empty).
+fn list(value: &serde_json::Value) -> String {
+    let items: Vec<&str> = value
+        .as_array()
+        .into_iter()
+        .flatten()
+        .filter_map(|v| v.as_str())
+        .collect();
+    if items.is_empty() {
+        "-".into()
+    } else {
+        items.join(",")
+    }
 }
 
 /// `host migrate ID --to STATION`.

@@ -224,6 +224,10 @@ pub struct ServeArgs {
     /// HTTP address (HOST:PORT) of a station to join; repeat for more seeds.
     #[arg(long, value_name = "HOST:PORT")]
     pub join: Vec<String>,
+    /// Voters of the cluster directory's Raft group: the first stations to join vote, later ones
+    /// are learners, promoted when a voter is gone (3 tolerates one failure, 5 two).
+    #[arg(long, default_value_t = 3)]
+    pub voters: usize,
     /// Replicas per object besides its home (capped by the cluster size).
     #[arg(long, default_value_t = 2)]
     pub replicas: usize,
@@ -292,6 +296,9 @@ impl ServeArgs {
         }
         if self.min_stations == 0 {
             anyhow::bail!("--min-stations must be at least 1");
+        }
+        if self.voters == 0 || self.voters > 9 {
+            anyhow::bail!("--voters must be between 1 and 9, not {}", self.voters);
         }
         if self.memory_mb == 0 || self.memory_mb > 4096 {
             anyhow::bail!(

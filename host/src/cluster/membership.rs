@@ -2,9 +2,9 @@
 //! with a phi-accrual failure detector).
 //!
 //! chitchat was chosen over foca because it carries versioned per-station key/values with catch-up
-//! for late joiners: each station gossips its HTTP address, its load and one small key per object
-//! it homes (`obj:<id>` → `epoch:version:sha256`), and a station that joins late learns all of it
-//! without a separate protocol. This module owns the chitchat handle, the refresh loop that turns
+//! for late joiners: each station gossips its HTTP address, its load and the stateless code it
+//! holds, and a station that joins late learns all of it without a separate protocol. Ownership
+//! of stateful objects is not gossiped: it is the directory's (Raft). This module owns the chitchat handle, the refresh loop that turns
 //! its state into a [`View`], and seed discovery; it knows nothing of HTTP routes or wasmtime.
 
 use std::collections::{BTreeMap, HashMap};
@@ -18,8 +18,6 @@ use serde::Serialize;
 
 use super::load::Load;
 
-/// Key prefix of the objects a station homes.
-pub const OBJECT_KEY_PREFIX: &str = "obj:";
 /// Key prefix of the stateless objects' code a station holds (`code:<id>` → `version:sha256`, or
 /// `version:` once that version was undeployed).
 pub const CODE_KEY_PREFIX: &str = "code:";
@@ -54,20 +52,6 @@ pub enum MemberState {
     Suspect,
     /// Declared dead by the failure detector.
     Dead,
-}
-
-/// One object homed by a station, as gossiped.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
-pub struct ObjectClaim {
-    /// Placement epoch: increases with every change of home.
-    pub epoch: u64,
-    /// Current version number.
-    pub version: u32,
-    /// sha256 of that version.
-    pub sha256: String,
-    /// Set on a forwarding claim: the object moved to this station (at `epoch`), which has not
-    /// been heard claiming it yet.
-    pub moved_to: Option<String>,
 }
 
 /// The code of a stateless object a station holds, as gossiped.
@@ -105,9 +89,6 @@ pub struct Member {
     pub load: Load,
     /// Whether it reports itself ready to serve (quorum reached).
     pub ready: bool,
-    /// Objects it homes, with their placement.
-    #[serde(skip)]
-    pub objects: BTreeMap<String, ObjectClaim>,
     /// Stateless objects' code it holds (or undeployed).
     #[serde(skip)]
     pub code: BTreeMap<String, CodeClaim>,
@@ -225,17 +206,6 @@ impl Membership {
         chitchat.self_node_state().delete(key);
     }
 
-    /// Announces that this station homes `object`.
-    pub async fn claim_object(&self, object: &str, claim: &ObjectClaim) {
-        let mut value = format!("{}:{}:{}", claim.epoch, claim.version, claim.sha256);
-        if let Some(station) = &claim.moved_to {
-            value.push(':');
-            value.push_str(station);
-        }
-        self.set(format!("{OBJECT_KEY_PREFIX}{object}"), value)
-            .await;
-    }
-
     /// Announces the stateless code of `object` this station holds (or undeployed).
     pub async fn claim_code(&self, object: &str, claim: &CodeClaim) {
         let value = format!(
@@ -244,11 +214,6 @@ impl Membership {
             claim.sha256.as_deref().unwrap_or("")
         );
         self.set(format!("{CODE_KEY_PREFIX}{object}"), value).await;
-    }
-
-    /// Withdraws the claim on `object`.
-    pub async fn release_object(&self, object: &str) {
-        self.delete(&format!("{OBJECT_KEY_PREFIX}{object}")).await;
     }
 
     /// Publishes this station's load.
@@ -297,13 +262,6 @@ impl Membership {
                     } else {
                         MemberState::Alive
                     };
-                    let objects = state
-                        .iter_prefix(OBJECT_KEY_PREFIX)
-                        .filter_map(|(key, value)| {
-                            let object = key.strip_prefix(OBJECT_KEY_PREFIX)?;
-                            parse_claim(&value.value).map(|c| (object.to_string(), c))
-                        })
-                        .collect();
                     let code = state
                         .iter_prefix(CODE_KEY_PREFIX)
                         .filter_map(|(key, value)| {
@@ -320,7 +278,6 @@ impl Membership {
                             .and_then(Load::decode)
                             .unwrap_or_default(),
                         ready: state.get(READY_KEY) == Some("true"),
-                        objects,
                         code,
                         generation: id.generation_id,
                     })
@@ -335,16 +292,6 @@ impl Membership {
     pub async fn shutdown(&self) {
         let _ = self.handle.initiate_shutdown();
     }
-}
-
-fn parse_claim(value: &str) -> Option<ObjectClaim> {
-    let mut parts = value.splitn(4, ':');
-    Some(ObjectClaim {
-        epoch: parts.next()?.parse().ok()?,
-        version: parts.next()?.parse().ok()?,
-        sha256: parts.next()?.to_string(),
-        moved_to: parts.next().filter(|s| !s.is_empty()).map(str::to_string),
-    })
 }
 
 fn parse_code(value: &str) -> Option<CodeClaim> {
@@ -369,27 +316,5 @@ mod tests {
         assert!(parse_code("4:aaa").unwrap().precedence() > undeployed.precedence());
         assert_eq!(parse_code("x:abc"), None);
         assert_eq!(parse_code("3"), None);
-    }
-
-    #[test]
-    fn claims_round_trip_through_their_gossip_form() {
-        let claim = ObjectClaim {
-            epoch: 3,
-            version: 7,
-            sha256: "ab".repeat(32),
-            moved_to: None,
-        };
-        let text = format!("{}:{}:{}", claim.epoch, claim.version, claim.sha256);
-        assert_eq!(parse_claim(&text), Some(claim.clone()));
-        let moved = ObjectClaim {
-            moved_to: Some("st-2".into()),
-            ..claim
-        };
-        assert_eq!(
-            parse_claim(&format!("3:7:{}:st-2", "ab".repeat(32))),
-            Some(moved)
-        );
-        assert_eq!(parse_claim("x:1:y"), None);
-        assert_eq!(parse_claim("1"), None);
     }
 }

@@ -1,13 +1,17 @@
 //! The cluster (DESIGN §6): stations that find each other, know where every object lives, and
 //! forward calls to it in one hop.
 //!
-//! - [`membership`]: chitchat gossip and failure detection → a [`View`] of the stations;
-//! - [`placement`]: pure functions over a view: home, replicas, least-loaded station;
+//! - [`directory`]: the ownership directory, an embedded Raft group: which station homes each
+//!   object at which epoch, with which replicas; write leases;
+//! - [`membership`]: chitchat gossip and failure detection → a [`View`] of the stations, their
+//!   addresses and load (hints: gossip decides nothing that must be agreed);
+//! - [`placement`]: pure functions over a view: replicas to assign, least-loaded station;
 //! - [`load`]: what a station reports about how busy it is;
 //! - [`forward`]: station-to-station HTTP (reqwest, keep-alive) with the hop and chain headers.
 //!
 //! The cluster knows nothing of axum or wasmtime; `lib.rs` connects it to the station.
 
+pub mod directory;
 pub mod forward;
 pub mod load;
 pub mod membership;
@@ -20,8 +24,8 @@ use std::time::Duration;
 
 pub use forward::{ForwardError, ForwardRequest, Forwarded, HOP_HEADER};
 pub use load::Load;
-pub use membership::{CodeClaim, Member, MemberState, ObjectClaim, View};
-pub use placement::Home;
+pub use directory::{Directory, ObjectEntry};
+pub use membership::{CodeClaim, Member, MemberState, View};
 
 use membership::{Membership, MembershipConfig};
 
@@ -46,6 +50,21 @@ pub struct ClusterConfig {
     pub min_stations: usize,
     /// Shared secret for station-to-station routes (also names the gossip cluster).
     pub secret: Option<String>,
+    /// Where the directory keeps its Raft log and snapshots (`data/cluster`).
+    pub directory_dir: std::path::PathBuf,
+    /// Voters the directory's Raft group grows to (`--voters`).
+    pub voters: usize,
+}
+
+/// Where a stateful object is homed, from the directory.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Home {
+    /// Station id.
+    pub station: String,
+    /// Its HTTP base URL.
+    pub address: String,
+    /// The directory entry.
+    pub entry: ObjectEntry,
 }
 
 /// Answer of `GET /cluster/info`: what a joining station needs to gossip with this one.
@@ -68,6 +87,7 @@ pub struct Cluster {
 struct Inner {
     config: ClusterConfig,
     membership: Arc<Membership>,
+    directory: Directory,
     http: reqwest::Client,
     tasks: Mutex<Vec<tokio::task::JoinHandle<()>>>,
     /// Set once this station has heard from the cluster it joins (at once without `--join`).
@@ -105,11 +125,25 @@ impl Cluster {
         })
         .await?;
         let http = forward::client()?;
+        let directory = Directory::start(
+            directory::DirectoryConfig {
+                station_id: config.station_id.clone(),
+                address: config.http_url.clone(),
+                dir: config.directory_dir.clone(),
+                voters: config.voters,
+                join: config.join.clone(),
+            },
+            http.clone(),
+            config.secret.clone(),
+            Arc::new(GossipAddresses(membership.clone())),
+        )
+        .await?;
         let config_join_empty = config.join.is_empty();
         let cluster = Cluster {
             inner: Arc::new(Inner {
                 config,
                 membership,
+                directory,
                 http,
                 tasks: Mutex::new(Vec::new()),
                 converged: Arc::new(AtomicBool::new(config_join_empty)),
@@ -155,23 +189,49 @@ impl Cluster {
         self.inner.membership.view()
     }
 
-    /// Where `object` is homed, if any live station claims it.
+    /// The ownership directory.
+    pub fn directory(&self) -> &Directory {
+        &self.inner.directory
+    }
+
+    /// Where the stateful object `object` is homed, as the directory applied here knows it.
     pub fn home_of(&self, object: &str) -> Option<Home> {
-        placement::home_of(&self.view(), object)
+        let entry = self.inner.directory.lookup(object)?;
+        self.home_from(entry)
     }
 
-    /// A dead station that claims `object`: its home is down (failover pending).
-    pub fn claimed_by_dead(&self, object: &str) -> Option<String> {
-        placement::claimed_by_dead(&self.view(), object)
+    /// The home of a directory entry (`None` for a stateless object).
+    pub fn home_from(&self, entry: ObjectEntry) -> Option<Home> {
+        if entry.mode != directory::Mode::Stateful {
+            return None;
+        }
+        let address = self.address_of(&entry.home).unwrap_or_default();
+        Some(Home {
+            station: entry.home.clone(),
+            address,
+            entry,
+        })
     }
 
-    /// Every object claimed in the cluster, with its home.
+    /// The HTTP base URL of a station (gossip first, then the directory's membership).
+    pub fn address_of(&self, station: &str) -> Option<String> {
+        self.inner.directory.address_of(station)
+    }
+
+    /// Every stateful object of the directory with its home.
     pub fn objects(&self) -> std::collections::BTreeMap<String, Home> {
-        placement::all_objects(&self.view())
+        let applied = self.inner.directory.applied();
+        applied
+            .directory
+            .objects
+            .iter()
+            .filter_map(|(id, entry)| Some((id.clone(), self.home_from(entry.clone())?)))
+            .collect()
     }
 
-    /// The replicas of `object` homed at `home`.
-    pub fn replicas_of(&self, object: &str, home: &str) -> Vec<String> {
+    /// Replicas to assign to a new object homed at `home`: `--replicas` live stations, stable
+    /// (rendezvous hashing).
+    pub fn choose_replicas(&self, object: &str, home: &str) -> Vec<String> {
         placement::replicas_of(&self.view(), object, home, self.inner.config.replicas)
     }
 
@@ -273,18 +333,6 @@ impl Cluster {
         }
     }
 
-    /// Announces that this station homes `object`.
-    pub async fn claim(&self, object: &str, claim: &ObjectClaim) {
-        self.inner.membership.claim_object(object, claim).await;
-        self.inner.membership.refresh().await;
-    }
-
-    /// Withdraws this station's claim on `object`.
-    pub async fn release(&self, object: &str) {
-        self.inner.membership.release_object(object).await;
-        self.inner.membership.refresh().await;
-    }
-
     /// Sends a request to another station (one hop).
     pub async fn forward(&self, request: ForwardRequest) -> Result<Forwarded, ForwardError> {
         forward::send(&self.inner.http, self.station_id(), self.secret(), request).await
@@ -361,6 +409,16 @@ impl Cluster {
         for task in self.inner.tasks.lock().expect("tasks lock").drain(..) {
             task.abort();
         }
+        self.inner.directory.shutdown().await;
         self.inner.membership.shutdown().await;
+    }
+}
+
+/// Station addresses from the gossip view (they change when a station restarts on a new port).
+struct GossipAddresses(Arc<Membership>);
+
+impl directory::network::AddressBook for GossipAddresses {
+    fn address(&self, station: &str) -> Option<String> {
+        self.0.view().member(station).map(|m| m.address.clone())
     }
 }

@@ -1,75 +1,10 @@
-//! Placement: pure functions over a [`View`] that say where an object lives, which stations
-//! replicate it and which station is least loaded. No I/O; every station computes the same answers
-//! from the same view.
+//! Placement hints: pure functions over a gossip [`View`]: which stations to assign as replicas
+//! of a new object, which station is least loaded, where a stateless call runs. No I/O. Where a
+//! stateful object lives is the directory's (`cluster::directory`), not a function of the view.
 
 use std::hash::{Hash, Hasher};
 
-use super::membership::{CodeClaim, Member, ObjectClaim, View};
-
-/// Where an object is homed.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub struct Home {
-    /// Station id.
-    pub station: String,
-    /// Its HTTP base URL.
-    pub address: String,
-    /// The claim it gossips.
-    pub claim: ObjectClaim,
-}
-
-/// Where `object` lives: the highest epoch among live stations' claims (ties: a station's own
-/// claim before a forwarding claim pointing at it, then the smallest station id). A forwarding
-/// claim (`moved_to`) names the station the object moved to, if that station is live.
-pub fn home_of(view: &View, object: &str) -> Option<Home> {
-    view.live()
-        .filter_map(|m| {
-            let claim = m.objects.get(object)?;
-            let home = match &claim.moved_to {
-                None => m,
-                Some(target) => view.member(target).filter(|t| t.is_live())?,
-            };
-            Some((home, claim, claim.moved_to.is_none()))
-        })
-        .max_by(|(a, ca, direct_a), (b, cb, direct_b)| {
-            ca.epoch
-                .cmp(&cb.epoch)
-                .then(direct_a.cmp(direct_b))
-                .then_with(|| b.id.cmp(&a.id))
-        })
-        .map(|(m, claim, _)| Home {
-            station: m.id.clone(),
-            address: m.address.clone(),
-            claim: ObjectClaim {
-                moved_to: None,
-                ..claim.clone()
-            },
-        })
-}
-
-/// A station the failure detector declared dead that claims `object` directly: its home is down
-/// and a replica is about to take over.
-pub fn claimed_by_dead(view: &View, object: &str) -> Option<String> {
-    view.members
-        .iter()
-        .filter(|m| !m.is_live())
-        .find(|m| m.objects.get(object).is_some_and(|c| c.moved_to.is_none()))
-        .map(|m| m.id.clone())
-}
-
-/// Every object claimed by a live station, with its home.
-pub fn all_objects(view: &View) -> std::collections::BTreeMap<String, Home> {
-    let mut objects = std::collections::BTreeMap::new();
-    for member in view.live() {
-        for object in member.objects.keys() {
-            if !objects.contains_key(object)
-                && let Some(home) = home_of(view, object)
-            {
-                objects.insert(object.clone(), home);
-            }
-        }
-    }
-    objects
-}
+use super::membership::{CodeClaim, Member, View};
 
 /// Rendezvous (highest-random-weight) score of a station for an object: stable, and moving one
 /// station in or out changes the replicas of only the objects that station scored high for.
@@ -177,7 +112,7 @@ mod tests {
     use crate::cluster::load::Load;
     use crate::cluster::membership::MemberState;
 
-    fn member(id: &str, state: MemberState, objects: &[(&str, u64)], in_flight: u64) -> Member {
+    fn member(id: &str, state: MemberState, _objects: &[(&str, u64)], in_flight: u64) -> Member {
         Member {
             id: id.into(),
             address: format!("http://{id}"),
@@ -188,20 +123,6 @@ mod tests {
                 in_flight,
             },
             ready: true,
-            objects: objects
-                .iter()
-                .map(|(o, e)| {
-                    (
-                        o.to_string(),
-                        ObjectClaim {
-                            epoch: *e,
-                            version: 1,
-                            sha256: "s".into(),
-                            moved_to: None,
-                        },
-                    )
-                })
-                .collect(),
             code: Default::default(),
             generation: 1,
         }
@@ -251,34 +172,6 @@ mod tests {
         assert_eq!(newest_code(&view, "s").unwrap().1.sha256, None);
         assert!(stateless_target(&view, "s", "b").is_none());
         assert!(stateless_objects(&view).is_empty());
-    }
-
-    #[test]
-    fn the_highest_live_epoch_is_home() {
-        let view = View {
-            members: vec![
-                member("a", MemberState::Alive, &[("x", 1)], 0),
-                member("b", MemberState::Alive, &[("x", 2)], 0),
-                member("c", MemberState::Dead, &[("x", 3)], 0),
-            ],
-        };
-        assert_eq!(home_of(&view, "x").unwrap().station, "b");
-        assert_eq!(home_of(&view, "y"), None);
-    }
-
-    #[test]
-    fn a_forwarding_claim_points_at_the_new_home() {
-        let mut old = member("a", MemberState::Alive, &[("x", 2)], 0);
-        old.objects.get_mut("x").unwrap().moved_to = Some("b".into());
-        let view = View {
-            members: vec![old, member("b", MemberState::Alive, &[], 0)],
-        };
-        assert_eq!(home_of(&view, "x").unwrap().station, "b");
-        let view = View {
-            members: vec![member("a", MemberState::Dead, &[("x", 1)], 0)],
-        };
-        assert_eq!(home_of(&view, "x"), None);
-        assert_eq!(claimed_by_dead(&view, "x").as_deref(), Some("a"));
     }
 
     #[test]

@@ -193,6 +193,10 @@ impl Coordinator {
         let bytes = precopy_bytes + paused_bytes;
         let since = paused.since;
         let sent_ms = since.elapsed().as_secs_f64() * 1000.0;
+        // The target holds everything: the directory makes it the home at epoch + 1. Until that
+        // is committed it refuses calls; if it cannot be, the object stays here (the pause ends
+        // when `paused` is dropped) and the target's copy steps down.
+        self.commit_move(object, epoch - 1, target).await?;
         self.station
             .hand_off(paused, target, &address, epoch)
             .await?;
@@ -221,6 +225,56 @@ impl Coordinator {
     }
 
     /// POSTs a migration message to the target; returns the bytes sent.
+    /// Commits the move of `object` from this station (at `epoch`) to `target` in the directory.
+    async fn commit_move(
+        &self,
+        object: &str,
+        epoch: u64,
+        target: &str,
+    ) -> Result<(), MigrationError> {
+        use crate::cluster::directory::Command;
+        let me = self.cluster.station_id().to_string();
+        let entry = self
+            .cluster
+            .directory()
+            .lookup(object)
+            .filter(|e| e.home == me && e.epoch == epoch)
+            .ok_or_else(|| {
+                MigrationError::Transfer("the directory no longer names this station home".into())
+            })?;
+        let mut replicas: Vec<String> = entry
+            .replicas
+            .iter()
+            .filter(|s| *s != target)
+            .cloned()
+            .collect();
+        replicas.push(me);
+        let in_sync = entry
+            .in_sync
+            .iter()
+            .filter(|s| *s != target)
+            .cloned()
+            .collect();
+        let outcome = self
+            .cluster
+            .directory()
+            .propose(Command::Move {
+                object: object.to_string(),
+                epoch,
+                to: target.to_string(),
+                replicas,
+                in_sync,
+            })
+            .await
+            .map_err(|e| MigrationError::Transfer(e.to_string()))?;
+        match outcome.refused {
+            None => Ok(()),
+            Some(why) => Err(MigrationError::Transfer(format!(
+                "the directory refused the move ({why:?})"
+            ))),
+        }
+    }
+
     async fn send<T: Serialize>(
         &self,
         address: &str,

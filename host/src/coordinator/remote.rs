@@ -28,7 +28,19 @@ impl RemoteCalls for ClusterCalls {
         async move {
             let (station, address) = match cluster.home_of(&target) {
                 Some(home) => (home.station, home.address),
-                None => cluster.stateless_target(&target)?,
+                None => match cluster.stateless_target(&target) {
+                    Some(target) => target,
+                    // Not applied here yet: ask the leader before the call answers 404.
+                    None => {
+                        let entry = cluster
+                            .directory()
+                            .lookup_linearizable(&target)
+                            .await
+                            .ok()??;
+                        let home = cluster.home_from(entry)?;
+                        (home.station, home.address)
+                    }
+                },
             };
             if station == cluster.station_id() {
                 return None;

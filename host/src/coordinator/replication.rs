@@ -4,7 +4,11 @@
 //! A replica answers with the seq it has durably applied. Behind → the next batches are sent; a
 //! gap older than the batches kept in memory, or a replica that diverged → a full snapshot. The
 //! replica's answer also carries the highest version it holds, so component versions follow.
-//! `--sync-replicas N` makes a commit's answer wait until N replicas have its batch durably.
+//! `--sync-replicas N` makes a commit's answer wait until every replica of the directory's
+//! in-sync set has its batch durably, and refuses writes while that set has fewer than N members
+//! (Kafka's ISR rule). A replica that falls behind for [`ISR_LAG`] is removed from the in-sync set
+//! *through the directory* before any write is acknowledged without it, and is added back once it
+//! has caught up: failover promotes only in-sync replicas, so an acknowledged write survives it.
 
 use std::collections::{HashMap, HashSet, VecDeque};
 use std::sync::{Arc, Mutex};
@@ -26,6 +30,10 @@ const RECENT_BATCHES: usize = 4096;
 const BATCHES_PER_REQUEST: usize = 512;
 /// How often every stream is checked even without new commits (a replica that came back).
 const SWEEP_EVERY: Duration = Duration::from_secs(2);
+/// How long an in-sync replica may leave a write waiting before it is removed from the set.
+pub const ISR_LAG: Duration = Duration::from_millis(1500);
+/// How often waiting writes are checked against [`ISR_LAG`].
+const ISR_CHECK_EVERY: Duration = Duration::from_millis(250);
 
 /// One object's batches for one replica.
 #[derive(Debug, Clone, Serialize, Deserialize)]
@@ -60,11 +68,23 @@ struct Stream {
     epoch: u64,
     recent: VecDeque<Arc<Batch>>,
     last_seq: u64,
+    /// Highest seq durable on this home: only batches up to it are shipped, so a power loss
+    /// here can never leave a replica holding a batch the home lost.
+    durable_seq: u64,
+    /// The home's seq when it began homing the object at `epoch`. A replica first heard from in
+    /// this epoch that is ahead of it holds writes of an earlier home that this one never had:
+    /// it gets a snapshot, so every copy keeps one history.
+    base_seq: u64,
+    /// Replicas heard from in this epoch.
+    contacted: HashSet<String>,
     /// Replica station → highest seq it has durably.
     acked: HashMap<String, u64>,
     /// Replica station → highest version it holds.
     versions: HashMap<String, u32>,
-    waiters: Vec<(u64, oneshot::Sender<Result<(), String>>)>,
+    /// Writes waiting for the in-sync set: seq, since when, and who to tell.
+    waiters: Vec<(u64, std::time::Instant, oneshot::Sender<Result<(), String>>)>,
+    /// A change of the in-sync set is being committed.
+    isr_change: bool,
 }
 
 struct Peer {
@@ -108,19 +128,29 @@ impl Replicator {
                 sweeper.sweep();
             }
         });
+        let checker = replicator.clone();
+        let isr = tokio::spawn(async move {
+            let mut tick = tokio::time::interval(ISR_CHECK_EVERY);
+            loop {
+                tick.tick().await;
+                checker.check_in_sync();
+            }
+        });
         replicator
             .inner
             .tasks
             .lock()
             .expect("tasks lock")
-            .push(task);
+            .extend([task, isr]);
         replicator
     }
 
+    /// The replicas the directory assigns to `object` while this station homes it.
     fn replicas(&self, object: &str) -> Vec<String> {
-        self.inner
-            .cluster
-            .replicas_of(object, self.inner.cluster.station_id())
+        match self.inner.cluster.home_of(object) {
+            Some(home) if home.station == self.inner.cluster.station_id() => home.entry.replicas,
+            _ => Vec::new(),
+        }
     }
 
     /// Records a committed batch and wakes the shippers of its replicas.
@@ -130,41 +160,39 @@ impl Replicator {
         epoch: u64,
         batch: Arc<Batch>,
     ) -> Option<BoxFuture<'static, Result<(), String>>> {
-        let replicas = self.replicas(object);
         let waiter = {
             let mut streams = self.inner.streams.lock().expect("streams lock");
             let stream = streams
                 .entry(object.to_string())
                 .or_insert_with(|| Stream::new(epoch));
-            if epoch > stream.epoch {
-                stream.epoch = epoch;
-            }
+            stream.begin_epoch(epoch, batch.seq.saturating_sub(1));
             stream.last_seq = stream.last_seq.max(batch.seq);
             let seq = batch.seq;
             stream.recent.push_back(batch);
             while stream.recent.len() > RECENT_BATCHES {
                 stream.recent.pop_front();
             }
+            let in_sync = self.in_sync(object);
             if self.inner.sync_replicas == 0 {
                 None
-            } else if replicas.len() < self.inner.sync_replicas {
+            } else if in_sync.len() < self.inner.sync_replicas {
                 return Some(
                     futures::future::ready(Err(format!(
-                        "--sync-replicas {} needs that many live replicas; {} available",
+                        "--sync-replicas {} needs that many in-sync replicas; the directory lists {} ({})",
                         self.inner.sync_replicas,
-                        replicas.len()
+                        in_sync.len(),
+                        in_sync.join(", ")
                     )))
                     .boxed(),
                 );
             } else {
                 let (tx, rx) = oneshot::channel();
-                stream.waiters.push((seq, tx));
+                stream
+                    .waiters
+                    .push((seq, std::time::Instant::now(), tx));
                 Some(rx)
             }
         };
-        for replica in replicas {
-            self.mark_dirty(&replica, object);
-        }
         waiter.map(|rx| {
             async move {
                 rx.await
@@ -174,6 +202,155 @@ impl Replicator {
         })
     }
 
+    /// Batches of `object` up to `seq` are durable here: ship them.
+    pub fn durable(&self, object: &str, seq: u64) {
+        {
+            let mut streams = self.inner.streams.lock().expect("streams lock");
+            let Some(stream) = streams.get_mut(object) else {
+                return;
+            };
+            stream.durable_seq = stream.durable_seq.max(seq);
+        }
+        for replica in self.replicas(object) {
+            self.mark_dirty(&replica, object);
+        }
+    }
+
+    /// The seq this station has applied for `object` (0 if it cannot tell).
+    fn applied_here(&self, object: &str) -> u64 {
+        self.inner
+            .store
+            .state(object)
+            .map(|s| s.applied_seq())
+            .unwrap_or(0)
+    }
+
+    /// The in-sync replicas the directory lists for `object` while this station homes it.
+    fn in_sync(&self, object: &str) -> Vec<String> {
+        match self.inner.cluster.home_of(object) {
+            Some(home) if home.station == self.inner.cluster.station_id() => home.entry.in_sync,
+            _ => Vec::new(),
+        }
+    }
+
+    /// Releases the writes of `object` that every in-sync replica holds.
+    fn release(&self, object: &str) {
+        let in_sync = self.in_sync(object);
+        let mut streams = self.inner.streams.lock().expect("streams lock");
+        if let Some(stream) = streams.get_mut(object) {
+            stream.release_waiters(&in_sync, self.inner.sync_replicas);
+        }
+    }
+
+    /// Removes from the in-sync set, through the directory, the replicas that have left a write
+    /// waiting for longer than [`ISR_LAG`] — unless that would leave fewer than
+    /// `--sync-replicas`, in which case the writes keep waiting and fail at their deadline.
+    fn check_in_sync(&self) {
+        if self.inner.sync_replicas == 0 {
+            return;
+        }
+        let mut shrink = Vec::new();
+        {
+            let mut streams = self.inner.streams.lock().expect("streams lock");
+            for (object, stream) in streams.iter_mut() {
+                let Some(&(oldest, since, _)) = stream.waiters.first() else {
+                    continue;
+                };
+                if stream.isr_change || since.elapsed() < ISR_LAG {
+                    continue;
+                }
+                let Some(home) = self.inner.cluster.home_of(object) else {
+                    continue;
+                };
+                if home.station != self.inner.cluster.station_id() {
+                    continue;
+                }
+                let lagging: Vec<String> = home
+                    .entry
+                    .in_sync
+                    .iter()
+                    .filter(|r| stream.acked.get(*r).is_none_or(|&a| a < oldest))
+                    .cloned()
+                    .collect();
+                let keep: Vec<String> = home
+                    .entry
+                    .in_sync
+                    .iter()
+                    .filter(|r| !lagging.contains(r))
+                    .cloned()
+                    .collect();
+                if lagging.is_empty() || keep.len() < self.inner.sync_replicas {
+                    continue;
+                }
+                stream.isr_change = true;
+                shrink.push((object.clone(), home.entry, keep, lagging));
+            }
+        }
+        for (object, entry, keep, lagging) in shrink {
+            tracing::warn!(object = %object, lagging = ?lagging, "replicas fell behind: removing them from the in-sync set");
+            self.spawn_isr_change(object, entry, keep);
+        }
+    }
+
+    /// Commits a new in-sync set for `object`, then re-checks its waiting writes.
+    fn spawn_isr_change(
+        &self,
+        object: String,
+        entry: crate::cluster::ObjectEntry,
+        in_sync: Vec<String>,
+    ) {
+        let replicator = self.clone();
+        tokio::spawn(async move {
+            let command = crate::cluster::directory::Command::SetReplicas {
+                object: object.clone(),
+                epoch: entry.epoch,
+                replicas: entry.replicas.clone(),
+                in_sync,
+            };
+            if let Err(e) = replicator.inner.cluster.directory().propose(command).await {
+                tracing::warn!(object = %object, "in-sync set not changed: {e}");
+            }
+            if let Some(stream) = replicator
+                .inner
+                .streams
+                .lock()
+                .expect("streams lock")
+                .get_mut(&object)
+            {
+                stream.isr_change = false;
+            }
+            replicator.release(&object);
+        });
+    }
+
+    /// Adds `replica` back to the in-sync set once it holds every batch.
+    fn maybe_expand(&self, object: &str, replica: &str) {
+        let Some(home) = self.inner.cluster.home_of(object) else {
+            return;
+        };
+        if home.station != self.inner.cluster.station_id()
+            || home.entry.in_sync.iter().any(|r| r == replica)
+            || !home.entry.replicas.iter().any(|r| r == replica)
+        {
+            return;
+        }
+        {
+            let mut streams = self.inner.streams.lock().expect("streams lock");
+            let Some(stream) = streams.get_mut(object) else {
+                return;
+            };
+            let caught_up = stream.acked.get(replica).is_some_and(|&a| a >= stream.last_seq);
+            if !caught_up || stream.isr_change {
+                return;
+            }
+            stream.isr_change = true;
+        }
+        let mut in_sync = home.entry.in_sync.clone();
+        in_sync.push(replica.to_string());
+        tracing::info!(object, replica, "replica caught up: back in the in-sync set");
+        self.spawn_isr_change(object.to_string(), home.entry, in_sync);
+    }
+
     /// A new version was deployed: make sure replicas get it.
     pub fn version_added(&self, object: &str, epoch: u64) {
         {
@@ -181,7 +358,10 @@ impl Replicator {
             let stream = streams
                 .entry(object.to_string())
                 .or_insert_with(|| Stream::new(epoch));
-            stream.epoch = stream.epoch.max(epoch);
+            if epoch > stream.epoch || stream.last_seq == 0 {
+                let base = self.applied_here(object);
+                stream.begin_epoch(epoch, base);
+            }
         }
         for replica in self.replicas(object) {
             self.mark_dirty(&replica, object);
@@ -190,23 +370,24 @@ impl Replicator {
 
     /// Marks every object this station homes as needing a check with each of its replicas.
     fn sweep(&self) {
-        let view = self.inner.cluster.view();
         let me = self.inner.cluster.station_id().to_string();
-        let Some(myself) = view.member(&me) else {
-            return;
-        };
-        for (object, claim) in &myself.objects {
-            let replicas = self.replicas(object);
+        let applied = self.inner.cluster.directory().applied();
+        for (object, entry) in applied.directory.homed_at(&me) {
+            let replicas = entry.replicas.clone();
             let mut streams = self.inner.streams.lock().expect("streams lock");
             let stream = streams
                 .entry(object.clone())
-                .or_insert_with(|| Stream::new(claim.epoch));
-            stream.epoch = stream.epoch.max(claim.epoch);
+                .or_insert_with(|| Stream::new(entry.epoch));
+            if entry.epoch > stream.epoch || stream.last_seq == 0 {
+                let base = self.applied_here(object);
+                stream.begin_epoch(entry.epoch, base);
+                stream.last_seq = stream.last_seq.max(base);
+            }
             let stale: Vec<String> = replicas
                 .into_iter()
                 .filter(|r| {
                     stream.acked.get(r).is_none_or(|&a| a < stream.last_seq)
-                        || stream.versions.get(r).is_none_or(|&v| v < claim.version)
+                        || stream.versions.get(r).is_none_or(|&v| v < entry.version)
                 })
                 .collect();
             drop(streams);
@@ -290,7 +471,7 @@ impl Replicator {
                         Some(from) => stream
                             .recent
                             .iter()
-                            .filter(|b| b.seq >= from)
+                            .filter(|b| b.seq >= from && b.seq <= stream.durable_seq)
                             .take(BATCHES_PER_REQUEST)
                             .map(|b| (**b).clone())
                             .collect(),
@@ -340,6 +521,25 @@ impl Replicator {
         result: &ReplicateResult,
     ) -> anyhow::Result<bool> {
         let object = &result.object;
+        let held = match &result.outcome {
+            ApplyOutcome::Applied { applied_seq, .. } => Some(*applied_seq),
+            ApplyOutcome::Gap { expected, .. } => Some(expected.saturating_sub(1)),
+            _ => None,
+        };
+        if let Some(held) = held {
+            let diverged = {
+                let mut streams = self.inner.streams.lock().expect("streams lock");
+                let Some(stream) = streams.get_mut(object) else {
+                    return Ok(false);
+                };
+                stream.contacted.insert(replica.to_string()) && held > stream.base_seq
+            };
+            if diverged {
+                tracing::warn!(object = %object, replica, held, "replica holds writes this home never had (an earlier home's, never acknowledged): replacing its copy");
+                self.send_snapshot(replica, address, object).await?;
+                return Ok(true);
+            }
+        }
         match &result.outcome {
             ApplyOutcome::Applied {
                 applied_seq,
@@ -356,8 +556,11 @@ impl Replicator {
                     replica.to_string(),
                     (*version).max(stream.versions.get(replica).copied().unwrap_or(0)),
                 );
-                stream.release_waiters(self.inner.sync_replicas);
-                Ok(*applied_seq < stream.last_seq)
+                let again = *applied_seq < stream.last_seq;
+                drop(streams);
+                self.release(object);
+                self.maybe_expand(object, replica);
+                Ok(again)
             }
             ApplyOutcome::Gap { expected, version } => {
                 self.ship_missing_versions(address, object, *version)
@@ -425,11 +628,17 @@ impl Replicator {
         )
         .await?;
         if let ApplyOutcome::Applied { applied_seq, .. } = outcome {
-            let mut streams = self.inner.streams.lock().expect("streams lock");
-            if let Some(stream) = streams.get_mut(object) {
+            if let Some(stream) = self
+                .inner
+                .streams
+                .lock()
+                .expect("streams lock")
+                .get_mut(object)
+            {
                 stream.acked.insert(replica.to_string(), applied_seq);
-                stream.release_waiters(self.inner.sync_replicas);
             }
+            self.release(object);
+            self.maybe_expand(object, replica);
         }
         Ok(())
     }
@@ -519,22 +728,41 @@ impl Stream {
             acked: HashMap::new(),
             versions: HashMap::new(),
             waiters: Vec::new(),
+            isr_change: false,
+            durable_seq: 0,
+            base_seq: 0,
+            contacted: HashSet::new(),
         }
     }
 
-    /// Resolves the waiters whose seq at least `needed` replicas have.
-    fn release_waiters(&mut self, needed: usize) {
-        if self.waiters.is_empty() {
+    /// Starts (or restarts) the stream at `epoch` from the home's seq `base`.
+    fn begin_epoch(&mut self, epoch: u64, base: u64) {
+        if epoch > self.epoch || self.contacted.is_empty() && self.last_seq == 0 {
+            self.epoch = epoch;
+            self.base_seq = base;
+            self.durable_seq = self.durable_seq.max(base);
+            self.contacted.clear();
+            self.acked.clear();
+        }
+    }
+
+    /// Resolves the waiters whose seq every in-sync replica has, while the in-sync set has at
+    /// least `needed` members.
+    fn release_waiters(&mut self, in_sync: &[String], needed: usize) {
+        if self.waiters.is_empty() || in_sync.len() < needed {
             return;
         }
         let acked = &self.acked;
         let mut done = Vec::new();
         let mut keep = Vec::new();
-        for (seq, tx) in std::mem::take(&mut self.waiters) {
-            if acked.values().filter(|&&a| a >= seq).count() >= needed {
+        for (seq, since, tx) in std::mem::take(&mut self.waiters) {
+            if in_sync
+                .iter()
+                .all(|r| acked.get(r).is_some_and(|&a| a >= seq))
+            {
                 done.push(tx);
             } else {
-                keep.push((seq, tx));
+                keep.push((seq, since, tx));
             }
         }
         self.waiters = keep;

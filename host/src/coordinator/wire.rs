@@ -26,23 +26,6 @@ pub async fn post_json<B: Serialize, R: for<'de> Deserialize<'de>>(
     .await
 }
 
-/// GETs JSON from `address` + `path` with the cluster secret.
-pub async fn get_json<R: for<'de> Deserialize<'de>>(
-    cluster: &Cluster,
-    address: &str,
-    path: &str,
-    timeout: Duration,
-) -> anyhow::Result<R> {
-    send(
-        cluster,
-        cluster.http().get(format!("{address}{path}")),
-        address,
-        path,
-        timeout,
-    )
-    .await
-}
-
 async fn send<R: for<'de> Deserialize<'de>>(
     cluster: &Cluster,
     mut request: reqwest::RequestBuilder,

@@ -218,6 +218,7 @@ impl Station {
                 address,
             });
         }
+        self.check_writer(object)?;
         // The version is read at the start of the turn: a deploy lets calls in flight finish on
         // the old version, and the next turn switches.
         let slot = object.current();
@@ -268,16 +269,20 @@ impl Station {
                 let Some(state) = &state else {
                     return Ok(response);
                 };
+                // The lease may have lapsed while the handler ran: then nothing is committed.
+                self.check_writer(object)?;
                 let ticket = state.commit(writes)?;
                 // Hand the batch to replication while still holding the turn, so batches of one
                 // object reach the replicator in seq order.
-                let replicated = match (self.inner.replication.get(), ticket.batch()) {
+                let batch = ticket.batch();
+                let seq = batch.as_ref().map(|b| b.seq);
+                let replicated = match (self.inner.replication.get(), batch) {
                     (Some(sink), Some(batch)) => {
                         sink.committed(&object.id, object.epoch.load(Ordering::Relaxed), batch)
                     }
                     _ => None,
                 };
-                (response, (ticket, replicated))
+                (response, (ticket, replicated, seq))
             }
             Err(failure) => {
                 *turn = None;
@@ -295,8 +300,11 @@ impl Station {
         // Release the turn before waiting for durability: the next call runs while this batch
         // is being written, and its own answer waits for its own (later) batch.
         drop(turn);
-        let (ticket, replicated) = ticket;
+        let (ticket, replicated, seq) = ticket;
         ticket.durable().await?;
+        if let (Some(sink), Some(seq)) = (self.inner.replication.get(), seq) {
+            sink.durable(&object.id, seq);
+        }
         if let Some(acknowledged) = replicated {
             let remaining = deadline.saturating_duration_since(Instant::now());
             match tokio::time::timeout(remaining, acknowledged).await {
@@ -316,6 +324,23 @@ impl Station {
             }
         }
         Ok(response)
+    }
+
+    /// Whether this station may run and commit calls of a stateful object now (the directory
+    /// names it home at the object's epoch and its lease is valid).
+    fn check_writer(&self, object: &LiveObject) -> Result<(), Error> {
+        if object.stateless {
+            return Ok(());
+        }
+        match self.inner.ownership.get() {
+            Some(ownership) => ownership
+                .check_writer(&object.id, object.epoch.load(Ordering::Relaxed))
+                .map_err(|reason| Error::NotWriter {
+                    object: object.id.clone(),
+                    reason,
+                }),
+            None => Ok(()),
+        }
     }
 
     /// The compiled component of a version, compiled or loaded from the cache on first use.

@@ -61,9 +61,18 @@ impl Station {
                 stateless: !options.stateless,
             });
         }
+        let ownership = self.inner.ownership.get().filter(|_| !options.stateless);
         if let Some(object) = &existing {
             let slot = object.current();
             if slot.record.sha256 == sha256 {
+                // A retry after a deploy whose directory commit failed: commit it now.
+                if let Some(ownership) = ownership {
+                    let epoch = object.epoch.load(std::sync::atomic::Ordering::Relaxed);
+                    ownership
+                        .version_set(id, epoch, slot.record.version, &sha256)
+                        .await
+                        .map_err(|e| Self::ownership_error(id, e))?;
+                }
                 return Ok(DeployOutcome {
                     object_id: id.to_string(),
                     version: slot.record.version,
@@ -76,6 +85,17 @@ impl Station {
             }
         }
 
+        // The first deploy of a stateful object here claims it in the directory first: if another
+        // station homes it, the deploy belongs there.
+        let claimed_epoch = match (ownership, &existing) {
+            (Some(ownership), None) => Some(
+                ownership
+                    .claim(id)
+                    .await
+                    .map_err(|e| Self::ownership_error(id, e))?,
+            ),
+            _ => None,
+        };
         let runtime = self.inner.runtime.clone();
         let store = self.inner.store.clone();
         let (id_owned, by, note_owned) =
@@ -96,7 +116,19 @@ impl Station {
             Ok((compiled, record))
         })
         .await??;
-        self.install_live(id, record.clone(), compiled.clone(), options.stateless);
+        let object = self.install_live(id, record.clone(), compiled.clone(), options.stateless);
+        if let Some(epoch) = claimed_epoch {
+            object
+                .epoch
+                .store(epoch, std::sync::atomic::Ordering::Relaxed);
+        }
+        if let Some(ownership) = ownership {
+            let epoch = object.epoch.load(std::sync::atomic::Ordering::Relaxed);
+            ownership
+                .version_set(id, epoch, record.version, &record.sha256)
+                .await
+                .map_err(|e| Self::ownership_error(id, e))?;
+        }
         let compile_ms = if compiled.from_cache {
             0.0
         } else {
@@ -147,7 +179,7 @@ impl Station {
         record: store::VersionRecord,
         compiled: crate::runtime::CompiledObject,
         stateless: bool,
-    ) {
+    ) -> Arc<LiveObject> {
         let existing = self.object(id).ok();
         let object = match existing {
             Some(object) => {
@@ -165,7 +197,9 @@ impl Station {
                 object
             }
         };
-        self.announce(object.homed_event());
+        if let Some(event) = object.code_event() {
+            self.announce(event);
+        }
         if !stateless && let Some(sink) = self.inner.replication.get() {
             let slot = object.current();
             sink.version_added(
@@ -174,6 +208,7 @@ impl Station {
                 &slot.record,
             );
         }
+        object
     }
 
     /// Installs a stateless object's version fetched from another station, keeping its number, and
@@ -216,7 +251,7 @@ impl Station {
             "installed stateless version {} (sha256 {}) from the cluster",
             record.version, record.sha256
         );
-        self.install_live(id, record, compiled, true);
+        let _ = self.install_live(id, record, compiled, true);
         self.log(id, "", LogLevel::Info, "deploy", &message);
         tracing::info!(object = id, "{message}");
         Ok(())
@@ -283,13 +318,19 @@ impl Station {
     pub async fn undeploy(&self, id: &str, purge: bool) -> Result<(), Error> {
         validate_object_id(id)?;
         let _admin = self.inner.admin.lock().await;
-        let object = self
-            .inner
-            .objects
-            .lock()
-            .expect("objects lock")
-            .remove(id)
-            .ok_or_else(|| Error::ObjectNotFound(id.to_string()))?;
+        let object = self.object(id)?;
+        // A stateful object leaves the directory first: once that is committed no station routes
+        // calls here any more.
+        if !object.stateless
+            && let Some(ownership) = self.inner.ownership.get()
+        {
+            let epoch = object.epoch.load(std::sync::atomic::Ordering::Relaxed);
+            ownership
+                .removed(id, epoch)
+                .await
+                .map_err(|e| Self::ownership_error(id, e))?;
+        }
+        self.inner.objects.lock().expect("objects lock").remove(id);
         // Let a call in progress finish, then drop the live instance.
         *object.turn.lock().await = None;
         let store = self.inner.store.clone();
@@ -303,16 +344,13 @@ impl Station {
             Ok(())
         })
         .await??;
-        let event = if object.stateless {
-            super::ObjectEvent::Code {
+        if object.stateless {
+            self.announce(super::ObjectEvent::Code {
                 id: id.to_string(),
                 version: object.current().record.version,
                 sha256: None,
-            }
-        } else {
-            super::ObjectEvent::Released { id: id.to_string() }
-        };
-        self.announce(event);
+            });
+        }
         if !purge {
             self.log(
                 id,

@@ -10,6 +10,7 @@
 mod call;
 mod deploy;
 mod id;
+mod ownership;
 mod replica;
 mod services;
 
@@ -21,6 +22,7 @@ use std::time::Duration;
 pub use call::{CallResult, CallSummary};
 pub use deploy::{DeployOptions, DeployOutcome};
 pub use id::{IdError, validate_object_id};
+pub use ownership::{Elsewhere, Ownership, OwnershipError};
 pub use replica::{ApplyOutcome, Copied, ObjectExport, Paused, Precopy, ReplicationSink};
 pub use services::RemoteCalls;
 
@@ -124,6 +126,26 @@ pub enum Error {
         /// What was wrong.
         message: String,
     },
+    /// Another station homes the object; the request belongs there.
+    #[error("object `{object}` is homed on station {}", .home.station)]
+    HomedElsewhere {
+        /// Object id.
+        object: String,
+        /// Its home.
+        home: Elsewhere,
+    },
+    /// This station may not serve the object right now (not its home at this epoch in the
+    /// directory, or its write lease lapsed): retry; the cluster routes it.
+    #[error("object `{object}` cannot be served here right now: {reason}")]
+    NotWriter {
+        /// Object id.
+        object: String,
+        /// Why.
+        reason: String,
+    },
+    /// The cluster directory cannot commit the change now.
+    #[error("the cluster directory is unavailable: {0}")]
+    DirectoryUnavailable(String),
     /// The store failed; the write may not be durable, so the call is reported as failed.
     #[error("storage error: {0}")]
     Storage(#[from] store::Error),
@@ -178,23 +200,18 @@ impl LiveObject {
         }
     }
 
-    /// What the cluster should gossip about this object: a home claim, or for a stateless object
-    /// the version of the code this station holds.
-    fn homed_event(&self) -> ObjectEvent {
+    /// What the cluster should gossip about a stateless object: the version of the code this
+    /// station holds. Stateful objects are the directory's, not gossip's.
+    fn code_event(&self) -> Option<ObjectEvent> {
+        if !self.stateless {
+            return None;
+        }
         let slot = self.current();
-        if self.stateless {
-            return ObjectEvent::Code {
-                id: self.id.clone(),
-                version: slot.record.version,
-                sha256: Some(slot.record.sha256.clone()),
-            };
-        }
-        ObjectEvent::Homed {
+        Some(ObjectEvent::Code {
             id: self.id.clone(),
-            epoch: self.epoch.load(Ordering::Relaxed),
             version: slot.record.version,
-            sha256: slot.record.sha256.clone(),
-        }
+            sha256: Some(slot.record.sha256.clone()),
+        })
     }
 
     fn current(&self) -> Arc<VersionSlot> {
@@ -236,31 +253,17 @@ struct Inner {
     remote: OnceLock<Arc<dyn RemoteCalls>>,
     /// Where committed batches go for replication.
     replication: OnceLock<Arc<dyn ReplicationSink>>,
+    /// Who may serve and write objects (the cluster's directory).
+    ownership: OnceLock<Arc<dyn Ownership>>,
     /// Objects held here as replicas of another station's.
     replicas: Mutex<HashMap<String, replica::ReplicaObject>>,
     /// Objects that moved away: id → new home's address, for forwarding.
     moved: Mutex<HashMap<String, String>>,
 }
 
-/// A change in what this station homes, for the cluster to gossip.
+/// A change in the stateless code this station holds, for the cluster to gossip.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum ObjectEvent {
-    /// This station now homes the object at this version.
-    Homed {
-        /// Object id.
-        id: String,
-        /// Placement epoch.
-        epoch: u64,
-        /// Current version.
-        version: u32,
-        /// Its sha256.
-        sha256: String,
-    },
-    /// This station no longer homes the object.
-    Released {
-        /// Object id.
-        id: String,
-    },
     /// This station holds (`sha256` set) or has undeployed (`None`) version `version` of a
     /// stateless object's code. Stateless objects have no home: every station holding the newest
     /// code serves them, and stations fetch code they lack from one that holds it.
@@ -271,20 +274,6 @@ pub enum ObjectEvent {
         version: u32,
         /// sha256 of the code, or `None` for an undeploy (a tombstone).
         sha256: Option<String>,
-    },
-    /// The object moved to `station` at `epoch`: until that station's own claim is seen
-    /// everywhere, this station points to it (a forwarding claim), so no one answers 404.
-    MovedTo {
-        /// Object id.
-        id: String,
-        /// The new home's placement epoch.
-        epoch: u64,
-        /// The new home.
-        station: String,
-        /// Current version.
-        version: u32,
-        /// Its sha256.
-        sha256: String,
     },
 }
 
@@ -378,6 +367,7 @@ impl Station {
                 events: Mutex::new(None),
                 remote: OnceLock::new(),
                 replication: OnceLock::new(),
+                ownership: OnceLock::new(),
                 replicas: Mutex::new(replicas),
                 moved: Mutex::new(HashMap::new()),
             }),
@@ -389,13 +379,16 @@ impl Station {
         self.inner.in_flight.clone()
     }
 
-    /// Subscribes to changes of what this station homes; the receiver first gets a `Homed` event
-    /// for every object homed now. There is one subscriber: a new one replaces the previous one.
+    /// Subscribes to changes of the stateless code held here; the receiver first gets a `Code`
+    /// event for every stateless object held now. There is one subscriber: a new one replaces the
+    /// previous one.
     pub fn subscribe(&self) -> tokio::sync::mpsc::UnboundedReceiver<ObjectEvent> {
         let (tx, rx) = tokio::sync::mpsc::unbounded_channel();
         let mut events = self.inner.events.lock().expect("events lock");
         for object in self.inner.objects.lock().expect("objects lock").values() {
-            let _ = tx.send(object.homed_event());
+            if let Some(event) = object.code_event() {
+                let _ = tx.send(event);
+            }
         }
         *events = Some(tx);
         rx
@@ -404,6 +397,26 @@ impl Station {
     fn announce(&self, event: ObjectEvent) {
         if let Some(tx) = self.inner.events.lock().expect("events lock").as_ref() {
             let _ = tx.send(event);
+        }
+    }
+
+    /// Sets who decides ownership (the cluster's directory). Set once, before serving.
+    pub fn set_ownership(&self, ownership: Arc<dyn Ownership>) {
+        let _ = self.inner.ownership.set(ownership);
+    }
+
+    /// Maps a directory refusal for `id` to the station's error.
+    fn ownership_error(id: &str, e: OwnershipError) -> Error {
+        match e {
+            OwnershipError::Elsewhere(home) => Error::HomedElsewhere {
+                object: id.to_string(),
+                home,
+            },
+            OwnershipError::ModeConflict => Error::ModeConflict {
+                object: id.to_string(),
+                stateless: false,
+            },
+            OwnershipError::Unavailable(message) => Error::DirectoryUnavailable(message),
         }
     }
 

@@ -12,7 +12,7 @@ use std::time::Instant;
 use futures::future::BoxFuture;
 use serde::{Deserialize, Serialize};
 
-use super::{Error, LiveObject, ObjectEvent, Station, blocking};
+use super::{Error, LiveObject, Station, blocking};
 use crate::store::{self, Batch, LogRecord, ObjectState, Placement, Role, Snapshot, VersionRecord};
 
 /// Where committed batches of homed objects go (the cluster's replicator).
@@ -28,6 +28,8 @@ pub trait ReplicationSink: Send + Sync + 'static {
     ) -> Option<BoxFuture<'static, Result<(), String>>>;
     /// A new version of a homed object was deployed and must reach its replicas.
     fn version_added(&self, object: &str, epoch: u64, record: &VersionRecord);
+    /// The batches of `object` up to `seq` are durable on this station (only those are shipped).
+    fn durable(&self, object: &str, seq: u64);
 }
 
 /// An object this station keeps a copy of for another station.
@@ -452,16 +454,6 @@ impl Station {
         epoch: u64,
     ) -> Result<(), Error> {
         let id = paused.object.id.clone();
-        let moved_event = {
-            let slot = paused.object.current();
-            ObjectEvent::MovedTo {
-                id: id.clone(),
-                epoch,
-                station: new_home.to_string(),
-                version: slot.record.version,
-                sha256: slot.record.sha256.clone(),
-            }
-        };
         *paused.object.moved_to.lock().expect("moved lock") = Some(address.to_string());
         self.inner
             .moved
@@ -491,7 +483,6 @@ impl Station {
                 needs_snapshot: true,
             },
         );
-        self.announce(moved_event);
         Ok(())
     }
 
@@ -545,8 +536,7 @@ impl Station {
             .objects
             .lock()
             .expect("objects lock")
-            .insert(id, object.clone());
-        self.announce(object.homed_event());
+            .insert(id, object);
         Ok(())
     }
 
@@ -587,50 +577,47 @@ impl Station {
             .objects
             .lock()
             .expect("objects lock")
-            .insert(id.to_string(), object.clone());
-        self.announce(object.homed_event());
+            .insert(id.to_string(), object);
         tracing::info!(object = id, epoch, "promoted to home");
         Ok(())
     }
 
-    /// Stops homing `id` because `new_home` holds it at a higher epoch (fencing after a return).
-    /// Returns the latest records of the diverged copy, for the new home to merge.
+    /// Stops homing `id` because the directory names `new_home` its home at `epoch` (a station
+    /// that returns after a failover, or lost a concurrent claim). Its copy becomes a replica that
+    /// needs a snapshot: whatever it wrote that the new home does not have was never acknowledged
+    /// under the directory's rules, and is replaced by the new home's history.
     pub async fn demote(
         &self,
         id: &str,
         new_home: &str,
         address: &str,
         epoch: u64,
-    ) -> Result<Vec<store::Record>, Error> {
+    ) -> Result<(), Error> {
         let paused = self.pause(id).await?;
-        let state = self.state_of(&paused.object).await?;
-        let records = state.latest_records();
         self.hand_off(paused, new_home, address, epoch).await?;
         tracing::warn!(
             object = id,
             new_home,
             epoch,
-            "demoted: another station homes this object at a higher epoch"
+            "demoted: the directory names another home; this copy will be replaced by its history"
         );
-        Ok(records)
+        Ok(())
     }
 
-    /// Merges records from a diverged copy into a homed object (last writer wins by HLC).
-    pub async fn merge(&self, id: &str, records: Vec<store::Record>) -> Result<(), Error> {
-        let object = self.object(id)?;
-        let _turn = object.turn.lock().await;
-        let state = self.state_of(&object).await?;
-        for record in &records {
-            self.inner.store.observe_hlc(record.hlc);
+    /// Sets the epoch of an object homed here (the directory says it is home at `epoch`).
+    pub fn set_epoch(&self, id: &str, epoch: u64) {
+        if let Some(object) = self.inner.objects.lock().expect("objects lock").get(id) {
+            object.epoch.store(epoch, Ordering::Relaxed);
         }
-        if let Some(ticket) = state.merge_lww(&records)? {
-            let batch = ticket.batch();
-            ticket.durable().await?;
-            if let (Some(sink), Some(batch)) = (self.inner.replication.get(), batch) {
-                let _ = sink.committed(id, object.epoch.load(Ordering::Relaxed), batch);
-            }
-        }
-        Ok(())
+    }
+
+    /// Whether this station holds a replica copy of `id`.
+    pub fn holds_replica(&self, id: &str) -> bool {
+        self.inner
+            .replicas
+            .lock()
+            .expect("replicas lock")
+            .contains_key(id)
     }
 }
 

@@ -29,7 +29,11 @@ fn agreed_home(stations: &[&Station], id: &str) -> String {
                 .unwrap_or_else(|| panic!("{} does not list {id}", s.url))
         })
         .collect();
-    assert_eq!(homes.len(), 1, "stations disagree on the home of {id}: {homes:?}");
+    assert_eq!(
+        homes.len(),
+        1,
+        "stations disagree on the home of {id}: {homes:?}"
+    );
     homes.into_iter().next().unwrap()
 }
 
@@ -49,27 +53,36 @@ fn a_deploy_is_routed_by_every_station_as_soon_as_it_is_acknowledged() {
     let ids = ids(&st);
     assert_eq!(agreed_home(&[&st[0], &st[1], &st[2]], "counter"), ids[0]);
     // An id no station has is still a 404 everywhere, after asking the leader.
-    st[2].call("GET", "nothing-here", "", Vec::new()).expect_error(404, "object_not_found");
+    st[2]
+        .call("GET", "nothing-here", "", Vec::new())
+        .expect_error(404, "object_not_found");
 }
 
 #[test]
 fn three_stations_watching_one_folder_end_with_one_home_and_one_history() {
     let folder = tempfile::tempdir().expect("temp dir");
     std::fs::copy(fixture("counter"), folder.path().join("counter.wasm")).expect("copy");
-    let opts = Opts::new().arg("--watch").arg(folder.path().to_str().unwrap());
+    let opts = Opts::new()
+        .arg("--watch")
+        .arg(folder.path().to_str().unwrap());
     let mut cluster = Cluster::reserve(3);
     let st = cluster.start_joined(3, opts);
     let all = [&st[0], &st[1], &st[2]];
-    let home = poll("counter listed with one home on every station", CLUSTER_TIMEOUT, || {
-        let entries: Vec<Option<Value>> = all.iter().map(|s| s.object_entry("counter")).collect();
-        let homes: BTreeSet<String> = entries
-            .iter()
-            .flatten()
-            .filter_map(|e| e["home"].as_str().map(str::to_string))
-            .collect();
-        (entries.iter().all(Option::is_some) && homes.len() == 1)
-            .then(|| homes.into_iter().next().unwrap())
-    });
+    let home = poll(
+        "counter listed with one home on every station",
+        CLUSTER_TIMEOUT,
+        || {
+            let entries: Vec<Option<Value>> =
+                all.iter().map(|s| s.object_entry("counter")).collect();
+            let homes: BTreeSet<String> = entries
+                .iter()
+                .flatten()
+                .filter_map(|e| e["home"].as_str().map(str::to_string))
+                .collect();
+            (entries.iter().all(Option::is_some) && homes.len() == 1)
+                .then(|| homes.into_iter().next().unwrap())
+        },
+    );
     // Every write succeeds, through any station, and they form one history.
     for n in 1..=30 {
         let v = all[n as usize % 3]
@@ -109,7 +122,10 @@ fn the_same_id_deployed_to_two_stations_at_once_ends_with_one_home() {
     let all = [&st[0], &st[1], &st[2]];
     let home = agreed_home(&all, "race");
     let entry = st[2].object_entry("race").unwrap();
-    assert_eq!(entry["version"], 2, "the second deploy is the second version: {entry}");
+    assert_eq!(
+        entry["version"], 2,
+        "the second deploy is the second version: {entry}"
+    );
     // Writes succeed through every station, whichever code won the last version.
     for (n, s) in all.iter().enumerate() {
         let r = s.call("POST", "race", "/k", "1");
@@ -142,7 +158,10 @@ fn a_single_station_keeps_its_objects_homed_across_a_restart() {
     let mut st = Station::start(Opts::new().fsync());
     st.deploy_fixture("counter", "counter");
     for n in 1..=3 {
-        assert_eq!(count(&st.call("POST", "counter", "", Vec::new()).expect_json(200)), n);
+        assert_eq!(
+            count(&st.call("POST", "counter", "", Vec::new()).expect_json(200)),
+            n
+        );
     }
     st.restart();
     // Served at once after the restart: the station announces itself only once it leads its

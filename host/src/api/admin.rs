@@ -34,9 +34,11 @@ pub(super) async fn health(State(api): State<ApiState>) -> Response {
         if api.cluster.directory().lease_valid() {
             Ok(())
         } else {
-            Err("not yet following the cluster directory with a write lease \
+            Err(
+                "not yet following the cluster directory with a write lease \
                  (joining, or no majority of its voters reachable)"
-                .to_string())
+                    .to_string(),
+            )
         }
     });
     let (status, code, reason) = match ready {

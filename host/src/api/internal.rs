@@ -14,8 +14,8 @@ use super::error::ApiError;
 use super::{ApiState, query_pairs, read_body};
 use crate::coordinator::migration::{MigratePayload, MigrationError, PrecopyPayload};
 use crate::coordinator::replication::{ReplicateRequest, ReplicateResult, VERSION_HEADER};
-use crate::station::validate_object_id;
 use crate::station::ApplyOutcome;
+use crate::station::validate_object_id;
 use crate::store::{Role, Snapshot, VersionRecord};
 
 /// Largest internal request body (a migration carries every version and the whole state).
@@ -288,7 +288,9 @@ pub(super) async fn migrate(
         )
     })?;
     let id = checked(migrate.object_id)?;
-    if let super::forward::Route::Remote(home) = super::forward::route(&api, &id, &parts.headers).await? {
+    if let super::forward::Route::Remote(home) =
+        super::forward::route(&api, &id, &parts.headers).await?
+    {
         return super::forward::forward(
             &api,
             home,

@@ -53,15 +53,17 @@ pub(super) async fn snapshot(
     body: Body,
 ) -> Result<Response, ApiError> {
     let request: openraft::raft::InstallSnapshotRequest<TypeConfig> = json_body(body).await?;
-    let result = api.cluster.directory().raft().install_snapshot(request).await;
+    let result = api
+        .cluster
+        .directory()
+        .raft()
+        .install_snapshot(request)
+        .await;
     Ok(Json(result).into_response())
 }
 
 /// `POST .../raft/propose`: commits a command; this station must lead (503 `no_leader` if not).
-pub(super) async fn propose(
-    State(api): State<ApiState>,
-    body: Body,
-) -> Result<Response, ApiError> {
+pub(super) async fn propose(State(api): State<ApiState>, body: Body) -> Result<Response, ApiError> {
     let command: Command = json_body(body).await?;
     let proposed = api
         .cluster

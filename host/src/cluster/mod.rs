@@ -22,9 +22,9 @@ use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
+pub use directory::{Directory, ObjectEntry};
 pub use forward::{ForwardError, ForwardRequest, Forwarded, HOP_HEADER};
 pub use load::Load;
-pub use directory::{Directory, ObjectEntry};
 pub use membership::{CodeClaim, Member, MemberState, View};
 
 use membership::{Membership, MembershipConfig};
@@ -131,6 +131,7 @@ impl Cluster {
                 address: config.http_url.clone(),
                 dir: config.directory_dir.clone(),
                 voters: config.voters,
+                replicas: config.replicas,
                 join: config.join.clone(),
             },
             http.clone(),

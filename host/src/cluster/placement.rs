@@ -8,7 +8,7 @@ use super::membership::{CodeClaim, Member, View};
 
 /// Rendezvous (highest-random-weight) score of a station for an object: stable, and moving one
 /// station in or out changes the replicas of only the objects that station scored high for.
-fn rendezvous(station: &str, object: &str) -> u64 {
+pub fn rendezvous(station: &str, object: &str) -> u64 {
     let mut hasher = std::collections::hash_map::DefaultHasher::new();
     (station, object).hash(&mut hasher);
     hasher.finish()

@@ -27,7 +27,10 @@ fn elsewhere(cluster: &Cluster, entry: &ObjectEntry) -> OwnershipError {
 }
 
 /// Commits `command` and maps a refusal to the station's terms.
-async fn commit(cluster: &Cluster, command: Command) -> Result<Option<ObjectEntry>, OwnershipError> {
+async fn commit(
+    cluster: &Cluster,
+    command: Command,
+) -> Result<Option<ObjectEntry>, OwnershipError> {
     let outcome = cluster
         .directory()
         .propose(command)
@@ -102,6 +105,35 @@ impl Ownership for DirectoryOwnership {
                 (why, _) => Err(OwnershipError::Unavailable(format!(
                     "the directory refused the removal ({why:?}); retry"
                 ))),
+            }
+        }
+        .boxed()
+    }
+
+    fn wait_writer(
+        &self,
+        id: &str,
+        epoch: u64,
+        timeout: Duration,
+    ) -> BoxFuture<'static, Result<(), String>> {
+        let ownership = DirectoryOwnership {
+            cluster: self.cluster.clone(),
+        };
+        let id = id.to_string();
+        async move {
+            let deadline = tokio::time::Instant::now() + timeout;
+            let mut changes = ownership.cluster.directory().subscribe();
+            loop {
+                let result = ownership.check_writer(&id, epoch);
+                let settled_elsewhere =
+                    ownership.cluster.directory().lookup(&id).is_some_and(|e| {
+                        e.home != ownership.cluster.station_id() && e.epoch >= epoch
+                    });
+                if result.is_ok() || settled_elsewhere || tokio::time::Instant::now() >= deadline {
+                    return result;
+                }
+                // A directory change, or a lease renewal (polled).
+                let _ = tokio::time::timeout(Duration::from_millis(20), changes.changed()).await;
             }
         }
         .boxed()
@@ -211,6 +243,7 @@ impl Coordinator {
                     if entry.epoch != epoch {
                         self.station.set_epoch(&id, entry.epoch);
                     }
+                    continue;
                 }
                 Some(entry) if entry.mode == Mode::Stateful => {
                     let address = self.cluster.address_of(&entry.home).unwrap_or_default();

@@ -64,6 +64,9 @@ pub struct ReplicateResult {
     pub outcome: ApplyOutcome,
 }
 
+/// A write waiting for the in-sync set: its seq, since when, and who to tell.
+type Waiter = (u64, std::time::Instant, oneshot::Sender<Result<(), String>>);
+
 struct Stream {
     epoch: u64,
     recent: VecDeque<Arc<Batch>>,
@@ -82,7 +85,7 @@ struct Stream {
     /// Replica station → highest version it holds.
     versions: HashMap<String, u32>,
     /// Writes waiting for the in-sync set: seq, since when, and who to tell.
-    waiters: Vec<(u64, std::time::Instant, oneshot::Sender<Result<(), String>>)>,
+    waiters: Vec<Waiter>,
     /// A change of the in-sync set is being committed.
     isr_change: bool,
 }
@@ -187,9 +190,7 @@ impl Replicator {
                 );
             } else {
                 let (tx, rx) = oneshot::channel();
-                stream
-                    .waiters
-                    .push((seq, std::time::Instant::now(), tx));
+                stream.waiters.push((seq, std::time::Instant::now(), tx));
                 Some(rx)
             }
         };
@@ -339,7 +340,10 @@ impl Replicator {
             let Some(stream) = streams.get_mut(object) else {
                 return;
             };
-            let caught_up = stream.acked.get(replica).is_some_and(|&a| a >= stream.last_seq);
+            let caught_up = stream
+                .acked
+                .get(replica)
+                .is_some_and(|&a| a >= stream.last_seq);
             if !caught_up || stream.isr_change {
                 return;
             }
@@ -347,7 +351,11 @@ impl Replicator {
         }
         let mut in_sync = home.entry.in_sync.clone();
         in_sync.push(replica.to_string());
-        tracing::info!(object, replica, "replica caught up: back in the in-sync set");
+        tracing::info!(
+            object,
+            replica,
+            "replica caught up: back in the in-sync set"
+        );
         self.spawn_isr_change(object.to_string(), home.entry, in_sync);
     }
 

@@ -218,7 +218,7 @@ impl Station {
                 address,
             });
         }
-        self.check_writer(object)?;
+        self.wait_writer(object, deadline).await?;
         // The version is read at the start of the turn: a deploy lets calls in flight finish on
         // the old version, and the next turn switches.
         let slot = object.current();
@@ -324,6 +324,28 @@ impl Station {
             }
         }
         Ok(response)
+    }
+
+    /// Like [`Station::check_writer`], but when the answer is no, waits (up to a second, within
+    /// the call's deadline) for it to become yes: a station that just received a migrated object
+    /// may not have applied the directory's move yet, and a lease may be a renewal away.
+    async fn wait_writer(&self, object: &LiveObject, deadline: Instant) -> Result<(), Error> {
+        let Err(error) = self.check_writer(object) else {
+            return Ok(());
+        };
+        let Some(ownership) = self.inner.ownership.get() else {
+            return Err(error);
+        };
+        let wait = deadline
+            .saturating_duration_since(Instant::now())
+            .min(std::time::Duration::from_secs(1));
+        ownership
+            .wait_writer(&object.id, object.epoch.load(Ordering::Relaxed), wait)
+            .await
+            .map_err(|reason| Error::NotWriter {
+                object: object.id.clone(),
+                reason,
+            })
     }
 
     /// Whether this station may run and commit calls of a stateful object now (the directory

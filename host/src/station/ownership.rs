@@ -45,4 +45,12 @@ pub trait Ownership: Send + Sync + 'static {
     /// Whether this station may run calls of `id` (and commit their writes) at `epoch` now: it is
     /// the home in the directory at that epoch and holds a valid lease. `Err` says why not.
     fn check_writer(&self, id: &str, epoch: u64) -> Result<(), String>;
+    /// Waits (at most `timeout`) until [`Ownership::check_writer`] would pass: this station's
+    /// copy of the directory catching up with a move it was told of, or a lease renewal.
+    fn wait_writer(
+        &self,
+        id: &str,
+        epoch: u64,
+        timeout: std::time::Duration,
+    ) -> BoxFuture<'static, Result<(), String>>;
 }

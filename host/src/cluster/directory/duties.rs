@@ -61,6 +61,61 @@ pub fn failovers(
     moves
 }
 
+/// The replica changes that keep every stateful object at `want` replicas: a replica silent for
+/// longer than [`VOTER_GONE_AFTER`] (`gone`) is dropped when a live station can take its place,
+/// and live stations (`live`, best first for each object by `rank`) fill the missing places. A new
+/// replica is not in sync until it has caught up (its home adds it).
+pub fn replica_repairs(
+    directory: &DirectoryState,
+    want: usize,
+    live: &[String],
+    gone: impl Fn(&str) -> bool,
+    rank: impl Fn(&str, &str) -> u64,
+) -> Vec<Command> {
+    let mut changes = Vec::new();
+    for (object, entry) in &directory.objects {
+        if entry.mode != Mode::Stateful {
+            continue;
+        }
+        let mut candidates: Vec<&String> = live
+            .iter()
+            .filter(|s| **s != entry.home && !entry.replicas.contains(s))
+            .collect();
+        candidates.sort_by_key(|s| std::cmp::Reverse(rank(s, object)));
+        let mut replicas = entry.replicas.clone();
+        let mut spare = candidates.into_iter();
+        // Replace gone replicas while a live station is spare.
+        for slot in replicas.iter_mut() {
+            if gone(slot)
+                && let Some(next) = spare.next()
+            {
+                *slot = next.clone();
+            }
+        }
+        while replicas.len() < want {
+            match spare.next() {
+                Some(next) => replicas.push(next.clone()),
+                None => break,
+            }
+        }
+        if replicas != entry.replicas {
+            let in_sync = entry
+                .in_sync
+                .iter()
+                .filter(|s| replicas.contains(s))
+                .cloned()
+                .collect();
+            changes.push(Command::SetReplicas {
+                object: object.clone(),
+                epoch: entry.epoch,
+                replicas,
+                in_sync,
+            });
+        }
+    }
+    changes
+}
+
 /// The leader's loop.
 pub(super) async fn run(directory: Directory) {
     let mut tick = tokio::time::interval(EVERY);
@@ -89,6 +144,30 @@ pub(super) async fn run(directory: Directory) {
         }
         if rounds.is_multiple_of(5) {
             fill_voters(&directory).await;
+            repair_replicas(&directory, &applied.directory).await;
+        }
+    }
+}
+
+/// Proposes [`replica_repairs`] over the stations that renewed their lease recently.
+async fn repair_replicas(directory: &Directory, state: &DirectoryState) {
+    let membership = directory.applied().membership.membership().clone();
+    let live: Vec<String> = membership
+        .nodes()
+        .map(|(_, n)| n.station.clone())
+        .filter(|s| directory.renewed_recently(s))
+        .collect();
+    let changes = replica_repairs(
+        state,
+        directory.inner.config.replicas,
+        &live,
+        |s| directory.silent_for(s, VOTER_GONE_AFTER),
+        crate::cluster::placement::rendezvous,
+    );
+    for command in changes {
+        if let Err(e) = directory.commit_here(command).await {
+            tracing::debug!("replica change not committed: {e}");
+            break;
         }
     }
 }
@@ -119,9 +198,9 @@ pub(super) async fn fill_voters(directory: &Directory) {
             .collect();
         Some(ChangeMembers::AddVoterIds(add))
     } else {
-        let gone = voters.iter().find(|id| {
-            station(id).is_some_and(|s| directory.silent_for(&s, VOTER_GONE_AFTER))
-        });
+        let gone = voters
+            .iter()
+            .find(|id| station(id).is_some_and(|s| directory.silent_for(&s, VOTER_GONE_AFTER)));
         match (gone, live_learners.first()) {
             (Some(gone), Some(learner)) => {
                 let mut next = voters.clone();
@@ -175,6 +254,43 @@ mod tests {
                 in_sync: vec!["c".into(), "b".into()],
             }]
         );
+    }
+
+    #[test]
+    fn replicas_are_filled_up_and_a_gone_one_replaced_by_a_live_station() {
+        let mut dir = DirectoryState::default();
+        dir.apply(&Command::Claim {
+            object: "x".into(),
+            station: "a".into(),
+            mode: Mode::Stateful,
+            replicas: vec!["b".into()],
+        });
+        let live: Vec<String> = ["a", "b", "c", "d"].iter().map(|s| s.to_string()).collect();
+        let rank = |s: &str, _: &str| if s == "c" { 2 } else { 1 };
+        let changes = replica_repairs(&dir, 2, &live, |_| false, rank);
+        assert_eq!(
+            changes,
+            vec![Command::SetReplicas {
+                object: "x".into(),
+                epoch: 1,
+                replicas: vec!["b".into(), "c".into()],
+                in_sync: vec!["b".into()],
+            }]
+        );
+        dir.apply(&changes[0]);
+        let replaced = replica_repairs(&dir, 2, &live, |s| s == "b", rank);
+        let Command::SetReplicas {
+            replicas, in_sync, ..
+        } = &replaced[0]
+        else {
+            panic!("{replaced:?}")
+        };
+        assert_eq!(replicas, &vec!["d".to_string(), "c".to_string()]);
+        assert!(
+            in_sync.is_empty(),
+            "neither new replica has caught up: {in_sync:?}"
+        );
+        assert!(replica_repairs(&dir, 1, &live, |_| false, rank).is_empty());
     }
 
     #[test]

@@ -180,7 +180,10 @@ mod tests {
         let granted = Granted::default();
         assert!(granted.may_hold("a"), "not leader: cannot tell");
         granted.set_leader(true);
-        assert!(granted.may_hold("a"), "just elected: an old leader may have granted one");
+        assert!(
+            granted.may_hold("a"),
+            "just elected: an old leader may have granted one"
+        );
         granted.inner.lock().unwrap().leader_since =
             Some(Instant::now() - expiry_wait() - Duration::from_millis(1));
         assert!(!granted.may_hold("a"));

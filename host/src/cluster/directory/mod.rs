@@ -83,6 +83,8 @@ pub struct DirectoryConfig {
     pub dir: std::path::PathBuf,
     /// Voters the group grows to before later stations stay learners.
     pub voters: usize,
+    /// Replicas per object the leader keeps assigned (`--replicas`).
+    pub replicas: usize,
     /// HTTP addresses of stations to join through (empty: found a new group if not a member).
     pub join: Vec<String>,
 }
@@ -357,9 +359,12 @@ impl Directory {
                 outcome: response.data,
                 index: response.log_id.index,
             }),
-            Err(RaftError::APIError(ClientWriteError::ForwardToLeader(f))) => Err(Error::NoLeader(
-                format!("not the leader (leader: {:?})", f.leader_node.map(|n| n.station)),
-            )),
+            Err(RaftError::APIError(ClientWriteError::ForwardToLeader(f))) => {
+                Err(Error::NoLeader(format!(
+                    "not the leader (leader: {:?})",
+                    f.leader_node.map(|n| n.station)
+                )))
+            }
             Err(e) => Err(Error::Raft(e.to_string())),
         }
     }
@@ -640,24 +645,42 @@ mod tests {
         }
     }
 
-    async fn node(net: &MemNetwork, station: &str, dir: &std::path::Path, found: bool) -> Directory {
+    async fn node(
+        net: &MemNetwork,
+        station: &str,
+        dir: &std::path::Path,
+        found: bool,
+    ) -> Directory {
         let config = DirectoryConfig {
             station_id: station.into(),
             address: format!("http://{station}"),
             dir: dir.to_path_buf(),
             voters: 3,
+            replicas: 2,
             join: if found { vec![] } else { vec!["seed".into()] },
         };
         let id = node_id(station);
-        let directory = Directory::start_with(
-            config,
-            net.from(id),
-            reqwest::Client::new(),
-            None,
-            Arc::new(NoBook),
-        )
-        .await
-        .expect("start");
+        // A node restarted in the same process may find its database still held for a moment by
+        // the blocking tasks of the node that just shut down.
+        let mut attempts = 0;
+        let directory = loop {
+            match Directory::start_with(
+                config.clone(),
+                net.from(id),
+                reqwest::Client::new(),
+                None,
+                Arc::new(NoBook),
+            )
+            .await
+            {
+                Ok(directory) => break directory,
+                Err(e) if attempts < 100 && e.to_string().contains("already open") => {
+                    attempts += 1;
+                    tokio::time::sleep(Duration::from_millis(20)).await;
+                }
+                Err(e) => panic!("start {station}: {e:#}"),
+            }
+        };
         net.add(id, directory.raft().clone());
         directory
     }

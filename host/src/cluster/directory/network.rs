@@ -5,6 +5,9 @@
 //! A station's address can change across restarts (a new port); the network asks an
 //! [`AddressBook`] (the gossip view) first and falls back to the address in the Raft membership.
 
+// openraft's error types (fixed by its traits) are large; its own examples allow this too.
+#![allow(clippy::result_large_err)]
+
 use std::collections::HashMap;
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
@@ -132,8 +135,12 @@ impl RaftNetwork<TypeConfig> for HttpPeer {
         InstallSnapshotResponse<NodeId>,
         RPCError<NodeId, StationNode, RaftError<NodeId, InstallSnapshotError>>,
     > {
-        self.send("snapshot", &rpc, option.hard_ttl().max(Duration::from_secs(10)))
-            .await
+        self.send(
+            "snapshot",
+            &rpc,
+            option.hard_ttl().max(Duration::from_secs(10)),
+        )
+        .await
     }
 
     async fn vote(
@@ -185,7 +192,12 @@ impl MemNetwork {
     }
 
     fn target(&self, source: NodeId, target: NodeId) -> Result<Raft, Unreachable> {
-        if self.cut.lock().expect("cut lock").contains(&(source, target)) {
+        if self
+            .cut
+            .lock()
+            .expect("cut lock")
+            .contains(&(source, target))
+        {
             return Err(Unreachable::new(&std::io::Error::other("link cut")));
         }
         self.nodes

@@ -301,7 +301,10 @@ fn without(stations: &[String], station: &str) -> Vec<String> {
 }
 
 fn subset(stations: &[String], of: &[String]) -> Vec<String> {
-    of.iter().filter(|s| stations.contains(s)).cloned().collect()
+    of.iter()
+        .filter(|s| stations.contains(s))
+        .cloned()
+        .collect()
 }
 
 #[cfg(test)]
@@ -324,7 +327,11 @@ mod tests {
         assert_eq!(first.refused, None);
         let entry = first.entry.unwrap();
         assert_eq!((entry.home.as_str(), entry.epoch), ("a", 1));
-        assert_eq!(entry.replicas, vec!["b"], "the home is never its own replica");
+        assert_eq!(
+            entry.replicas,
+            vec!["b"],
+            "the home is never its own replica"
+        );
         assert_eq!(entry.in_sync, vec!["b"]);
         let second = dir.apply(&claim("x", "b", &[]));
         assert_eq!(second.refused, Some(Refusal::HomedElsewhere));
@@ -363,7 +370,10 @@ mod tests {
             dir.apply(&set("b", 1, 2)).refused,
             Some(Refusal::HomedElsewhere)
         );
-        assert_eq!(dir.apply(&set("a", 2, 2)).refused, Some(Refusal::StaleEpoch));
+        assert_eq!(
+            dir.apply(&set("a", 2, 2)).refused,
+            Some(Refusal::StaleEpoch)
+        );
         dir.apply(&set("a", 1, 3));
         dir.apply(&set("a", 1, 2));
         let entry = dir.get("x").unwrap();

@@ -7,6 +7,9 @@
 //! openraft re-applies the committed entries after it. Every change is published on a
 //! `tokio::sync::watch` channel so the station can follow the directory without polling.
 
+// openraft's error types (fixed by its traits) are large; its own examples allow this too.
+#![allow(clippy::result_large_err)]
+
 use std::fmt::Debug;
 use std::io::Cursor;
 use std::ops::RangeBounds;
@@ -201,7 +204,9 @@ impl RaftLogStorage<TypeConfig> for LogStore {
             let txn = db.begin_write().map_err(io_err)?;
             {
                 let mut table = txn.open_table(LOG).map_err(io_err)?;
-                table.retain_in(log_id.index.., |_, _| false).map_err(io_err)?;
+                table
+                    .retain_in(log_id.index.., |_, _| false)
+                    .map_err(io_err)?;
             }
             txn.commit().map_err(io_err)
         })
@@ -217,7 +222,9 @@ impl RaftLogStorage<TypeConfig> for LogStore {
                 let mut meta = txn.open_table(META).map_err(io_err)?;
                 meta.insert(PURGED_KEY, bytes.as_slice()).map_err(io_err)?;
                 let mut table = txn.open_table(LOG).map_err(io_err)?;
-                table.retain_in(..=log_id.index, |_, _| false).map_err(io_err)?;
+                table
+                    .retain_in(..=log_id.index, |_, _| false)
+                    .map_err(io_err)?;
             }
             txn.commit().map_err(io_err)
         })

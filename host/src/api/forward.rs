@@ -61,6 +61,14 @@ pub(super) async fn route(
             })?
         }
     };
+    // A station that just received the object in a migration serves it at a newer epoch than
+    // its copy of the directory knows yet: the call waits here for the directory to catch up.
+    if let (Some(entry), Some(epoch_here)) = (&entry, api.station.epoch_of(id))
+        && served_here == Some(false)
+        && epoch_here > entry.epoch
+    {
+        return Ok(Route::Local);
+    }
     let Some(home) = entry.and_then(|e| api.cluster.home_from(e)) else {
         // Not deployed anywhere (this station answers 404), or stateless and not held anywhere.
         return Ok(Route::Local);

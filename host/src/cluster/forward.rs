@@ -86,13 +86,18 @@ pub fn hop_count(headers: &http::HeaderMap) -> u32 {
 pub const MAX_HOPS: u32 = 2;
 
 /// The client used for every station-to-station request: keep-alive, no proxies.
-pub fn client() -> anyhow::Result<reqwest::Client> {
+///
+/// Connections leave from `local` when given (the station's own `--bind` address), so a station
+/// bound to 127.0.0.3 is 127.0.0.3 on both ends of everything it sends: firewall rules between
+/// stations' addresses cut all of their traffic, not only gossip.
+pub fn client(local: Option<std::net::IpAddr>) -> anyhow::Result<reqwest::Client> {
     Ok(reqwest::Client::builder()
         .no_proxy()
         .pool_idle_timeout(Duration::from_secs(60))
         .pool_max_idle_per_host(64)
         .tcp_nodelay(true)
         .connect_timeout(Duration::from_secs(2))
+        .local_address(local)
         .build()?)
 }
 

@@ -124,7 +124,9 @@ impl Cluster {
             phi_threshold: config.phi_threshold,
         })
         .await?;
-        let http = forward::client()?;
+        // Outgoing connections leave from the address gossip is bound to (the station's own).
+        let local = Some(config.gossip_addr.ip()).filter(|ip| !ip.is_unspecified());
+        let http = forward::client(local)?;
         let directory = Directory::start(
             directory::DirectoryConfig {
                 station_id: config.station_id.clone(),

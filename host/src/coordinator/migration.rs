@@ -233,7 +233,7 @@ impl Coordinator {
         target: &str,
     ) -> Result<(), MigrationError> {
         use crate::cluster::directory::Command;
-        let me = self.cluster.station_id().to_string();
+        let me = self.cluster.station_id();
         let entry = self
             .cluster
             .directory()
@@ -242,19 +242,7 @@ impl Coordinator {
             .ok_or_else(|| {
                 MigrationError::Transfer("the directory no longer names this station home".into())
             })?;
-        let mut replicas: Vec<String> = entry
-            .replicas
-            .iter()
-            .filter(|s| *s != target)
-            .cloned()
-            .collect();
-        replicas.push(me);
-        let in_sync = entry
-            .in_sync
-            .iter()
-            .filter(|s| *s != target)
-            .cloned()
-            .collect();
+        let (replicas, in_sync) = entry.after_move(target);
         let outcome = self
             .cluster
             .directory()

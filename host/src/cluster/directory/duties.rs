@@ -35,21 +35,8 @@ pub fn failovers(
         let Some(target) = entry.in_sync.iter().find(|s| up(s)) else {
             continue;
         };
-        // The old home stays a replica: when it returns it catches up from the new home. It is
-        // not in sync until it has.
-        let mut replicas: Vec<String> = entry
-            .replicas
-            .iter()
-            .filter(|s| *s != target)
-            .cloned()
-            .collect();
-        replicas.push(entry.home.clone());
-        let in_sync = entry
-            .in_sync
-            .iter()
-            .filter(|s| *s != target)
-            .cloned()
-            .collect();
+        // The old home stays a replica: when it returns it catches up from the new home.
+        let (replicas, in_sync) = entry.after_move(target);
         moves.push(Command::Move {
             object: object.clone(),
             epoch: entry.epoch,

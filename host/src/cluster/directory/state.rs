@@ -130,6 +130,18 @@ pub enum Refusal {
     Invalid,
 }
 
+impl ObjectEntry {
+    /// The replicas and in-sync set after a move to `to`: `to` leaves both, and the old home
+    /// becomes a replica that is not in sync until it has caught up.
+    pub fn after_move(&self, to: &str) -> (Vec<String>, Vec<String>) {
+        let mut replicas: Vec<String> =
+            self.replicas.iter().filter(|s| *s != to).cloned().collect();
+        replicas.push(self.home.clone());
+        let in_sync = self.in_sync.iter().filter(|s| *s != to).cloned().collect();
+        (replicas, in_sync)
+    }
+}
+
 /// What applying a command did: the object's entry after it, and the refusal if it changed
 /// nothing.
 #[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
@@ -245,12 +257,10 @@ impl DirectoryState {
                 replicas,
                 in_sync,
             } => {
-                let Some(entry) = self.objects.get_mut(object) else {
-                    return Outcome::refused(None, Refusal::NotFound);
+                let entry = match self.entry_at(object, *epoch) {
+                    Ok(entry) => entry,
+                    Err(refused) => return refused,
                 };
-                if entry.epoch != *epoch {
-                    return Outcome::refused(Some(entry), Refusal::StaleEpoch);
-                }
                 if entry.mode != Mode::Stateful || entry.home == *to {
                     return Outcome::refused(Some(entry), Refusal::Invalid);
                 }
@@ -266,16 +276,25 @@ impl DirectoryState {
                 replicas,
                 in_sync,
             } => {
-                let Some(entry) = self.objects.get_mut(object) else {
-                    return Outcome::refused(None, Refusal::NotFound);
+                let entry = match self.entry_at(object, *epoch) {
+                    Ok(entry) => entry,
+                    Err(refused) => return refused,
                 };
-                if entry.epoch != *epoch {
-                    return Outcome::refused(Some(entry), Refusal::StaleEpoch);
-                }
                 entry.replicas = without(replicas, &entry.home);
                 entry.in_sync = subset(in_sync, &entry.replicas);
                 Outcome::applied(Some(entry))
             }
+        }
+    }
+
+    /// The entry of `object` if it is at `epoch`; otherwise the refusal to answer with.
+    fn entry_at(&mut self, object: &str, epoch: u64) -> Result<&mut ObjectEntry, Outcome> {
+        match self.objects.get_mut(object) {
+            None => Err(Outcome::refused(None, Refusal::NotFound)),
+            Some(entry) if entry.epoch != epoch => {
+                Err(Outcome::refused(Some(entry), Refusal::StaleEpoch))
+            }
+            Some(entry) => Ok(entry),
         }
     }
 

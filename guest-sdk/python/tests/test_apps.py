@@ -114,7 +114,7 @@ class AuthTest(unittest.TestCase):
 
     def test_validation_names_the_field(self) -> None:
         base = {"action": "register", "username": "abc", "password": "password-1", "email": "a@b"}
-        for change, says in [
+        changes: list[tuple[dict[str, Any], str]] = [
             ({"username": None}, "'username'"),
             ({"username": "ab"}, "'username'"),
             ({"username": "a b c"}, "'username'"),
@@ -127,7 +127,8 @@ class AuthTest(unittest.TestCase):
             ({"ttl_s": True}, "'ttl_s'"),
             ({"action": "fly"}, '"fly"'),
             ({"action": None}, "'action'"),
-        ]:
+        ]
+        for change, says in changes:
             status, v = call(auth.Auth, "POST", "/", body={**base, **change})
             self.assertEqual(status, 400, change)
             self.assertEqual(v["error"], "bad_request")

@@ -61,10 +61,7 @@ impl<'a> App<'a> {
         let r =
             self.st
                 .request_with_headers(method, &format!("/objects/{id}{path}"), &headers, body);
-        self.seen
-            .lock()
-            .unwrap()
-            .push((r.what.clone(), r.text()));
+        self.seen.lock().unwrap().push((r.what.clone(), r.text()));
         r
     }
 
@@ -113,7 +110,12 @@ fn error(r: Resp, status: u16, code: &str, message: &str) {
         "{}: the error answer",
         r.what
     );
-    assert_eq!(r.header("content-type"), Some("application/json"), "{}", r.what);
+    assert_eq!(
+        r.header("content-type"),
+        Some("application/json"),
+        "{}",
+        r.what
+    );
 }
 
 /// Asserts a 400 `bad_request` whose message contains `word`.
@@ -122,7 +124,10 @@ fn bad_request(r: Resp, word: &str) {
     let what = r.what.clone();
     let v = r.expect_error(400, "bad_request");
     let msg = v["message"].as_str().unwrap();
-    assert!(msg.contains(word), "{what}: {msg:?} should contain {word:?}");
+    assert!(
+        msg.contains(word),
+        "{what}: {msg:?} should contain {word:?}"
+    );
 }
 
 fn now_ms() -> u64 {
@@ -144,7 +149,10 @@ fn hmac_sha256(key: &[u8], data: &[u8]) -> [u8; 32] {
         k[..key.len()].copy_from_slice(key);
     }
     let pad = |b: u8| k.iter().map(|x| x ^ b).collect::<Vec<u8>>();
-    let inner = Sha256::new().chain_update(pad(0x36)).chain_update(data).finalize();
+    let inner = Sha256::new()
+        .chain_update(pad(0x36))
+        .chain_update(data)
+        .finalize();
     Sha256::new()
         .chain_update(pad(0x5c))
         .chain_update(inner)
@@ -233,23 +241,38 @@ fn assert_nothing_secret(
             );
         }
         for field in ["\"hash\"", "\"salt\"", "pbkdf2"] {
-            assert!(!body.contains(field), "{what} answered password data: {body}");
+            assert!(
+                !body.contains(field),
+                "{what} answered password data: {body}"
+            );
         }
     }
     for text in states.iter().chain(logs) {
         for p in passwords {
             let dbbasic = hex(&Sha256::digest(format!("object_primitive_salt{p}")));
             assert!(!text.contains(p), "a password in the state or log: {text}");
-            assert!(!text.contains(&dbbasic), "dbbasic's hash of a password: {text}");
+            assert!(
+                !text.contains(&dbbasic),
+                "dbbasic's hash of a password: {text}"
+            );
         }
         for t in tokens {
-            assert!(!text.contains(&t[..8]), "a token prefix in the state or log: {text}");
+            assert!(
+                !text.contains(&t[..8]),
+                "a token prefix in the state or log: {text}"
+            );
         }
     }
     for text in logs.iter().chain(seen.iter().map(|(_, body)| body)) {
-        assert!(!text.contains("pbkdf2-sha256"), "password data in an answer or the log: {text}");
+        assert!(
+            !text.contains("pbkdf2-sha256"),
+            "password data in an answer or the log: {text}"
+        );
         for h in hashes {
-            assert!(!text.contains(h.as_str()), "a password hash or salt in an answer or the log: {text}");
+            assert!(
+                !text.contains(h.as_str()),
+                "a password hash or salt in an answer or the log: {text}"
+            );
         }
     }
 }

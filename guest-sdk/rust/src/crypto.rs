@@ -147,7 +147,7 @@ pub fn base64url_encode(bytes: &[u8]) -> String {
 /// ```
 pub fn base64_decode(text: &str) -> Option<Vec<u8>> {
     let bytes = text.as_bytes();
-    if bytes.len() % 4 != 0 {
+    if !bytes.len().is_multiple_of(4) {
         return None;
     }
     let value = |c: u8| STANDARD.iter().position(|&s| s == c).map(|v| v as u32);
@@ -245,7 +245,12 @@ mod tests {
             assert_eq!(base64_decode(&text), Some(bytes.clone()), "{text}");
             let url = base64url_encode(&bytes);
             assert!(!url.contains(['+', '/', '=']), "{url}");
-            assert_eq!(url, text.trim_end_matches('=').replace('+', "-").replace('/', "_"));
+            assert_eq!(
+                url,
+                text.trim_end_matches('=')
+                    .replace('+', "-")
+                    .replace('/', "_")
+            );
         }
         assert_eq!(base64_encode(&[0xfb, 0xff]), "+/8=");
         for bad in ["a", "ab=c", "a===", "aB==", "aA==aA==", "*AAA"] {

@@ -257,10 +257,10 @@ fn register(body: &JsonBody) -> Answer {
     );
     let (token, expires) = issue_token(username, ttl_s);
     info!("user registered: {username}");
-    Ok(Response::json(
-        &json!({ "username": username, "token": token, "expires_at_ms": expires }),
+    Ok(
+        Response::json(&json!({ "username": username, "token": token, "expires_at_ms": expires }))
+            .with_status(201),
     )
-    .with_status(201))
 }
 
 fn login(body: &JsonBody) -> Answer {

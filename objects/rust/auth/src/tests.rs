@@ -80,15 +80,42 @@ fn unknown_user_and_wrong_password_answer_alike() {
 fn validation_names_the_field() {
     testing::reset();
     for (body, says) in [
-        (json!({"action": "register", "password": "password-1", "email": "a@b"}), "'username'"),
-        (json!({"action": "register", "username": "ab", "password": "password-1", "email": "a@b"}), "'username'"),
-        (json!({"action": "register", "username": "a b c", "password": "password-1", "email": "a@b"}), "'username'"),
-        (json!({"action": "register", "username": "abc", "password": "short", "email": "a@b"}), "'password'"),
-        (json!({"action": "register", "username": "abc", "password": "password-1", "email": "a@@b"}), "'email'"),
-        (json!({"action": "register", "username": "abc", "password": "password-1", "email": "@b"}), "'email'"),
-        (json!({"action": "register", "username": "abc", "password": "password-1", "email": "a@b", "ttl_s": 0}), "'ttl_s'"),
-        (json!({"action": "register", "username": "abc", "password": "password-1", "email": "a@b", "ttl_s": 86401}), "'ttl_s'"),
-        (json!({"action": "register", "username": "abc", "password": "password-1", "email": "a@b", "ttl_s": 1.5}), "'ttl_s'"),
+        (
+            json!({"action": "register", "password": "password-1", "email": "a@b"}),
+            "'username'",
+        ),
+        (
+            json!({"action": "register", "username": "ab", "password": "password-1", "email": "a@b"}),
+            "'username'",
+        ),
+        (
+            json!({"action": "register", "username": "a b c", "password": "password-1", "email": "a@b"}),
+            "'username'",
+        ),
+        (
+            json!({"action": "register", "username": "abc", "password": "short", "email": "a@b"}),
+            "'password'",
+        ),
+        (
+            json!({"action": "register", "username": "abc", "password": "password-1", "email": "a@@b"}),
+            "'email'",
+        ),
+        (
+            json!({"action": "register", "username": "abc", "password": "password-1", "email": "@b"}),
+            "'email'",
+        ),
+        (
+            json!({"action": "register", "username": "abc", "password": "password-1", "email": "a@b", "ttl_s": 0}),
+            "'ttl_s'",
+        ),
+        (
+            json!({"action": "register", "username": "abc", "password": "password-1", "email": "a@b", "ttl_s": 86401}),
+            "'ttl_s'",
+        ),
+        (
+            json!({"action": "register", "username": "abc", "password": "password-1", "email": "a@b", "ttl_s": 1.5}),
+            "'ttl_s'",
+        ),
         (json!({"action": "fly"}), "\"fly\""),
         (json!({}), "'action'"),
     ] {
@@ -128,9 +155,18 @@ fn tokens_resolve_log_out_and_are_revoked_by_a_password_change() {
     assert!(v["user"].get("password").is_none(), "{v}");
     // The token also travels in the body or the query.
     assert_eq!(call("GET", "/", None, json!({"token": t1})).0, 200);
-    assert_eq!(call("GET", &format!("/?token={t1}"), None, json!({})).0, 200);
-    assert_eq!(call("GET", "/", None, json!({})).1["error"], "token_required");
-    assert_eq!(call("GET", "/", Some("made-up"), json!({})).1["error"], "invalid_token");
+    assert_eq!(
+        call("GET", &format!("/?token={t1}"), None, json!({})).0,
+        200
+    );
+    assert_eq!(
+        call("GET", "/", None, json!({})).1["error"],
+        "token_required"
+    );
+    assert_eq!(
+        call("GET", "/", Some("made-up"), json!({})).1["error"],
+        "invalid_token"
+    );
 
     let (status, v) = call(
         "PUT",
@@ -150,10 +186,20 @@ fn tokens_resolve_log_out_and_are_revoked_by_a_password_change() {
     assert_eq!((status, v), (200, json!({"message": "User updated"})));
     assert_eq!(call("GET", "/", Some(&t1), json!({})).0, 200);
     assert_eq!(call("GET", "/", Some(&t2), json!({})).0, 401);
-    assert!(!testing::state().keys().any(|k| k.contains(&crypto::sha256_hex(t2.as_bytes()))));
+    assert!(
+        !testing::state()
+            .keys()
+            .any(|k| k.contains(&crypto::sha256_hex(t2.as_bytes())))
+    );
 
-    assert_eq!(call("PUT", "/", Some(&t1), json!({})).1["message"], "No changes");
-    assert_eq!(call("DELETE", "/", Some(&t1), json!({})).1["message"], "Logged out");
+    assert_eq!(
+        call("PUT", "/", Some(&t1), json!({})).1["message"],
+        "No changes"
+    );
+    assert_eq!(
+        call("DELETE", "/", Some(&t1), json!({})).1["message"],
+        "Logged out"
+    );
     assert_eq!(call("GET", "/", Some(&t1), json!({})).0, 401);
 }
 
@@ -166,7 +212,10 @@ fn expired_tokens_are_refused_and_deleted() {
     let mut entry: Value = state::get_json(&key).unwrap();
     entry["expires_at_ms"] = json!(runtime::now_ms() - 1);
     state::set_json(&key, &entry);
-    assert_eq!(call("GET", "/", Some(&t), json!({})).1["error"], "invalid_token");
+    assert_eq!(
+        call("GET", "/", Some(&t), json!({})).1["error"],
+        "invalid_token"
+    );
     assert!(state::get(&key).is_none());
 }
 
@@ -189,7 +238,10 @@ fn deleting_the_account() {
         Some(&t),
         json!({}),
     );
-    assert_eq!((status, v), (200, json!({"message": "Account erin deleted"})));
+    assert_eq!(
+        (status, v),
+        (200, json!({"message": "Account erin deleted"}))
+    );
     assert!(testing::state().is_empty(), "{:?}", testing::state());
     register("erin", "password-3");
 }
@@ -198,10 +250,21 @@ fn deleting_the_account() {
 fn logs_hold_no_secret() {
     testing::reset();
     let t = register("frank", "password-1");
-    call("POST", "/", None, json!({"action": "login", "username": "frank", "password": "bad-password"}));
+    call(
+        "POST",
+        "/",
+        None,
+        json!({"action": "login", "username": "frank", "password": "bad-password"}),
+    );
     call("GET", "/", Some("some-made-up-token"), json!({}));
     for (_, line) in testing::logs() {
-        assert!(!line.contains("password-1") && !line.contains("bad-password"), "{line}");
-        assert!(!line.contains(&t[..8]) && !line.contains("made-up"), "{line}");
+        assert!(
+            !line.contains("password-1") && !line.contains("bad-password"),
+            "{line}"
+        );
+        assert!(
+            !line.contains(&t[..8]) && !line.contains("made-up"),
+            "{line}"
+        );
     }
 }

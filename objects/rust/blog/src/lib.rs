@@ -169,9 +169,11 @@ fn get(req: &Request) -> Answer {
     }
     let limit = match req.query("limit") {
         None => 10,
-        Some(text) => uint(text).filter(|n| (1..=100).contains(n)).ok_or_else(|| {
-            Response::bad_request("query parameter 'limit' must be an integer from 1 to 100")
-        })?,
+        Some(text) => uint(text)
+            .filter(|n| (1..=100).contains(n))
+            .ok_or_else(|| {
+                Response::bad_request("query parameter 'limit' must be an integer from 1 to 100")
+            })?,
     };
     let offset = match req.query("offset") {
         None => 0,
@@ -205,9 +207,9 @@ fn get(req: &Request) -> Answer {
     let seq = |p: &Value| p["seq"].as_u64().unwrap_or(0);
     match sort {
         "oldest" => posts.sort_by_key(seq),
-        "title" => posts.sort_by_cached_key(|p| {
-            (p["title"].as_str().unwrap_or("").to_lowercase(), seq(p))
-        }),
+        "title" => {
+            posts.sort_by_cached_key(|p| (p["title"].as_str().unwrap_or("").to_lowercase(), seq(p)))
+        }
         _ => posts.sort_by_key(|p| std::cmp::Reverse(seq(p))),
     }
     let total = posts.len() as u64;

@@ -75,7 +75,7 @@ fn user(req: &Request, body: Option<&JsonBody>) -> Result<String, Response> {
 }
 
 /// The room named by the path, if it is one of [`ROOMS`] (names are case-sensitive).
-fn room<'a>(params: &'a Params) -> Result<&'a str, Response> {
+fn room(params: &Params) -> Result<&str, Response> {
     let name = params.get("room");
     if ROOMS.contains(&name) {
         Ok(name)
@@ -224,7 +224,9 @@ fn poll(req: &Request, params: &Params) -> Answer {
 fn router() -> Router {
     Router::new()
         .get("/rooms", |r, p| rooms(r, p).unwrap_or_else(|e| e))
-        .post("/rooms/{room}/join", |r, p| join(r, p).unwrap_or_else(|e| e))
+        .post("/rooms/{room}/join", |r, p| {
+            join(r, p).unwrap_or_else(|e| e)
+        })
         .post("/rooms/{room}/messages", |r, p| {
             send(r, p).unwrap_or_else(|e| e)
         })

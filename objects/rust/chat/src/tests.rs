@@ -26,7 +26,12 @@ fn setup() {
 }
 
 fn stored(v: &Value) -> Vec<Value> {
-    v.as_array().unwrap().iter().filter(|m| m["user_name"] != "SYSTEM").cloned().collect()
+    v.as_array()
+        .unwrap()
+        .iter()
+        .filter(|m| m["user_name"] != "SYSTEM")
+        .cloned()
+        .collect()
 }
 
 #[test]
@@ -34,11 +39,23 @@ fn rooms_need_a_token() {
     setup();
     let (status, v) = call("GET", "/rooms", Some("tok-a"), json!({}));
     assert_eq!(status, 200);
-    assert_eq!(v, json!({"chat_rooms": ["General", "Technology", "Crypto", "Sports", "Movies"]}));
-    assert_eq!(call("GET", "/rooms", None, json!({})).1["error"], "token_required");
-    assert_eq!(call("GET", "/rooms", Some("bad"), json!({})).1["error"], "invalid_token");
+    assert_eq!(
+        v,
+        json!({"chat_rooms": ["General", "Technology", "Crypto", "Sports", "Movies"]})
+    );
+    assert_eq!(
+        call("GET", "/rooms", None, json!({})).1["error"],
+        "token_required"
+    );
+    assert_eq!(
+        call("GET", "/rooms", Some("bad"), json!({})).1["error"],
+        "invalid_token"
+    );
     testing::unregister_object("auth");
-    assert_eq!(call("GET", "/rooms", Some("tok-a"), json!({})).1["error"], "auth_unavailable");
+    assert_eq!(
+        call("GET", "/rooms", Some("tok-a"), json!({})).1["error"],
+        "auth_unavailable"
+    );
     assert_eq!(call("GET", "/nope", Some("tok-a"), json!({})).0, 404);
     assert_eq!(call("PUT", "/rooms", Some("tok-a"), json!({})).0, 405);
 }
@@ -46,10 +63,21 @@ fn rooms_need_a_token() {
 #[test]
 fn join_send_and_poll() {
     setup();
-    assert_eq!(call("POST", "/rooms/general/join", Some("tok-a"), json!({})).0, 404);
-    let (status, v) = call("POST", "/rooms/General/messages", Some("tok-a"), json!({"message": "hi"}));
+    assert_eq!(
+        call("POST", "/rooms/general/join", Some("tok-a"), json!({})).0,
+        404
+    );
+    let (status, v) = call(
+        "POST",
+        "/rooms/General/messages",
+        Some("tok-a"),
+        json!({"message": "hi"}),
+    );
     assert_eq!((status, v["error"].as_str()), (403, Some("not_joined")));
-    assert_eq!(call("GET", "/rooms/General/messages", Some("tok-a"), json!({})).0, 403);
+    assert_eq!(
+        call("GET", "/rooms/General/messages", Some("tok-a"), json!({})).0,
+        403
+    );
 
     let (status, v) = call("POST", "/rooms/General/join", Some("tok-a"), json!({}));
     assert_eq!(status, 200);
@@ -72,23 +100,74 @@ fn join_send_and_poll() {
         assert!(ts > last, "timestamps strictly increase");
         last = ts;
     }
-    let (_, v) = call("GET", "/rooms/General/messages?after_timestamp=0&limit=2", Some("tok-b"), json!({}));
+    let (_, v) = call(
+        "GET",
+        "/rooms/General/messages?after_timestamp=0&limit=2",
+        Some("tok-b"),
+        json!({}),
+    );
     let first: Vec<Value> = v["messages"].as_array().unwrap().clone();
-    assert_eq!(first.iter().map(|m| m["message"].as_str().unwrap()).collect::<Vec<_>>(), ["m0", "m1"]);
+    assert_eq!(
+        first
+            .iter()
+            .map(|m| m["message"].as_str().unwrap())
+            .collect::<Vec<_>>(),
+        ["m0", "m1"]
+    );
     let after = first[1]["timestamp"].as_u64().unwrap();
-    let (_, v) = call("GET", &format!("/rooms/General/messages?after_timestamp={after}"), Some("tok-b"), json!({}));
-    let rest: Vec<&str> = v["messages"].as_array().unwrap().iter().map(|m| m["message"].as_str().unwrap()).collect();
+    let (_, v) = call(
+        "GET",
+        &format!("/rooms/General/messages?after_timestamp={after}"),
+        Some("tok-b"),
+        json!({}),
+    );
+    let rest: Vec<&str> = v["messages"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|m| m["message"].as_str().unwrap())
+        .collect();
     assert_eq!(rest, ["m2", "m3", "m4"]);
-    let (_, v) = call("GET", &format!("/rooms/General/messages?after_timestamp={last}"), Some("tok-b"), json!({}));
+    let (_, v) = call(
+        "GET",
+        &format!("/rooms/General/messages?after_timestamp={last}"),
+        Some("tok-b"),
+        json!({}),
+    );
     assert_eq!(v["messages"], json!([]));
 
     let (_, v) = call("POST", "/rooms/General/join", Some("tok-c"), json!({}));
     assert_eq!(stored(&v["recent_messages"]).len(), 5);
     for q in ["after_timestamp=-1", "after_timestamp=x", "limit=1.5"] {
-        assert_eq!(call("GET", &format!("/rooms/General/messages?{q}"), Some("tok-a"), json!({})).0, 400, "{q}");
+        assert_eq!(
+            call(
+                "GET",
+                &format!("/rooms/General/messages?{q}"),
+                Some("tok-a"),
+                json!({})
+            )
+            .0,
+            400,
+            "{q}"
+        );
     }
-    for body in [json!({}), json!({"message": "  "}), json!({"message": "x".repeat(2001)}), json!({"message": 5})] {
-        assert_eq!(call("POST", "/rooms/General/messages", Some("tok-a"), body.clone()).0, 400, "{body}");
+    for body in [
+        json!({}),
+        json!({"message": "  "}),
+        json!({"message": "x".repeat(2001)}),
+        json!({"message": 5}),
+    ] {
+        assert_eq!(
+            call(
+                "POST",
+                "/rooms/General/messages",
+                Some("tok-a"),
+                body.clone()
+            )
+            .0,
+            400,
+            "{body}"
+        );
     }
 }
 
@@ -97,7 +176,12 @@ fn a_room_keeps_its_last_thousand_messages() {
     setup();
     call("POST", "/rooms/Sports/join", Some("tok-a"), json!({}));
     for i in 0..1005 {
-        call("POST", "/rooms/Sports/messages", Some("tok-a"), json!({"message": format!("m{i}")}));
+        call(
+            "POST",
+            "/rooms/Sports/messages",
+            Some("tok-a"),
+            json!({"message": format!("m{i}")}),
+        );
     }
     assert_eq!(state::keys("msg:Sports:").len(), 1000);
     let (_, v) = call("POST", "/rooms/Sports/join", Some("tok-a"), json!({}));
@@ -105,7 +189,12 @@ fn a_room_keeps_its_last_thousand_messages() {
     assert_eq!(recent.len(), 50);
     assert_eq!(recent[0]["message"], "m955");
     assert_eq!(recent[49]["message"], "m1004");
-    let (_, v) = call("GET", "/rooms/Sports/messages?limit=500", Some("tok-a"), json!({}));
+    let (_, v) = call(
+        "GET",
+        "/rooms/Sports/messages?limit=500",
+        Some("tok-a"),
+        json!({}),
+    );
     assert_eq!(v["messages"].as_array().unwrap().len(), 100);
     assert_eq!(v["messages"][0]["message"], "m5");
 }

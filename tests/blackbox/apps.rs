@@ -421,6 +421,7 @@ per_lang! {
         // The state: PBKDF2 records with per-user salts, tokens only as sha256.
         let tb = app.register("bob", "correct horse"); // the same password as alice had
         let tc = app.register("carol", "carol's password");
+        let td = app.register("dave", "correct horse"); // the same password as bob
         let state = state_of(&st, "auth");
         assert!(state.keys().any(|k| k.starts_with("user:")) && state.keys().any(|k| k.starts_with("token:")), "{state:?}");
         let record = |name: &str| -> Value {
@@ -441,6 +442,9 @@ per_lang! {
         assert_eq!(pbkdf2_sha256(b"correct horse", &salt, n).to_vec(), hash, "PBKDF2 reproduces the stored hash");
         let carol = record("carol");
         assert_ne!(carol["password"]["salt"], p["salt"]);
+        let dave = record("dave");
+        assert_ne!(dave["password"]["salt"], p["salt"], "two users share a salt");
+        assert_ne!(dave["password"]["hash"], p["hash"], "the same password gave the same hash");
         // Bob has alice's old password: a different salt, a different hash.
         let alice = record("alice");
         assert_ne!(alice["password"]["salt"], p["salt"]);
@@ -490,7 +494,7 @@ per_lang! {
         assert_nothing_secret(
             &app,
             &["correct horse", "wrong horse", "new password", "carol's password", "a new start"],
-            &[&t1, &t2, &t3, &t4, &short, &tb, &tb2, &tb3, &tc],
+            &[&t1, &t2, &t3, &t4, &short, &tb, &tb2, &tb3, &tc, &td],
             &hashes,
             &states,
             &logs,
@@ -644,6 +648,7 @@ per_lang! {
         assert!(bstate.keys().all(|k| !astate.contains_key(k)), "blog and auth share a key name");
         let blog_log = log_of(&st, "blog", &format!("post created {fresh} by alice"));
         assert!(blog_log.contains(&format!("post deleted {p1} by alice")), "{blog_log}");
+        assert!(blog_log.contains(&format!("post updated {p1} by alice")), "{blog_log}");
 
         // auth undeployed: fail closed with 503, nothing created; back again, the token works.
         let count = total();
@@ -746,6 +751,7 @@ per_lang! {
         }
         error(chat("GET", "/rooms/General/messages?limit=-5", Some(&bob), Value::Null), 400, "bad_request",
             "query parameter 'limit' must be an integer from 0");
+        error(chat("GET", "/rooms/Nowhere/messages", Some(&bob), Value::Null), 404, "not_found", "Room not found: Nowhere");
         error(chat("GET", "/rooms/Movies/messages", Some(&bob), Value::Null), 403, "not_joined", "Join the room Movies before using its messages");
         // A later join shows the stored messages, oldest first, after the SYSTEM lines.
         let v = chat("POST", "/rooms/General/join", Some(&bob), Value::Null).expect_json(200);

@@ -1,6 +1,6 @@
 //! The example applications (issue 14) under load, on one station with `--durability fsync`:
 //! `auth` logins (the PBKDF2 cost dominates: reported beside the iteration count), `blog` post
-//! creation and listing, and `chat` messages through one room. The Rust objects, and the Python
+//! creation, listing and searching, and `chat` messages through one room. The Rust objects, and the Python
 //! `auth`'s logins when `objects/dist/py-auth.wasm` is built.
 //!
 //! These requests carry a JSON body and a bearer token, which the wrk/oha scripts do not, so
@@ -30,8 +30,10 @@ pub const LOGIN: &str = "auth login, Rust";
 pub const PY_LOGIN: &str = "auth login, Python";
 /// Blog creation.
 pub const BLOG_CREATE: &str = "blog post create (token checked by auth)";
-/// Blog listing.
+/// Blog listing (the unfiltered list reads only its page).
 pub const BLOG_LIST: &str = "blog list, 10 of 1,000 posts";
+/// Blog search (a filtered list reads every post).
+pub const BLOG_SEARCH: &str = "blog search, 10 of 1,000 posts";
 /// Chat.
 pub const CHAT_SEND: &str = "chat messages, one room (token checked by auth)";
 
@@ -40,7 +42,7 @@ const LIST_POSTS: usize = 1000;
 
 /// Runs every application scenario, in order.
 pub async fn run(ctx: &Ctx) -> Vec<ScenarioResult> {
-    let names = [LOGIN, BLOG_CREATE, BLOG_LIST, CHAT_SEND];
+    let names = [LOGIN, BLOG_CREATE, BLOG_LIST, BLOG_SEARCH, CHAT_SEND];
     let limit = ctx.config.warmup + ctx.config.duration + Duration::from_secs(120);
     let data = match ctx.fresh_dir("apps-") {
         Ok(d) => d,
@@ -114,8 +116,23 @@ pub async fn run(ctx: &Ctx) -> Vec<ScenarioResult> {
                 None,
             )
             .await?;
-            Ok(result(BLOG_LIST, &load, "list/s").with_note(
-                "a list reads and filters every post, so its cost grows with the blog".to_string(),
+            Ok(result(BLOG_LIST, &load, "list/s"))
+        })
+        .await,
+    );
+    results.push(
+        guarded(BLOG_SEARCH, limit, async {
+            let load = closed_loop(
+                ctx,
+                &station,
+                Method::GET,
+                "/objects/blog-list?search=LISTED&limit=10&offset=20",
+                None,
+                None,
+            )
+            .await?;
+            Ok(result(BLOG_SEARCH, &load, "list/s").with_note(
+                "a list filtered by author or search, or sorted by title, reads every post: its cost grows with the blog; an unfiltered one reads only its page".to_string(),
             ))
         })
         .await,

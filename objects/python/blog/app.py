@@ -7,7 +7,8 @@ Every write first resolves the caller's token through ``runtime.call("auth", GET
 anything else fails closed with 503 ``auth_unavailable``. There is no fallback identity.
 
 State: ``post:<id>`` = ``{"author","content","created_at_ms","id","seq","tags","title",
-"updated_at_ms"}``, and ``counter:posts``, the sequence that numbers posts (``p1``, ...).
+"updated_at_ms"}``, ``counter:posts``, the sequence that numbers posts (``p1``, ...), and
+``order:<seq, 20 digits>`` = the id, so that an unfiltered list reads only its page's posts.
 """
 
 from __future__ import annotations
@@ -185,6 +186,8 @@ def list_posts(req: Request) -> Response:
     author = req.query("author") or None
     search = (req.query("search") or "").lower() or None
 
+    if author is None and search is None and sort != "title":
+        return page_in_order(sort == "newest", offset, limit)
     posts = []
     for key in state.keys("post:"):
         p = state.get_json(key)
@@ -203,19 +206,37 @@ def list_posts(req: Request) -> Response:
         posts.sort(key=lambda p: (_str(p, "title").lower(), _seq(p)))
     else:
         posts.sort(key=_seq, reverse=True)
-    total = len(posts)
-    page = [
-        {
-            "author": p.get("author"),
-            "created_at_ms": p.get("created_at_ms"),
-            "excerpt": excerpt(_str(p, "content")),
-            "id": p.get("id"),
-            "tags": p.get("tags"),
-            "title": p.get("title"),
-            "updated_at_ms": p.get("updated_at_ms"),
-        }
-        for p in posts[offset : offset + limit]
-    ]
+    return listing([summary(p) for p in posts[offset : offset + limit]], len(posts), limit, offset)
+
+
+def page_in_order(newest: bool, offset: int, limit: int) -> Response:
+    """A page of the unfiltered list in creation order (or its reverse), from the ``order:``
+    index: only the page's posts are read."""
+    keys = state.keys("order:")
+    if newest:
+        keys.reverse()
+    page = []
+    for key in keys[offset : offset + limit]:
+        id = state.get(key)
+        post = state.get_json(post_key(id)) if id is not None else None
+        if isinstance(post, dict):
+            page.append(summary(post))
+    return listing(page, len(keys), limit, offset)
+
+
+def summary(p: dict[str, Any]) -> dict[str, Any]:
+    return {
+        "author": p.get("author"),
+        "created_at_ms": p.get("created_at_ms"),
+        "excerpt": excerpt(_str(p, "content")),
+        "id": p.get("id"),
+        "tags": p.get("tags"),
+        "title": p.get("title"),
+        "updated_at_ms": p.get("updated_at_ms"),
+    }
+
+
+def listing(page: list[Any], total: int, limit: int, offset: int) -> Response:
     return Response.json(
         {
             "pagination": {
@@ -227,6 +248,11 @@ def list_posts(req: Request) -> Response:
             "posts": page,
         }
     )
+
+
+def order_key(seq: int) -> str:
+    """The key of a post in the creation-order index: ``order:<seq, 20 digits>`` = its id."""
+    return f"order:{seq:020d}"
 
 
 def body_and_author(req: Request) -> tuple[JsonBody, str]:
@@ -274,6 +300,7 @@ class Blog(Object):
                 "updated_at_ms": now,
             },
         )
+        state.set(order_key(seq), id)
         log.info(f"post created {id} by {author}")
         return Response.json({"post_id": id, "title": title}, status=201)
 
@@ -317,6 +344,7 @@ class Blog(Object):
         if post.get("author") != author:
             raise HTTPError(403, "not_author", "Only the author can delete this post")
         state.delete(post_key(id))
+        state.delete(order_key(_seq(post)))
         log.info(f"post deleted {id} by {author}")
         return Response.json({"message": f"Post deleted: {_str(post, 'title')}"})
 

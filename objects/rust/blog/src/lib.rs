@@ -7,8 +7,9 @@
 //! no fallback identity.
 //!
 //! State: `post:<id>` = `{"author","content","created_at_ms","id","seq","tags","title",
-//! "updated_at_ms"}`, and `counter:posts`, the sequence that numbers posts (`p1`, `p2`,
-//! …; never reused) and orders them by creation.
+//! "updated_at_ms"}`; `counter:posts`, the sequence that numbers posts (`p1`, `p2`, …;
+//! never reused) and orders them by creation; and `order:<seq, 20 digits>` = the id, an
+//! index in creation order, so that an unfiltered list reads only the posts of its page.
 
 use object_primitive::route::{JsonBody, missing};
 use object_primitive::serde_json::Value;
@@ -193,6 +194,9 @@ fn get(req: &Request) -> Answer {
         .filter(|s| !s.is_empty())
         .map(str::to_lowercase);
 
+    if author.is_none() && search.is_none() && sort != "title" {
+        return Ok(page_in_order(sort == "newest", offset, limit));
+    }
     let mut posts: Vec<Value> = state::keys("post:")
         .iter()
         .filter_map(|k| state::get_json::<Value>(k))
@@ -213,23 +217,49 @@ fn get(req: &Request) -> Answer {
         _ => posts.sort_by_key(|p| std::cmp::Reverse(seq(p))),
     }
     let total = posts.len() as u64;
-    let page: Vec<Value> = posts
+    let page = posts
         .iter()
         .skip(offset.min(total) as usize)
         .take(limit as usize)
-        .map(|p| {
-            json!({
-                "id": p["id"],
-                "title": p["title"],
-                "excerpt": excerpt(p["content"].as_str().unwrap_or("")),
-                "author": p["author"],
-                "created_at_ms": p["created_at_ms"],
-                "updated_at_ms": p["updated_at_ms"],
-                "tags": p["tags"],
-            })
-        })
+        .map(summary)
         .collect();
-    Ok(Response::json(&json!({
+    Ok(listing(page, total, limit, offset))
+}
+
+/// A page of the unfiltered list in creation order (or its reverse), from the `order:`
+/// index: only the page's posts are read.
+fn page_in_order(newest: bool, offset: u64, limit: u64) -> Response {
+    let keys = state::keys("order:");
+    let total = keys.len() as u64;
+    let ids: Box<dyn Iterator<Item = &String>> = if newest {
+        Box::new(keys.iter().rev())
+    } else {
+        Box::new(keys.iter())
+    };
+    let page = ids
+        .skip(offset.min(total) as usize)
+        .take(limit as usize)
+        .filter_map(|k| state::get(k))
+        .filter_map(|id| state::get_json::<Value>(&post_key(&id)))
+        .map(|p| summary(&p))
+        .collect();
+    listing(page, total, limit, offset)
+}
+
+fn summary(p: &Value) -> Value {
+    json!({
+        "id": p["id"],
+        "title": p["title"],
+        "excerpt": excerpt(p["content"].as_str().unwrap_or("")),
+        "author": p["author"],
+        "created_at_ms": p["created_at_ms"],
+        "updated_at_ms": p["updated_at_ms"],
+        "tags": p["tags"],
+    })
+}
+
+fn listing(page: Vec<Value>, total: u64, limit: u64, offset: u64) -> Response {
+    Response::json(&json!({
         "posts": page,
         "pagination": {
             "total": total,
@@ -237,7 +267,12 @@ fn get(req: &Request) -> Answer {
             "offset": offset,
             "has_more": offset.saturating_add(limit) < total,
         },
-    })))
+    }))
+}
+
+/// The key of a post in the creation-order index: `order:<seq, 20 digits>` = its id.
+fn order_key(seq: u64) -> String {
+    format!("order:{seq:020}")
 }
 
 /// The body as a JSON object, if it is one: the token may be in it. Whether it is valid
@@ -270,6 +305,7 @@ fn post(req: &Request) -> Answer {
             "updated_at_ms": now,
         }),
     );
+    state::set(&order_key(seq as u64), &id);
     info!("post created {id} by {author}");
     Ok(Response::json(&json!({ "post_id": id, "title": title })).with_status(201))
 }
@@ -327,6 +363,7 @@ fn delete(req: &Request) -> Answer {
         ));
     }
     state::delete(&post_key(id));
+    state::delete(&order_key(post["seq"].as_u64().unwrap_or(0)));
     info!("post deleted {id} by {author}");
     let title = post["title"].as_str().unwrap_or("");
     Ok(Response::json(

@@ -9,4 +9,6 @@ scripts/build-objects.sh
 PYTHONDONTWRITEBYTECODE=1 python3 -m unittest discover -s guest-sdk/python/tests
 # wasmtime captures a backtrace on every Store drop when RUST_BACKTRACE is set (TOOLCHAIN.md).
 unset RUST_BACKTRACE
+# The example applications' unit tests, against the SDK's in-memory fake.
+cargo test -p auth -p blog -p chat
 cargo test -p host -p object-primitive-sdk "$@"

@@ -22,6 +22,8 @@ use crate::scenarios::{self, Ctx};
 pub enum Group {
     /// Load on a station against the native baseline.
     Http,
+    /// The example applications: auth logins, blog posts and lists, chat messages.
+    Apps,
     /// Cold deploy and restart → first response.
     Lifecycle,
     /// RSS with 1,000 and 10,000 deployed objects.
@@ -172,6 +174,7 @@ impl DriverArgs {
             groups: if self.only.is_empty() {
                 vec![
                     Group::Http,
+                    Group::Apps,
                     Group::Lifecycle,
                     Group::Micro,
                     Group::Rss,
@@ -217,6 +220,7 @@ pub async fn run(config: DriverConfig) -> anyhow::Result<Report> {
     // HTTP first (the headline figures), then the single-station families, the cluster last.
     for group in [
         Group::Http,
+        Group::Apps,
         Group::Lifecycle,
         Group::Micro,
         Group::Rss,
@@ -227,6 +231,7 @@ pub async fn run(config: DriverConfig) -> anyhow::Result<Report> {
         }
         scenarios.extend(match group {
             Group::Http => scenarios::http::run(&ctx).await,
+            Group::Apps => scenarios::apps::run(&ctx).await,
             Group::Lifecycle => scenarios::lifecycle::run(&ctx).await,
             Group::Micro => scenarios::micro::run(&ctx).await,
             Group::Rss => scenarios::memory::run(&ctx).await,

@@ -25,6 +25,7 @@
 mod harness;
 
 mod admin;
+mod apps;
 mod calls;
 mod cli;
 mod cluster;

@@ -4,6 +4,8 @@
 //!
 //! - [`http`]: load on a running station against the native baseline (hello, counter, calculator,
 //!   Python hello once built).
+//! - [`apps`]: the example applications: `auth` logins (beside the PBKDF2 iteration count),
+//!   `blog` post creation and listing, `chat` messages through one room.
 //! - [`lifecycle`]: cold deploy → first response, restart → first response with the cache.
 //! - [`memory`]: RSS of a station with 1,000 and 10,000 deployed objects.
 //! - [`micro`]: the criterion benchmarks in `host/benches/runtime.rs` (the Python warm call once
@@ -16,6 +18,7 @@
 //! [`Ctx::component`] and return [`ScenarioResult::skipped`] while it is missing. Cluster
 //! scenarios start their stations with [`crate::server::Server::station_with`] and `--join`.
 
+pub mod apps;
 pub mod cluster;
 pub mod http;
 pub mod lifecycle;

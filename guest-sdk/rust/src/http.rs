@@ -143,6 +143,24 @@ impl Request {
             .map(|(_, v)| v.as_str())
     }
 
+    /// The token of an `Authorization: Bearer <token>` header, if there is one with a
+    /// non-empty token. The scheme is compared case-insensitively and the token is
+    /// trimmed of surrounding spaces.
+    ///
+    /// ```
+    /// # use object_primitive::Request;
+    /// let req = Request::new("GET", "/").with_header("Authorization", "Bearer abc");
+    /// assert_eq!(req.bearer_token(), Some("abc"));
+    /// let basic = Request::new("GET", "/").with_header("Authorization", "Basic abc");
+    /// assert_eq!(basic.bearer_token(), None);
+    /// ```
+    pub fn bearer_token(&self) -> Option<&str> {
+        let value = self.header("authorization")?.trim_matches(' ');
+        let (scheme, token) = value.split_once(' ')?;
+        let token = token.trim_matches(' ');
+        (scheme.eq_ignore_ascii_case("bearer") && !token.is_empty()).then_some(token)
+    }
+
     /// The body as UTF-8 text, or a ready `400 bad_request` response if it is not
     /// valid UTF-8.
     pub fn text(&self) -> Result<&str, Response> {

@@ -54,18 +54,25 @@
 //!   lines in the object's log, stored by the station.
 //! - [`runtime`]: the object's id, the station's id, the clock, and calls to other
 //!   objects.
+//! - [`route`]: a router from method and path pattern to handler, and typed access to
+//!   JSON object bodies, both answering `400`/`404`/`405` with JSON errors.
+//! - [`crypto`]: SHA-256, HMAC, PBKDF2 for passwords, a constant-time comparison,
+//!   secure random bytes (the host's `wasi:random`), base64 and hex.
 //!
 //! ## Testing natively
 //! On targets other than `wasm32`, [`state`], [`log`] and [`runtime`] are backed by a
 //! thread-local in-memory fake: state keeps versions for [`state::history`], log lines
-//! are collected (see the native-only `testing` module) and [`runtime::call`] fails with
-//! [`CallError::Unavailable`]. Writes apply immediately (there is no call to commit
+//! are collected (see the native-only `testing` module) and [`runtime::call`] reaches
+//! the objects registered with `testing::register_object`, failing with
+//! [`CallError::Unavailable`] for any other id. Writes apply immediately (there is no call to commit
 //! or discard). Use `testing::reset()` between tests that share a thread.
 
 #![deny(missing_docs)]
 
+pub mod crypto;
 mod http;
 pub mod log;
+pub mod route;
 pub mod runtime;
 pub mod state;
 

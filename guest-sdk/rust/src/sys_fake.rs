@@ -3,6 +3,7 @@
 
 use std::cell::RefCell;
 use std::collections::BTreeMap;
+use std::rc::Rc;
 use std::time::{SystemTime, UNIX_EPOCH};
 
 use crate::log::Level;
@@ -18,6 +19,8 @@ pub(crate) struct Fake {
     pub logs: Vec<(Level, String)>,
     pub object_id: String,
     pub station_id: String,
+    /// Objects reachable with `runtime::call`: id -> handler.
+    pub objects: BTreeMap<String, Rc<dyn Fn(Request) -> Response>>,
 }
 
 impl Fake {
@@ -29,6 +32,7 @@ impl Fake {
             logs: Vec::new(),
             object_id: "test-object".to_string(),
             station_id: "test-station".to_string(),
+            objects: BTreeMap::new(),
         }
     }
 
@@ -150,8 +154,13 @@ pub fn now_ms() -> u64 {
         .unwrap_or(0)
 }
 
-pub fn call(id: &str, _req: Request) -> Result<Response, CallError> {
-    Err(CallError::Unavailable(format!(
-        "cannot call object {id:?}: runtime::call needs a station (native test fake)"
-    )))
+pub fn call(id: &str, req: Request) -> Result<Response, CallError> {
+    // Taken out of the fake before the call: the callee uses the fake too.
+    let Some(target) = with(|f| f.objects.get(id).cloned()) else {
+        return Err(CallError::Unavailable(format!(
+            "cannot call object {id:?}: runtime::call needs a station \
+             (native test fake; see testing::register_object)"
+        )));
+    };
+    Ok(target(req))
 }

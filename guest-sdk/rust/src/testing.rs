@@ -19,11 +19,13 @@
 
 use std::collections::BTreeMap;
 
-use crate::log::Level;
-use crate::sys;
+use std::rc::Rc;
 
-/// Clears the fake: state, history, log lines, and the object and station ids (back to
-/// `test-object` and `test-station`).
+use crate::log::Level;
+use crate::{Object, Request, Response, sys};
+
+/// Clears the fake: state, history, log lines, registered objects, and the object and
+/// station ids (back to `test-object` and `test-station`).
 pub fn reset() {
     sys::reset()
 }
@@ -51,4 +53,38 @@ pub fn set_object_id(id: &str) {
 /// Sets what [`runtime::station_id`](crate::runtime::station_id) returns.
 pub fn set_station_id(id: &str) {
     sys::with(|f| f.station_id = id.to_string())
+}
+
+/// Makes [`runtime::call`](crate::runtime::call)`(id, ..)` reach object `T` (through
+/// [`dispatch`](crate::dispatch)). It shares this fake's state, unlike a real object.
+/// Unregistered ids fail with [`CallError::Unavailable`](crate::CallError::Unavailable).
+///
+/// ```
+/// use object_primitive::{Object, Request, Response, runtime, testing};
+///
+/// struct Pong;
+/// impl Object for Pong {
+///     fn get(_req: Request) -> Response {
+///         Response::text("pong")
+///     }
+/// }
+///
+/// testing::register_object::<Pong>("pong");
+/// let answer = runtime::call("pong", Request::new("GET", "/")).unwrap();
+/// assert_eq!(answer.text_body(), "pong");
+/// assert!(runtime::call("other", Request::new("GET", "/")).is_err());
+/// ```
+pub fn register_object<T: Object + 'static>(id: &str) {
+    register_fn(id, crate::dispatch::<T>)
+}
+
+/// Makes [`runtime::call`](crate::runtime::call)`(id, ..)` answer with `handler`: for
+/// a stand-in that misbehaves (answers 500, say) or records what it was sent.
+pub fn register_fn(id: &str, handler: impl Fn(Request) -> Response + 'static) {
+    sys::with(|f| f.objects.insert(id.to_string(), Rc::new(handler)));
+}
+
+/// Makes `id` unreachable again (as if it were undeployed).
+pub fn unregister_object(id: &str) {
+    sys::with(|f| f.objects.remove(id));
 }

@@ -34,6 +34,11 @@ What an object can use:
 - :mod:`log`: lines in the object's log (``log.info("...")``), stored by the station.
 - :mod:`runtime`: the object's id, the station's id, the clock, and :func:`runtime.call`
   to call other objects (raising :class:`CallError`).
+- :mod:`route`: a router from method and path pattern to handler, and typed access to
+  JSON object bodies (:class:`route.JsonBody`), answering ``400``/``404``/``405`` alike
+  with the Rust SDK.
+- :mod:`crypto`: SHA-256, HMAC, PBKDF2 for passwords, a constant-time comparison, secure
+  random bytes (the host's ``wasi:random``), base64 and hex.
 
 Outside a component (plain CPython), ``state``, ``log`` and ``runtime`` are backed by an
 in-memory fake, so handlers can be unit-tested directly: see :mod:`object_primitive.testing`
@@ -42,8 +47,8 @@ and :func:`dispatch`.
 
 from __future__ import annotations
 
-from . import log, runtime, state
-from ._http import BadRequest, HTTPError, NotFound, Request, Response
+from . import crypto, log, route, runtime, state
+from ._http import BadRequest, HTTPError, NotFound, Request, Response, dumps
 from ._object import Object, dispatch, export
 from .log import Level
 from .runtime import CallError
@@ -63,7 +68,10 @@ __all__ = [
     "Level",
     "export",
     "dispatch",
+    "dumps",
     "state",
     "log",
     "runtime",
+    "route",
+    "crypto",
 ]

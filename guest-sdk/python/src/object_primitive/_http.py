@@ -335,6 +335,23 @@ class Request:
                 return v
         return default
 
+    def bearer_token(self) -> Optional[str]:
+        """The token of an ``Authorization: Bearer <token>`` header, if there is one with a
+        non-empty token. The scheme is compared case-insensitively and the token is trimmed
+        of surrounding spaces::
+
+            >>> Request("GET", "/", headers={"Authorization": "Bearer abc"}).bearer_token()
+            'abc'
+        """
+        value = self.header("authorization")
+        if value is None:
+            return None
+        scheme, sep, token = value.strip(" ").partition(" ")
+        token = token.strip(" ")
+        if sep and scheme.lower() == "bearer" and token:
+            return token
+        return None
+
     # -- body -------------------------------------------------------------------------
 
     def text(self) -> str:

@@ -35,6 +35,7 @@ __all__ = [
     "set_object_id",
     "set_station_id",
     "register_object",
+    "unregister_object",
 ]
 
 
@@ -89,3 +90,10 @@ def register_object(id: str, obj: Union[Object, type[Object]]) -> None:
         return r.status, r.headers, r.body
 
     _fake.FAKE.objects[id] = target
+
+
+def unregister_object(id: str) -> None:
+    """Makes ``id`` unreachable again (as if it were undeployed): ``runtime.call`` fails
+    with ``unavailable``."""
+    _require_fake()
+    _fake.FAKE.objects.pop(id, None)

@@ -26,6 +26,15 @@ if ! rustup target list --installed 2>/dev/null | grep -qx wasm32-wasip2; then
     rustup target add wasm32-wasip2
 fi
 
+# --- Partition tests: nftables (drop rules between 127.0.0.x addresses) ---------------------
+# The black-box partition tests need `nft` and root; they say so and return where they cannot
+# have them outside CI. Installed here when apt-get can (as root), never required for building.
+if ! command -v nft >/dev/null 2>&1 && command -v apt-get >/dev/null 2>&1 && [[ "$(id -u)" == 0 ]]; then
+    echo "setup: installing nftables (apt-get) for the partition tests" >&2
+    (apt-get update -qq && apt-get install -y -qq nftables >/dev/null) ||
+        echo "setup: could not install nftables; the partition tests will fail in CI" >&2
+fi
+
 # --- Python objects: componentize-py (TOOLCHAIN.md) ------------------------------------------
 ((RUST_ONLY)) && exit 0
 COMPONENTIZE_PY_VERSION=0.25.1

@@ -312,6 +312,7 @@ pub struct Opts {
     durability: &'static str,
     data: Option<PathBuf>,
     args: Vec<String>,
+    bind: String,
 }
 
 impl Default for Opts {
@@ -320,6 +321,7 @@ impl Default for Opts {
             durability: "none",
             data: None,
             args: Vec::new(),
+            bind: "127.0.0.1".into(),
         }
     }
 }
@@ -353,9 +355,17 @@ impl Opts {
         self.arg(name).arg(value.to_string())
     }
 
-    /// `--join 127.0.0.1:PORT` of a running station (repeatable).
+    /// Bind to this loopback address instead of 127.0.0.1 (partition tests give each station
+    /// its own 127.0.0.x).
+    pub fn bind(mut self, ip: &str) -> Self {
+        self.bind = ip.to_string();
+        self
+    }
+
+    /// `--join ADDR:PORT` of a running station (repeatable).
     pub fn join(self, seed: &Station) -> Self {
-        self.flag("--join", format!("127.0.0.1:{}", seed.port()))
+        let seed = format!("{}:{}", seed.opts.bind, seed.port());
+        self.flag("--join", seed)
     }
 
     /// Without any `--join`: for restarting a station with other seeds.
@@ -485,7 +495,7 @@ impl Station {
         assert!(self.child.is_none(), "station already running");
         let mut cmd = Command::new(HOST);
         cmd.arg("serve")
-            .args(["--port", "0", "--bind", "127.0.0.1", "--data"])
+            .args(["--port", "0", "--bind", &self.opts.bind, "--data"])
             .arg(&self.data)
             .args(["--durability", self.opts.durability])
             .args(&self.opts.args)
@@ -519,17 +529,16 @@ impl Station {
             }
         };
         let first = first.trim_end_matches(['\r', '\n']);
+        let bind = self.opts.bind.clone();
         let port = first
-            .strip_prefix("listening on http://127.0.0.1:")
+            .strip_prefix(&format!("listening on http://{bind}:"))
             .and_then(|p| p.parse::<u16>().ok())
             .unwrap_or_else(|| {
-                panic!(
-                    "first stdout line is {first:?}, expected `listening on http://127.0.0.1:PORT`"
-                )
+                panic!("first stdout line is {first:?}, expected `listening on http://{bind}:PORT`")
             });
         assert_ne!(port, 0, "station reported port 0");
         self.port = port;
-        self.url = format!("http://127.0.0.1:{port}");
+        self.url = format!("http://{bind}:{port}");
 
         // The line is printed after bind, so the port accepts connections; /health must answer.
         // A station that joins a cluster (or waits for `--min-stations`) is not ready yet:

@@ -34,6 +34,7 @@ mod directory;
 mod durability;
 mod limits;
 mod logs;
+mod partition;
 mod python;
 mod state;
 mod watch;

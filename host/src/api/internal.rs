@@ -130,6 +130,21 @@ pub(super) async fn snapshot(
     Ok(Json(outcome).into_response())
 }
 
+/// `GET /cluster/internal/objects/{id}/snapshot`: the committed state this station holds of an
+/// object, as home or replica (what a snapshot would carry), for checking that copies agree.
+pub(super) async fn export_snapshot(
+    State(api): State<ApiState>,
+    Path(id): Path<String>,
+) -> Result<Json<Snapshot>, ApiError> {
+    let id = checked(id)?;
+    let state = api
+        .station
+        .any_state(&id)
+        .await
+        .map_err(|e| ApiError::from(e).for_object(&id))?;
+    Ok(Json(state.export_snapshot()))
+}
+
 /// `POST /cluster/internal/objects/{id}/versions` (metadata in a header, bytes in the body).
 pub(super) async fn version(
     State(api): State<ApiState>,

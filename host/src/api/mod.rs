@@ -61,7 +61,7 @@ pub fn router(coordinator: Coordinator, config: ApiConfig) -> Router {
         )
         .route(
             "/cluster/internal/objects/{id}/snapshot",
-            post(internal::snapshot),
+            post(internal::snapshot).get(internal::export_snapshot),
         )
         .route(
             "/cluster/internal/objects/{id}/versions",

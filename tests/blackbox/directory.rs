@@ -176,3 +176,67 @@ fn a_single_station_keeps_its_objects_homed_across_a_restart() {
         "the directory lives under data/cluster/"
     );
 }
+
+#[test]
+fn kill_9_of_the_leader_during_a_deploy_leaves_one_home_once_a_survivor_answers() {
+    let mut cluster = Cluster::reserve(3);
+    let mut st = cluster.start_joined(3, Opts::new());
+    let ids = ids(&st);
+    let leader = poll("a directory leader", CLUSTER_TIMEOUT, || {
+        st[1].cluster_stations()["directory"]["leader"]
+            .as_str()
+            .map(str::to_string)
+    });
+    let l = ids
+        .iter()
+        .position(|i| *i == leader)
+        .expect("the leader is a station");
+    let (d, other) = ((l + 1) % 3, (l + 2) % 3);
+    // Deploy through a follower while the leader is killed: whatever the interleaving, the deploy
+    // either was acknowledged or failed with a retryable error, and a retry settles it.
+    let bytes = fixture_bytes("counter");
+    let url = st[d].url.clone();
+    let body = bytes.clone();
+    let deploy = std::thread::spawn(move || {
+        let http = reqwest::blocking::Client::new();
+        try_request_with(
+            &http,
+            &url,
+            "PUT",
+            "/admin/objects/lk",
+            body,
+            Some(CLUSTER_TIMEOUT),
+        )
+    });
+    st[l].kill9();
+    let first = deploy.join().expect("deploy thread");
+    if let Ok(r) = &first {
+        assert!(
+            [200, 201, 502, 503].contains(&r.status),
+            "a deploy during a leader crash answers success or a retryable error: {} {}",
+            r.status,
+            r.text()
+        );
+    }
+    let settled = poll(
+        "the deploy to be acknowledged by a survivor",
+        CLUSTER_TIMEOUT,
+        || {
+            let r = st[d].put_component("lk", bytes.clone());
+            [200, 201].contains(&r.status).then_some(r)
+        },
+    );
+    let outcome = settled.json();
+    assert_eq!(outcome["sha256"], sha256_hex(&bytes), "{outcome}");
+    // Both survivors route it to one home, and writes through both form one history.
+    for n in 1..=10 {
+        let s = if n % 2 == 0 { &st[d] } else { &st[other] };
+        let v = s.call("POST", "lk", "", Vec::new()).expect_json(200);
+        assert_eq!(count(&v), n, "POST {n} through {}: {v}", s.url);
+    }
+    assert_eq!(
+        agreed_home(&[&st[d], &st[other]], "lk"),
+        ids[d],
+        "the station the deploy was made on homes it"
+    );
+}

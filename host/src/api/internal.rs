@@ -303,6 +303,17 @@ pub(super) async fn migrate(
         )
     })?;
     let id = checked(migrate.object_id)?;
+    // A stateless object has no home to move (and its calls are routed by load, not to a home).
+    let stateless = api.station.serves_stateless(&id) == Some(true)
+        || api.cluster.stateless_target(&id).is_some();
+    if stateless {
+        return Err(ApiError::new(
+            StatusCode::CONFLICT,
+            "stateless",
+            MigrationError::Stateless(id.clone()).to_string(),
+        )
+        .for_object(&id));
+    }
     if let super::forward::Route::Remote(home) =
         super::forward::route(&api, &id, &parts.headers).await?
     {

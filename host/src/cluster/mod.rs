@@ -269,6 +269,8 @@ impl Cluster {
     /// Announces the stateless code this station holds for `object` (or its undeploy).
     pub async fn claim_code(&self, object: &str, claim: &CodeClaim) {
         self.inner.membership.claim_code(object, claim).await;
+        // This station's own listing shows the new claim at once, not at the next refresh.
+        self.inner.membership.refresh().await;
     }
 
     /// Live stations (self included).

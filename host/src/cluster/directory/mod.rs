@@ -147,6 +147,11 @@ struct Inner {
     tasks: Mutex<Vec<tokio::task::JoinHandle<()>>>,
 }
 
+/// How long a commit or a leadership check at the leader may wait for a quorum.
+const QUORUM_WITHIN: Duration = Duration::from_secs(3);
+/// How long [`Directory::propose`] keeps retrying (a new leader, a forward) in all.
+const PROPOSE_WITHIN: Duration = Duration::from_secs(10);
+
 /// openraft's timing: heartbeats every 150 ms, elections after 600–1200 ms of silence.
 fn raft_config() -> anyhow::Result<Arc<Config>> {
     let config = Config {
@@ -317,7 +322,11 @@ impl Directory {
     /// it too (so routing here sees it at once).
     pub async fn propose(&self, command: Command) -> Result<Outcome, Error> {
         let mut last_error = String::new();
+        let deadline = Instant::now() + PROPOSE_WITHIN;
         for attempt in 0..40u32 {
+            if Instant::now() >= deadline {
+                break;
+            }
             if attempt > 0 {
                 tokio::time::sleep(Duration::from_millis(100)).await;
             }
@@ -354,7 +363,11 @@ impl Directory {
 
     /// Commits a command on this station, which must be the leader (`POST .../raft/propose`).
     pub async fn commit_here(&self, command: Command) -> Result<Proposed, Error> {
-        match self.inner.raft.client_write(command).await {
+        // A leader cut off from its voters does not know it: bound the wait for a quorum.
+        let written = tokio::time::timeout(QUORUM_WITHIN, self.inner.raft.client_write(command))
+            .await
+            .map_err(|_| Error::NoLeader("no quorum of voters answered in time".into()))?;
+        match written {
             Ok(response) => Ok(Proposed {
                 outcome: response.data,
                 index: response.log_id.index,
@@ -394,7 +407,10 @@ impl Directory {
     }
 
     async fn confirm_leader(&self) -> Result<u64, Error> {
-        match self.inner.raft.ensure_linearizable().await {
+        let confirmed = tokio::time::timeout(QUORUM_WITHIN, self.inner.raft.ensure_linearizable())
+            .await
+            .map_err(|_| Error::NoLeader("no quorum of voters answered in time".into()))?;
+        match confirmed {
             Ok(read) => Ok(read.map(|l| l.index).unwrap_or(0)),
             Err(RaftError::APIError(CheckIsLeaderError::ForwardToLeader(_))) => {
                 Err(Error::NoLeader("not the leader".into()))

@@ -246,40 +246,138 @@ fn kill_9_of_the_home_under_load_loses_no_acknowledged_write() {
     );
 
     let survivors: Vec<&Station> = st[1..].iter().collect();
+    assert_no_acknowledged_increment_lost(&logs, &survivors, "k", 1);
+    // The other survivor replicates the new home.
+    wait_replicas_caught_up(&st[h], &new_home, &[&st[r]], "kv");
+}
+
+/// Poll `st` until object `id` has `replicas` replicas and all of them are in its in-sync set;
+/// returns the entry.
+#[track_caller]
+fn wait_fully_in_sync(st: &Station, id: &str, replicas: usize) -> Value {
+    st.wait_object(id, &format!("with all {replicas} replicas in sync"), |e| {
+        let listed = |field: &str| e[field].as_array().map_or(0, Vec::len);
+        e["home"].is_string() && listed("replicas") == replicas && listed("in_sync") == replicas
+    })
+}
+
+/// Each writer's acknowledged values only grow (its key `{key}{w}` has no other writer: an
+/// acknowledged increment lost would show as a value answered twice); every station then serves
+/// at least the last acknowledged value and no more than the increments sent (`before` of them
+/// before the load).
+#[track_caller]
+fn assert_no_acknowledged_increment_lost(
+    logs: &[WriterLog],
+    stations: &[&Station],
+    key: &str,
+    before: usize,
+) {
     for (w, log) in logs.iter().enumerate() {
         let values: Vec<i64> = log.acks.iter().map(|a| as_i64(&a.body["value"])).collect();
-        // Each key has one writer: its acknowledged values only grow. An acknowledged write
-        // lost in the failover would show as a value answered twice.
         for pair in values.windows(2) {
             assert!(
                 pair[1] > pair[0],
-                "k{w}: acknowledged {} after {}: an acknowledged write was lost\n{}",
+                "{key}{w}: acknowledged {} after {}: an acknowledged write was lost\n{}",
                 pair[1],
                 pair[0],
-                describe(&logs)
+                describe(logs)
             );
         }
         let max_acked = *values.last().expect("acks");
-        let attempts = 1 + log.acks.len() + log.failures.len();
-        for s in &survivors {
+        let attempts = before + log.acks.len() + log.failures.len();
+        for s in stations {
             let v = s
-                .call("GET", "kv", &format!("/k{w}"), Vec::new())
+                .call("GET", "kv", &format!("/{key}{w}"), Vec::new())
                 .expect_json(200);
             let final_value = as_i64(&v["value"]);
             assert!(
                 final_value >= max_acked,
-                "k{w} through {}: {final_value} < {max_acked} acknowledged\n{}",
+                "{key}{w} through {}: {final_value} < {max_acked} acknowledged\n{}",
                 s.url,
-                describe(&logs)
+                describe(logs)
             );
             assert!(
                 final_value <= attempts as i64,
-                "k{w}: {final_value} is more than the {attempts} increments sent"
+                "{key}{w}: {final_value} is more than the {attempts} increments sent"
             );
         }
     }
-    // The other survivor replicates the new home.
-    wait_replicas_caught_up(&st[h], &new_home, &[&st[r]], "kv");
+}
+
+#[test]
+fn restarting_every_station_in_turn_under_load_loses_no_acknowledged_write() {
+    let opts = Opts::new()
+        .fsync()
+        .flag("--replicas", 2)
+        .flag("--sync-replicas", 1);
+    let mut cluster = Cluster::reserve(3);
+    let mut st = cluster.start_joined(3, opts);
+    let ids = ids(&st);
+    st[0].deploy_fixture("kv", "kv");
+    wait_routed(&[&st[0], &st[1], &st[2]], "kv", &ids[0]);
+
+    // Four writers, each incrementing its own key through every station in turn.
+    let targets = Targets::of(&st);
+    let writers: Vec<(Targets, String, &str)> = (0..4)
+        .map(|w| (targets.clone(), format!("/objects/kv/r{w}"), "1"))
+        .collect();
+    let load = WriteLoad::start_rotating(&writers);
+    load.wait_acks_each(10, Instant::now(), CLUSTER_TIMEOUT);
+
+    // The home and the directory's first leader go first; one station crashes instead of
+    // stopping.
+    for i in 0..3 {
+        let before = wait_fully_in_sync(&st[(i + 1) % 3], "kv", 2);
+        let restarted = Instant::now();
+        if i == 1 {
+            st[i].kill9();
+        }
+        // Back on a new port (the tests bind port 0), so it joins through a live station, as
+        // a restarted station lists its peers.
+        let rejoin = st[i].opts().without_joins().join(&st[(i + 1) % 3]);
+        st[i].restart_with(rejoin);
+        targets.set(i, &st[i].url);
+        st[i].wait_ready();
+        for s in &st {
+            s.wait_alive(&ids);
+        }
+        load.wait_acks_each(10, Instant::now(), CLUSTER_TIMEOUT);
+        let after = wait_fully_in_sync(&st[i], "kv", 2);
+        let failed: usize = load
+            .snapshot()
+            .iter()
+            .map(|l| l.failures.iter().filter(|(t, _)| *t > restarted).count())
+            .sum();
+        println!(
+            "restart of {} ({}): home {} → {}, epoch {} → {}, {failed} writes failed meanwhile, \
+             back in sync after {:?}",
+            ids[i],
+            if i == 1 { "kill -9" } else { "SIGTERM" },
+            before["home"],
+            after["home"],
+            before["epoch"],
+            after["epoch"],
+            restarted.elapsed()
+        );
+    }
+    let logs = load.finish();
+    let all: Vec<&Station> = st.iter().collect();
+    assert_no_acknowledged_increment_lost(&logs, &all, "r", 0);
+
+    // One history: every copy equals the home's.
+    let (h, _) = wait_one_home(&all, "kv");
+    let others: Vec<&Station> = (0..3).filter(|&j| j != h).map(|j| &st[j]).collect();
+    wait_replicas_caught_up(&st[h], &ids[h], &others, "kv");
+    let copy = |s: &Station| s.get_json("/cluster/internal/objects/kv/snapshot");
+    let home_copy = copy(&st[h]);
+    for s in &others {
+        assert_eq!(
+            copy(s),
+            home_copy,
+            "the copy on {} differs from the home's",
+            s.url
+        );
+    }
 }
 
 #[test]
@@ -739,4 +837,94 @@ fn a_stateless_object_runs_on_the_least_loaded_station_holding_its_code() {
             || s.object_entry("sl").is_none().then_some(()),
         );
     }
+}
+
+/// POSTs JSON to a station's internal route (no cluster secret is configured in these tests).
+fn post_internal(st: &Station, path: &str, body: &Value) -> Value {
+    st.request_with_headers(
+        "POST",
+        path,
+        &[("content-type", "application/json")],
+        body.to_string(),
+    )
+    .expect_json(200)
+}
+
+#[test]
+fn a_replica_with_another_history_under_the_same_seqs_is_replaced_by_the_homes() {
+    let mut cluster = Cluster::reserve(2);
+    let st = cluster.start_joined(2, Opts::new().flag("--replicas", 1));
+    let ids = ids(&st);
+    st[0].deploy_fixture("kv", "kv");
+    wait_routed(&[&st[0], &st[1]], "kv", &ids[0]);
+    for i in 0..5 {
+        st[0]
+            .call("PUT", "kv", &format!("/key{i}"), format!("v{i}"))
+            .expect(200);
+    }
+    let seq = wait_replicas_caught_up(&st[0], &ids[0], &[&st[1]], "kv");
+    let epoch = st[0].object_entry("kv").expect("kv listed")["epoch"].clone();
+    let copy = |s: &Station| s.get_json("/cluster/internal/objects/kv/snapshot");
+    let home_copy = copy(&st[0]);
+    assert_eq!(
+        copy(&st[1]),
+        home_copy,
+        "the replica holds the home's history"
+    );
+    assert!(
+        home_copy["chain"].is_string(),
+        "a snapshot carries the chain hash: {home_copy}"
+    );
+
+    // A batch that claims to follow another history at the next seq is refused, not applied.
+    let forged = json!({
+        "home": ids[0],
+        "items": [{
+            "object": "kv",
+            "epoch": epoch,
+            "batches": [{
+                "seq": seq + 1,
+                "records": [{"key": "key0", "value": "forged", "hlc": 1}],
+                "prev": "1".repeat(64),
+            }],
+        }],
+    });
+    let answer = post_internal(&st[1], "/cluster/internal/replicate", &forged);
+    assert_eq!(answer[0]["outcome"]["status"], "needs_snapshot", "{answer}");
+    assert_eq!(
+        copy(&st[1]),
+        home_copy,
+        "nothing of the forged batch applied"
+    );
+
+    // Give the replica another history under the same seqs (what a home that lost unsynced
+    // batches to a power loss and committed others in their place would have left it with).
+    let mut other = home_copy.clone();
+    let keys = other["keys"].as_array_mut().expect("keys");
+    let key3 = keys.iter_mut().find(|k| k["key"] == "key3").expect("key3");
+    let versions = key3["versions"].as_array_mut().expect("versions");
+    versions.last_mut().expect("a version")["value"] = json!("v3-of-another-history");
+    other["chain"] = json!("0".repeat(64));
+    let path = format!(
+        "/cluster/internal/objects/kv/snapshot?home={}&epoch={epoch}",
+        ids[0]
+    );
+    let installed = post_internal(&st[1], &path, &other);
+    assert_eq!(installed["status"], "applied", "{installed}");
+    assert_eq!(installed["applied_seq"], seq, "{installed}");
+    assert_ne!(
+        copy(&st[1]),
+        home_copy,
+        "the replica now holds another history"
+    );
+
+    // The home's next batch does not continue the replica's history: the replica asks for a
+    // snapshot instead of applying it on top, and ends with the home's history exactly.
+    st[0].call("PUT", "kv", "/key5", "v5").expect(200);
+    let home_copy = copy(&st[0]);
+    poll(
+        "the replica's copy to equal the home's",
+        CLUSTER_TIMEOUT,
+        || (copy(&st[1]) == home_copy).then_some(()),
+    );
 }

@@ -470,11 +470,7 @@ impl Station {
             .data
             .clone()
             .unwrap_or_else(|| workdir.path().join("data"));
-        let http = reqwest::blocking::Client::builder()
-            .no_proxy()
-            .timeout(HTTP_TIMEOUT)
-            .build()
-            .expect("build HTTP client");
+        let http = http_client();
         let mut st = Station {
             opts,
             workdir,
@@ -1239,29 +1235,77 @@ pub const WRITE_TIMEOUT: Duration = Duration::from_secs(15);
 /// A writer stops on its own after this long, whatever the test does.
 const WRITE_LOAD_LIMIT: Duration = Duration::from_secs(120);
 
+/// A blocking HTTP client for talking to stations: no proxy, every request bounded by
+/// `HTTP_TIMEOUT` unless it says otherwise.
+pub fn http_client() -> reqwest::blocking::Client {
+    reqwest::blocking::Client::builder()
+        .no_proxy()
+        .timeout(HTTP_TIMEOUT)
+        .build()
+        .expect("build HTTP client")
+}
+
+/// The stations' base URLs a rotating [`WriteLoad`] sends to; the test updates them when a
+/// station restarts on a new port.
+#[derive(Clone, Default)]
+pub struct Targets(Arc<std::sync::RwLock<Vec<String>>>);
+
+impl Targets {
+    /// The base URLs of `stations`, in order.
+    pub fn of(stations: &[Station]) -> Targets {
+        Targets(Arc::new(std::sync::RwLock::new(
+            stations.iter().map(|s| s.url.clone()).collect(),
+        )))
+    }
+
+    /// Station `i` now answers at `url`.
+    pub fn set(&self, i: usize, url: &str) {
+        self.0.write().unwrap_or_else(|e| e.into_inner())[i] = url.to_string();
+    }
+
+    /// The `n`th target, round-robin.
+    fn nth(&self, n: usize) -> String {
+        let urls = self.0.read().unwrap_or_else(|e| e.into_inner());
+        urls[n % urls.len()].clone()
+    }
+}
+
 impl WriteLoad {
     /// One writer per `(station, path, body)`: `POST {station.url}{path}` with `body`.
     pub fn start(writers: &[(&Station, String, &str)]) -> WriteLoad {
+        let writers: Vec<(Targets, String, &str)> = writers
+            .iter()
+            .map(|(st, path, body)| (Targets::of(std::slice::from_ref(*st)), path.clone(), *body))
+            .collect();
+        WriteLoad::start_rotating(&writers)
+    }
+
+    /// One writer per `(targets, path, body)`, each sending `POST {target}{path}` with `body` to
+    /// its targets in turn (one request each), so a station that is down only costs a retry.
+    pub fn start_rotating(writers: &[(Targets, String, &str)]) -> WriteLoad {
         use std::sync::atomic::{AtomicBool, Ordering};
         let stop = Arc::new(AtomicBool::new(false));
         let mut logs = Vec::new();
         let mut threads = Vec::new();
-        for (st, path, body) in writers {
+        for (w, (targets, path, body)) in writers.iter().enumerate() {
             let log = Arc::new(Mutex::new(WriterLog {
-                target: format!("{}{path}", st.url),
+                target: format!("{}{path}", targets.nth(0)),
                 ..WriterLog::default()
             }));
-            let (http, base, path, body) = (
-                st.client(),
-                st.url.clone(),
+            let (http, targets, path, body) = (
+                http_client(),
+                targets.clone(),
                 path.clone(),
                 body.as_bytes().to_vec(),
             );
             let (stop, log2) = (stop.clone(), log.clone());
             threads.push(thread::spawn(move || {
                 let started = Instant::now();
+                let mut turn = w;
                 while !stop.load(Ordering::Acquire) && started.elapsed() < WRITE_LOAD_LIMIT {
                     let sent = Instant::now();
+                    let base = targets.nth(turn);
+                    turn += 1;
                     let r = try_request_with(
                         &http,
                         &base,

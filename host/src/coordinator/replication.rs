@@ -169,6 +169,14 @@ impl Replicator {
                 .entry(object.to_string())
                 .or_insert_with(|| Stream::new(epoch));
             stream.begin_epoch(epoch, batch.seq.saturating_sub(1));
+            if stream.recent.back().is_some_and(|back| {
+                back.seq + 1 != batch.seq || batch.prev.as_ref() != Some(&back.chain_hash())
+            }) {
+                // Not the continuation of the batches kept (this station homed the object before, under
+                // another history): those can no longer be shipped.
+                stream.recent.clear();
+                stream.last_seq = 0;
+            }
             stream.last_seq = stream.last_seq.max(batch.seq);
             let seq = batch.seq;
             stream.recent.push_back(batch);
@@ -548,10 +556,30 @@ impl Replicator {
                 return Ok(true);
             }
         }
+        if let ApplyOutcome::Applied {
+            applied_seq,
+            head: Some(head),
+            ..
+        } = &result.outcome
+        {
+            let ours = self
+                .inner
+                .streams
+                .lock()
+                .expect("streams lock")
+                .get(object)
+                .and_then(|stream| stream.hash_at(*applied_seq));
+            if ours.is_some_and(|ours| ours != *head) {
+                tracing::warn!(object = %object, replica, seq = applied_seq, "replica's history differs from this home's at the same seq (chain hash mismatch): replacing its copy");
+                self.send_snapshot(replica, address, object).await?;
+                return Ok(true);
+            }
+        }
         match &result.outcome {
             ApplyOutcome::Applied {
                 applied_seq,
                 version,
+                ..
             } => {
                 self.ship_missing_versions(address, object, *version)
                     .await?;
@@ -754,6 +782,19 @@ impl Stream {
         }
     }
 
+    /// This home's chain hash at `seq`, if a batch kept in memory tells it.
+    fn hash_at(&self, seq: u64) -> Option<String> {
+        let first = self.recent.front()?.seq;
+        if seq + 1 < first || seq > self.last_seq {
+            return None;
+        }
+        if seq + 1 == first {
+            return self.recent.front()?.prev.clone();
+        }
+        let batch = self.recent.get((seq - first) as usize)?;
+        (batch.seq == seq).then(|| batch.chain_hash())
+    }
+
     /// Resolves the waiters whose seq every in-sync replica has, while the in-sync set has at
     /// least `needed` members.
     fn release_waiters(&mut self, in_sync: &[String], needed: usize) {
@@ -777,5 +818,49 @@ impl Stream {
         for tx in done {
             let _ = tx.send(Ok(()));
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::store::Record;
+
+    fn chained(n: u64) -> Vec<Arc<Batch>> {
+        let mut prev = None;
+        (1..=n)
+            .map(|seq| {
+                let batch = Batch {
+                    seq,
+                    records: vec![Record {
+                        key: format!("k{seq}"),
+                        value: Some(seq.to_string()),
+                        hlc: seq,
+                    }],
+                    prev: prev.take(),
+                };
+                prev = Some(batch.chain_hash());
+                Arc::new(batch)
+            })
+            .collect()
+    }
+
+    #[test]
+    fn the_home_knows_its_hash_at_every_seq_it_keeps_and_the_one_before() {
+        let batches = chained(6);
+        let mut stream = Stream::new(1);
+        stream.recent.extend(batches[2..].iter().cloned());
+        stream.last_seq = 6;
+        assert_eq!(stream.hash_at(1), None, "older than what is kept");
+        assert_eq!(
+            stream.hash_at(2),
+            Some(batches[1].chain_hash()),
+            "from the first kept batch's prev"
+        );
+        for b in &batches[2..] {
+            assert_eq!(stream.hash_at(b.seq), Some(b.chain_hash()));
+        }
+        assert_eq!(stream.hash_at(7), None, "beyond the last seq");
+        assert_eq!(Stream::new(1).hash_at(0), None);
     }
 }

@@ -101,6 +101,9 @@ pub enum ApplyOutcome {
         applied_seq: u64,
         /// Highest version number held.
         version: u32,
+        /// The copy's chain hash at `applied_seq` (the home compares it with its own).
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        head: Option<String>,
     },
     /// A batch is missing: send from `expected`.
     Gap {
@@ -284,15 +287,29 @@ impl Station {
                         version: self.replica_version(id),
                     });
                 }
+                Err(store::Error::Diverged { seq, .. }) => {
+                    if let Some(ticket) = last_ticket.take() {
+                        ticket.durable().await?;
+                    }
+                    tracing::warn!(
+                        object = id,
+                        home,
+                        seq,
+                        "this copy's history differs from the home's (chain hash mismatch): asking for a snapshot"
+                    );
+                    return Ok(ApplyOutcome::NeedsSnapshot);
+                }
                 Err(e) => return Err(e.into()),
             }
         }
         if let Some(ticket) = last_ticket {
             ticket.durable().await?;
         }
+        let (applied_seq, head) = state.chain_head();
         Ok(ApplyOutcome::Applied {
-            applied_seq: state.applied_seq(),
+            applied_seq,
             version: self.replica_version(id),
+            head,
         })
     }
 
@@ -324,9 +341,11 @@ impl Station {
         };
         let state_for_install = state.clone();
         blocking(move || state_for_install.install_snapshot(&snapshot)).await??;
+        let (applied_seq, head) = state.chain_head();
         Ok(ApplyOutcome::Applied {
-            applied_seq: state.applied_seq(),
+            applied_seq,
             version: self.replica_version(id),
+            head,
         })
     }
 

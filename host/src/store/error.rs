@@ -61,6 +61,18 @@ pub enum Error {
         /// The seq it was sent.
         got: u64,
     },
+    /// A replicated batch does not continue this copy's history: its `prev` chain hash differs from this
+    /// copy's hash at `seq` (the two copies hold different batches under the same seqs). Nothing was applied;
+    /// the sender should send a snapshot.
+    #[error(
+        "object {object_id}: replicated batch does not continue this copy's history at seq {seq}"
+    )]
+    Diverged {
+        /// The object.
+        object_id: String,
+        /// The seq at which the histories differ (at or before it).
+        seq: u64,
+    },
     /// A version arrived from another station with a number this station already holds with other bytes.
     #[error("object {object_id} already has a version {version} with other bytes")]
     Conflict {

@@ -52,6 +52,7 @@
 //! context. [`ObjectState::apply_replicated`], [`ObjectState::merge_lww`], [`ObjectState::export_snapshot`],
 //! [`ObjectState::latest_records`] and [`Store::observe_hlc`] are in-memory like `commit`.
 
+mod chain;
 mod error;
 mod fsutil;
 mod logs;
@@ -500,6 +501,7 @@ mod tests {
                 value: None,
                 hlc: far,
             }],
+            prev: st.chain_head().1,
         };
         st.apply_replicated(&b).unwrap().unwrap();
         assert_eq!(st.history("k", 1)[0].hlc, far);

@@ -3,7 +3,8 @@
 //! `data/state/{id}/state.tsv` is append-only TSV with the header `seq hlc op key value`. A batch is its
 //! `set`/`del` records, all carrying the batch's `seq` (a per-object counter from 1) and each its own `hlc` (the
 //! NTP64 time of a hybrid-logical-clock timestamp, as a decimal u64), followed by one `commit` record with the
-//! same seq, the greatest hlc of the batch's records, an empty key and the record count as value. A batch exists
+//! same seq, the greatest hlc of the batch's records, the batch's chain hash as key (see `chain.rs`; empty on
+//! compacted lines but the last, and in files older than chains) and the record count as value. A batch exists
 //! only once its commit line is complete, so a batch is all-or-nothing on disk; it is applied to the index as a
 //! whole under the object's lock, so it is all-or-nothing in memory too.
 //!
@@ -27,6 +28,7 @@ use std::sync::{Arc, Mutex, MutexGuard, mpsc};
 use tokio::sync::watch;
 use uhlc::{NTP64, Timestamp};
 
+use super::chain::{self, chain_hash};
 use super::error::{Error, IoContext};
 use super::fsutil::{create_dir_durable, fsync_dir};
 use super::writer::{Job, Msg};
@@ -72,13 +74,25 @@ pub struct Record {
     pub hlc: u64,
 }
 
-/// A committed batch, as shipped to replicas: its seq and its records in order.
+/// A committed batch, as shipped to replicas: its seq, its records in order, and the chain hash of
+/// the batch before it (see `chain.rs`).
 #[derive(Debug, Clone, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
 pub struct Batch {
     /// The object's seq of this batch.
     pub seq: u64,
     /// Its records (never empty), in the order they were written.
     pub records: Vec<Record>,
+    /// The chain hash at `seq - 1` on the copy that committed it (`None` for the first batch, or a
+    /// history older than chains). Set by the store when it commits; a replica checks it.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub prev: Option<String>,
+}
+
+impl Batch {
+    /// This batch's chain hash: what the copy holding it has as its hash at `seq`.
+    pub fn chain_hash(&self) -> String {
+        chain_hash(self.prev.as_deref(), self.seq, &self.records)
+    }
 }
 
 /// One version of a key, as returned by [`ObjectState::history`] and carried in a [`Snapshot`].
@@ -99,6 +113,9 @@ pub struct KeyVersion {
 pub struct Snapshot {
     /// The applied seq the snapshot covers.
     pub seq: u64,
+    /// The chain hash at `seq` (`None` for a history older than chains).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub chain: Option<String>,
     /// Every key, deleted ones included (their latest version is a tombstone), sorted by key.
     pub keys: Vec<SnapshotKey>,
 }
@@ -199,6 +216,9 @@ impl Version {
 pub(crate) struct Index {
     keys: BTreeMap<String, VecDeque<Version>>,
     applied_seq: u64,
+    /// The chain hash at `applied_seq` (`None` before the first batch, or for a history older than
+    /// chains).
+    head: Option<String>,
     /// The greatest hlc applied (to move the station's clock past it on load).
     last_hlc: u64,
     /// Versions kept, over all keys.
@@ -212,6 +232,7 @@ impl Index {
         Index {
             keys: BTreeMap::new(),
             applied_seq: 0,
+            head: None,
             last_hlc: 0,
             kept: 0,
             history: history.max(1),
@@ -268,6 +289,8 @@ pub(crate) struct Row {
 /// A snapshot ready to install: the rows of the new file and the index they load as.
 pub(crate) struct Install {
     seq: u64,
+    /// The chain hash at `seq`, written on the new file's last commit line.
+    pub(crate) head: Option<String>,
     pub(crate) rows: Vec<Row>,
     index: Index,
 }
@@ -338,14 +361,18 @@ impl ObjInner {
         self.file_records.load(Ordering::Relaxed) > (4 * kept).max(4096)
     }
 
-    /// The versions compaction keeps and the applied seq they cover (None if the object failed). Rows are in
-    /// seq order; rows of one key keep their order within a seq.
-    pub(crate) fn compaction_rows(&self) -> Option<(u64, Vec<Row>)> {
+    /// The versions compaction keeps, the applied seq they cover and the chain hash there (None if the
+    /// object failed). Rows are in seq order; rows of one key keep their order within a seq.
+    pub(crate) fn compaction_rows(&self) -> Option<(u64, Option<String>, Vec<Row>)> {
         let locked = self.lock();
         if locked.failed.is_some() {
             return None;
         }
-        Some((locked.index.applied_seq, locked.index.rows()))
+        Some((
+            locked.index.applied_seq,
+            locked.index.head.clone(),
+            locked.index.rows(),
+        ))
     }
 
     /// Called by the writer once an installed snapshot's file is durably in place: swaps the index and makes
@@ -421,6 +448,13 @@ impl ObjectState {
         self.inner.lock().index.applied_seq
     }
 
+    /// The applied seq and this copy's chain hash there (`None` before the first batch, or for a history
+    /// older than chains), read together.
+    pub fn chain_head(&self) -> (u64, Option<String>) {
+        let locked = self.inner.lock();
+        (locked.index.applied_seq, locked.index.head.clone())
+    }
+
     /// The seq up to which batches are durable.
     pub fn durable_seq(&self) -> u64 {
         self.inner.durable.borrow().seq
@@ -449,21 +483,40 @@ impl ObjectState {
                 Record { key, value, hlc }
             })
             .collect();
-        self.append_locked(&mut locked, Batch { seq, records })
+        self.append_locked(
+            &mut locked,
+            Batch {
+                seq,
+                records,
+                prev: None,
+            },
+        )
     }
 
     /// Applies a batch received from the object's home, with its seq and every record's hlc unchanged, and
     /// queues its durable append like [`ObjectState::commit`] (no I/O; the index changes at once).
     ///
-    /// Idempotent: a batch at or below the applied seq is already here (`Ok(None)`, nothing checked or
-    /// applied). A batch beyond the next seq fails with [`Error::Gap`] naming the seq needed; an empty batch
-    /// with [`Error::Invalid`]. Also fails like `commit`. Moves the station's clock past the batch's hlcs.
+    /// Idempotent: a batch below the applied seq is already here (`Ok(None)`, nothing applied); one at the
+    /// applied seq too, once its chain hash matches this copy's. A batch beyond the next seq fails with
+    /// [`Error::Gap`] naming the seq needed; an empty batch with [`Error::Invalid`]. The next batch applies
+    /// only if its `prev` is this copy's chain hash: otherwise the two copies hold different histories and it
+    /// fails with [`Error::Diverged`] (the sender should send a snapshot). A copy without a hash (a history
+    /// older than chains) takes the batch's. Also fails like `commit`. Moves the station's clock past the
+    /// batch's hlcs.
     pub fn apply_replicated(&self, batch: &Batch) -> Result<Option<CommitTicket>, Error> {
         let mut locked = self.inner.lock();
         self.check_writable(&locked)?;
         let applied = locked.index.applied_seq;
-        if batch.seq <= applied {
+        if batch.seq < applied {
             return Ok(None);
+        }
+        if batch.seq == applied {
+            return match &locked.index.head {
+                Some(head) if batch.prev.is_some() && *head != batch.chain_hash() => {
+                    Err(self.diverged(batch.seq))
+                }
+                _ => Ok(None),
+            };
         }
         if batch.seq > applied + 1 {
             return Err(Error::Gap {
@@ -474,6 +527,12 @@ impl ObjectState {
         }
         if batch.records.is_empty() {
             return Err(self.invalid(format!("replicated batch {} has no records", batch.seq)));
+        }
+        match (&locked.index.head, &batch.prev) {
+            (Some(head), Some(prev)) if head != prev => return Err(self.diverged(applied)),
+            (Some(_), None) if applied > 0 => return Err(self.diverged(applied)),
+            (None, Some(prev)) => locked.index.head = Some(prev.clone()),
+            _ => {}
         }
         let ticket = self.append_locked(&mut locked, batch.clone())?;
         drop(locked);
@@ -488,6 +547,7 @@ impl ObjectState {
         let locked = self.inner.lock();
         Snapshot {
             seq: locked.index.applied_seq,
+            chain: locked.index.head.clone(),
             keys: locked
                 .index
                 .keys
@@ -571,6 +631,7 @@ impl ObjectState {
         let batch = Batch {
             seq: locked.index.applied_seq + 1,
             records: winners.into_values().cloned().collect(),
+            prev: None,
         };
         let max_hlc = batch.records.iter().map(|r| r.hlc).max().unwrap_or(0);
         let ticket = self.append_locked(&mut locked, batch)?;
@@ -615,6 +676,13 @@ impl ObjectState {
         Ok(())
     }
 
+    fn diverged(&self, seq: u64) -> Error {
+        Error::Diverged {
+            object_id: self.inner.id.clone(),
+            seq,
+        }
+    }
+
     fn invalid(&self, reason: String) -> Error {
         Error::Invalid {
             object_id: self.inner.id.clone(),
@@ -634,12 +702,15 @@ impl ObjectState {
     }
 
     /// Queues a non-empty batch at `applied_seq + 1` for the writer and applies it to the index (the caller
-    /// holds the object's lock and checked it is writable).
-    fn append_locked(&self, locked: &mut Locked, batch: Batch) -> Result<CommitTicket, Error> {
+    /// holds the object's lock and checked it is writable). Links it into the chain: its `prev` becomes this
+    /// copy's chain hash, and its own hash the new one.
+    fn append_locked(&self, locked: &mut Locked, mut batch: Batch) -> Result<CommitTicket, Error> {
         let inner = &self.inner;
         debug_assert_eq!(batch.seq, locked.index.applied_seq + 1);
         debug_assert!(!batch.records.is_empty());
-        let bytes = encode_batch(&batch);
+        batch.prev = locked.index.head.clone();
+        let head = batch.chain_hash();
+        let bytes = encode_batch(&batch, &head);
         {
             // Assign the seq and enqueue under the object's lock: the writer sees this object's batches in
             // seq order.
@@ -664,6 +735,7 @@ impl ObjectState {
                 .iter()
                 .map(|r| (r.key.clone(), r.value.clone(), r.hlc)),
         );
+        locked.index.head = Some(head);
         let seq = batch.seq;
         Ok(self.ticket(seq, Some(Arc::new(batch))))
     }
@@ -716,8 +788,15 @@ impl ObjectState {
                     .map(|r| (r.key.clone(), r.value.clone(), r.hlc)),
             );
         }
+        if let Some(chain) = &snapshot.chain
+            && !chain::is_hash(chain.as_bytes())
+        {
+            return Err(self.invalid(format!("snapshot chain hash {chain:?} is not a hash")));
+        }
+        index.head = snapshot.chain.clone();
         Ok(Install {
             seq: snapshot.seq,
+            head: snapshot.chain.clone(),
             rows,
             index,
         })
@@ -746,8 +825,9 @@ fn hlc_ms(hlc: u64) -> u64 {
     NTP64(hlc).to_duration().as_millis() as u64
 }
 
-/// Encodes a batch: its records, each with its own hlc, then its commit line (with the greatest hlc).
-fn encode_batch(batch: &Batch) -> Vec<u8> {
+/// Encodes a batch: its records, each with its own hlc, then its commit line (with the greatest hlc and the
+/// batch's chain hash `head`).
+fn encode_batch(batch: &Batch, head: &str) -> Vec<u8> {
     let seq = batch.seq.to_string();
     let mut out = Vec::with_capacity(64 * (batch.records.len() + 1));
     let mut w = tsv::writer(&mut out);
@@ -773,7 +853,7 @@ fn encode_batch(batch: &Batch) -> Vec<u8> {
                 &seq,
                 &max_hlc.to_string(),
                 "commit",
-                "",
+                head,
                 &batch.records.len().to_string(),
             ])
         })
@@ -785,11 +865,17 @@ fn encode_batch(batch: &Batch) -> Vec<u8> {
 }
 
 /// Writes a compacted state file: the header, then each seq's kept rows (each with its own hlc) followed by its
-/// commit line (with the greatest hlc of those rows).
-pub(crate) fn write_compacted(out: impl io::Write, rows: &[Row]) -> io::Result<()> {
+/// commit line (with the greatest hlc of those rows). Only the last commit line carries a chain hash, `head`
+/// (the rows of earlier seqs are no longer whole batches, so their hashes could not be checked).
+pub(crate) fn write_compacted(
+    out: impl io::Write,
+    rows: &[Row],
+    head: Option<&str>,
+) -> io::Result<()> {
     let mut w = tsv::writer(out);
     w.write_record(STATE_HEADER).map_err(tsv::to_io)?;
-    for group in rows.chunk_by(|a, b| a.seq == b.seq) {
+    let groups = rows.chunk_by(|a, b| a.seq == b.seq).count();
+    for (n, group) in rows.chunk_by(|a, b| a.seq == b.seq).enumerate() {
         let seq_s = group[0].seq.to_string();
         let mut max_hlc = 0;
         for r in group {
@@ -801,11 +887,16 @@ pub(crate) fn write_compacted(out: impl io::Write, rows: &[Row]) -> io::Result<(
             }
             .map_err(tsv::to_io)?;
         }
+        let hash = if n + 1 == groups {
+            head.unwrap_or("")
+        } else {
+            ""
+        };
         w.write_record([
             &seq_s,
             &max_hlc.to_string(),
             "commit",
-            "",
+            hash,
             &group.len().to_string(),
         ])
         .map_err(tsv::to_io)?;
@@ -874,7 +965,12 @@ enum Line {
         value: Option<String>,
     },
     /// (Its hlc is checked to be a number but not used: it is the greatest of the batch's records.)
-    Commit { seq: u64, count: u64 },
+    Commit {
+        seq: u64,
+        count: u64,
+        /// The chain hash at `seq` (absent on compacted lines but the last, and in older files).
+        hash: Option<String>,
+    },
 }
 
 fn parse_record(rec: &csv::ByteRecord) -> Result<Line, String> {
@@ -905,11 +1001,12 @@ fn parse_record(rec: &csv::ByteRecord) -> Result<Line, String> {
             value: None,
         }),
         b"del" => Err("del record with a value".into()),
-        b"commit" if key.is_empty() => Ok(Line::Commit {
+        b"commit" if key.is_empty() || chain::is_hash(key.as_bytes()) => Ok(Line::Commit {
             seq,
             count: tsv::field_u64(rec, 4, "value")?,
+            hash: (!key.is_empty()).then_some(key),
         }),
-        b"commit" => Err("commit record with a key".into()),
+        b"commit" => Err("commit record whose key is not a chain hash".into()),
         op => Err(format!("unknown op {:?}", String::from_utf8_lossy(op))),
     }
 }
@@ -924,7 +1021,7 @@ fn looks_like_commit_line(line: &[u8]) -> bool {
         && digits(fields[0])
         && digits(fields[1])
         && fields[2] == b"commit"
-        && fields[3].is_empty()
+        && (fields[3].is_empty() || chain::is_hash(fields[3]))
         && digits(fields[4])
 }
 
@@ -1034,7 +1131,7 @@ fn recover(path: &Path, file: &mut File, history: usize) -> Result<Recovered, Er
                     None
                 }
             }
-            Ok(Line::Commit { seq, count }) => {
+            Ok(Line::Commit { seq, count, hash }) => {
                 if pending.is_empty() {
                     Some(format!("commit line of seq {seq} without records"))
                 } else if seq != pending_seq {
@@ -1044,10 +1141,16 @@ fn recover(path: &Path, file: &mut File, history: usize) -> Result<Recovered, Er
                         "commit line of seq {seq} counts {count} records, the batch has {}",
                         pending.len()
                     ))
+                } else if let Some(reason) =
+                    chain_mismatch(index.head.as_deref(), seq, &pending, &hash)
+                {
+                    // A whole batch whose content does not hash to its line: damage, not a torn write.
+                    return Err(Error::corrupt(path, pending_line, reason));
                 } else {
                     // The count matches, so the line is whole; at most its `\n` is missing (added below).
                     missing_newline = end == len && !ends_with_newline;
                     index.apply(seq, pending.drain(..));
+                    index.head = hash;
                     records += count;
                     good_end = end;
                     None
@@ -1101,6 +1204,32 @@ fn recover(path: &Path, file: &mut File, history: usize) -> Result<Recovered, Er
         file.sync_all().at(path)?;
     }
     Ok(Recovered { index, records })
+}
+
+/// Why a batch read back from `state.tsv` does not match the chain hash on its commit line, if it does not.
+/// Checked only where the hash before it is known (not after a compacted line, whose rows are no longer the
+/// whole batch).
+fn chain_mismatch(
+    prev: Option<&str>,
+    seq: u64,
+    pending: &[(String, Option<String>, u64)],
+    hash: &Option<String>,
+) -> Option<String> {
+    let (Some(prev), Some(hash)) = (prev, hash) else {
+        return None;
+    };
+    let records: Vec<Record> = pending
+        .iter()
+        .map(|(key, value, hlc)| Record {
+            key: key.clone(),
+            value: value.clone(),
+            hlc: *hlc,
+        })
+        .collect();
+    let computed = chain_hash(Some(prev), seq, &records);
+    (computed != *hash).then(|| {
+        format!("batch {seq} does not match the chain hash on its commit line (damaged content)")
+    })
 }
 
 /// Last-writer-wins between two versions of a key: the higher hybrid logical clock wins; on equal
@@ -1298,7 +1427,15 @@ mod tests {
             let mut at = 0;
             let mut commits = 0;
             for (i, b) in whole.iter().enumerate() {
-                if *b == b'\n' && whole[..i].ends_with(b"commit\t\t2") {
+                let line_start = whole[..i]
+                    .iter()
+                    .rposition(|&c| c == b'\n')
+                    .map_or(0, |p| p + 1);
+                let line = &whole[line_start..i];
+                if *b == b'\n'
+                    && line.windows(8).any(|w| w == b"\tcommit\t")
+                    && line.ends_with(b"\t2")
+                {
                     commits += 1;
                     if commits == 2 {
                         at = i + 1;
@@ -1396,13 +1533,40 @@ mod tests {
             Err(Error::Corrupt { line: 4, .. })
         ));
         // A wrong count on a complete commit line is corruption as well.
-        let wrong = text.replacen("commit\t\t1", "commit\t\t2", 1);
+        let first_commit_end = {
+            let at = text.find("\tcommit\t").unwrap();
+            at + text[at..].find('\n').unwrap()
+        };
+        assert_eq!(&text[first_commit_end - 2..first_commit_end], "\t1");
+        let wrong = format!(
+            "{}2{}",
+            &text[..first_commit_end - 1],
+            &text[first_commit_end..]
+        );
         fs::write(&path, wrong).unwrap();
         let store = Store::open(config(dir.path())).unwrap();
         assert!(matches!(
             store.state("bad"),
             Err(Error::Corrupt { line: 3, .. })
         ));
+        // A whole batch whose content was damaged (a value changed, the line still well-formed) no longer
+        // matches the chain hash on its commit line: corruption, even as the last batch.
+        let damaged = text.replacen("set\ta\t2", "set\ta\t3", 1);
+        assert_ne!(damaged, text);
+        fs::write(&path, &damaged).unwrap();
+        let store = Store::open(config(dir.path())).unwrap();
+        match store.state("bad") {
+            Err(Error::Corrupt { line, reason, .. }) => {
+                assert_eq!(line, 4);
+                assert!(reason.contains("chain hash"), "{reason}");
+            }
+            other => panic!("expected Corrupt, got {:?}", other.map(|s| s.applied_seq())),
+        }
+        assert_eq!(
+            fs::read_to_string(&path).unwrap(),
+            damaged,
+            "left untouched"
+        );
     }
 
     #[test]
@@ -1436,28 +1600,41 @@ mod tests {
             value: value.map(Into::into),
             hlc,
         };
-        let bytes = encode_batch(&Batch {
+        let batch = Batch {
             seq: 7,
             records: vec![rec("k", Some("v"), 42), rec("d", None, 42)],
-        });
+            prev: None,
+        };
+        let head = batch.chain_hash();
+        let bytes = encode_batch(&batch, &head);
         assert_eq!(
             bytes,
-            b"7\t42\tset\tk\tv\n7\t42\tdel\td\t\n7\t42\tcommit\t\t2\n"
+            format!("7\t42\tset\tk\tv\n7\t42\tdel\td\t\n7\t42\tcommit\t{head}\t2\n").as_bytes()
         );
         // Records of a replicated or merged batch keep their own hlc; the commit line has the greatest.
-        let bytes = encode_batch(&Batch {
+        let batch = Batch {
             seq: 8,
             records: vec![
                 rec("a", Some("1"), 50),
                 rec("b", None, 9),
                 rec("c", Some(""), 50),
             ],
-        });
+            prev: Some(head.clone()),
+        };
+        let next = batch.chain_hash();
+        assert_ne!(next, head);
+        let bytes = encode_batch(&batch, &next);
         assert_eq!(
             bytes,
-            b"8\t50\tset\ta\t1\n8\t9\tdel\tb\t\n8\t50\tset\tc\t\n8\t50\tcommit\t\t3\n"
+            format!(
+                "8\t50\tset\ta\t1\n8\t9\tdel\tb\t\n8\t50\tset\tc\t\n8\t50\tcommit\t{next}\t3\n"
+            )
+            .as_bytes()
         );
         assert!(looks_like_commit_line(b"7\t42\tcommit\t\t2"));
+        assert!(looks_like_commit_line(
+            format!("7\t42\tcommit\t{head}\t2").as_bytes()
+        ));
         assert!(!looks_like_commit_line(b"7\t42\tcommit\tk\t2"));
         assert!(!looks_like_commit_line(b"7\t42\tset\t\t2"));
     }
@@ -1544,6 +1721,7 @@ mod tests {
             Batch {
                 seq: 1,
                 records: vec![rec("k", Some("v"), hlc), rec("gone", None, hlc)],
+                prev: None,
             }
         );
         assert_eq!(st.history("gone", 1)[0].hlc, hlc);
@@ -1551,12 +1729,16 @@ mod tests {
         assert!(st.commit(vec![]).unwrap().batch().is_none(), "a barrier");
         let t2 = st.commit(vec![set("k", "w")]).unwrap();
         assert!(t2.batch().unwrap().records[0].hlc > hlc);
+        let t2_batch = t2.batch().unwrap();
         block_on(t2.durable()).unwrap();
+        assert_eq!(st.chain_head(), (2, Some(t2_batch.chain_hash())));
         // On disk every record has its hlc.
         let text = fs::read_to_string(state_path(dir.path(), "tb")).unwrap();
+        let h1 = batch.chain_hash();
         assert!(text.contains(&format!(
-            "1\t{hlc}\tset\tk\tv\n1\t{hlc}\tdel\tgone\t\n1\t{hlc}\tcommit\t\t2\n"
+            "1\t{hlc}\tset\tk\tv\n1\t{hlc}\tdel\tgone\t\n1\t{hlc}\tcommit\t{h1}\t2\n"
         )));
+        assert_eq!(t2_batch.prev.as_deref(), Some(h1.as_str()), "chained");
     }
 
     #[test]
@@ -1613,7 +1795,8 @@ mod tests {
         assert!(matches!(
             st.apply_replicated(&Batch {
                 seq: n + 1,
-                records: vec![]
+                records: vec![],
+                prev: None,
             }),
             Err(Error::Invalid { .. })
         ));
@@ -1634,6 +1817,118 @@ mod tests {
         // And replication continues after the reload.
         let next = home
             .commit(vec![set("later", "1")])
+            .unwrap()
+            .batch()
+            .unwrap();
+        block_on(st.apply_replicated(&next).unwrap().unwrap().durable()).unwrap();
+        assert_eq!(whole(&st), whole(&home));
+    }
+
+    #[test]
+    fn a_batch_from_another_history_is_refused_as_diverged_before_and_after_a_reload() {
+        let dir = tempfile::tempdir().unwrap();
+        let home_a = Store::open(config(&dir.path().join("a"))).unwrap();
+        let home_b = Store::open(config(&dir.path().join("b"))).unwrap();
+        let (a, b) = (home_a.state("obj").unwrap(), home_b.state("obj").unwrap());
+        let mut batches_a = Vec::new();
+        let mut batches_b = Vec::new();
+        for n in 0..3 {
+            let t = a.commit(vec![set("k", &format!("a{n}"))]).unwrap();
+            batches_a.push(t.batch().unwrap());
+            // The same seqs, the same key, another value: another history.
+            let t = b.commit(vec![set("k", &format!("b{n}"))]).unwrap();
+            batches_b.push(t.batch().unwrap());
+        }
+        assert_eq!(batches_a[1].seq, batches_b[1].seq);
+        assert_ne!(batches_a[1].chain_hash(), batches_b[1].chain_hash());
+
+        let rdir = dir.path().join("replica");
+        let store = Store::open(config(&rdir)).unwrap();
+        let st = store.state("obj").unwrap();
+        st.apply_replicated(&batches_a[0]).unwrap().unwrap();
+        let t = st.apply_replicated(&batches_a[1]).unwrap().unwrap();
+        block_on(t.durable()).unwrap();
+        let before = whole(&st);
+        // The next seq from the other history: its prev is not this copy's hash.
+        assert!(matches!(
+            st.apply_replicated(&batches_b[2]),
+            Err(Error::Diverged { seq: 2, .. })
+        ));
+        // The same seq as this copy's last with other content.
+        assert!(matches!(
+            st.apply_replicated(&batches_b[1]),
+            Err(Error::Diverged { seq: 2, .. })
+        ));
+        // Its own history's copy of that seq is a harmless duplicate.
+        assert!(st.apply_replicated(&batches_a[1]).unwrap().is_none());
+        assert_eq!(whole(&st), before, "nothing of the other history applied");
+        assert_eq!(st.chain_head(), (2, Some(batches_a[1].chain_hash())));
+
+        let store = reopen(&rdir, store);
+        let st = store.state("obj").unwrap();
+        assert_eq!(
+            st.chain_head(),
+            (2, Some(batches_a[1].chain_hash())),
+            "the hash survives a reload"
+        );
+        assert!(matches!(
+            st.apply_replicated(&batches_b[2]),
+            Err(Error::Diverged { .. })
+        ));
+        block_on(
+            st.apply_replicated(&batches_a[2])
+                .unwrap()
+                .unwrap()
+                .durable(),
+        )
+        .unwrap();
+        assert_eq!(whole(&st), whole(&a));
+        // A snapshot of the other history replaces this one, hash included; its batches then follow.
+        st.install_snapshot(&b.export_snapshot()).unwrap();
+        assert_eq!(st.chain_head(), b.chain_head());
+        let next = b.commit(vec![set("k", "b3")]).unwrap().batch().unwrap();
+        block_on(st.apply_replicated(&next).unwrap().unwrap().durable()).unwrap();
+        let store = reopen(&rdir, store);
+        let st = store.state("obj").unwrap();
+        assert_eq!(whole(&st), whole(&b));
+        assert_eq!(st.chain_head(), b.chain_head());
+    }
+
+    #[test]
+    fn compaction_keeps_the_chain_hash_so_replication_continues_after_a_reload() {
+        let dir = tempfile::tempdir().unwrap();
+        let home_store = Store::open(config(&dir.path().join("home"))).unwrap();
+        let home = home_store.state("obj").unwrap();
+        let rdir = dir.path().join("replica");
+        let store = Store::open(config(&rdir)).unwrap();
+        let st = store.state("obj").unwrap();
+        let mut last = None;
+        for n in 0..5000 {
+            let batch = home
+                .commit(vec![set(&format!("k{}", n % 10), &n.to_string())])
+                .unwrap()
+                .batch()
+                .unwrap();
+            last = st.apply_replicated(&batch).unwrap();
+        }
+        block_on(last.unwrap().durable()).unwrap();
+        let head = st.chain_head();
+        assert_eq!(head, home.chain_head());
+        // Shutting down lets the writer finish its round, and the compaction it starts past 4096 records.
+        store.shutdown();
+        assert!(
+            store.stats().compactions > 0,
+            "the replica's file was compacted"
+        );
+        let store = reopen(&rdir, store);
+        let st = store.state("obj").unwrap();
+        assert_eq!(
+            st.chain_head(),
+            head,
+            "read back from the compacted file's last commit line"
+        );
+        let next = home
+            .commit(vec![set("after", "1")])
             .unwrap()
             .batch()
             .unwrap();
@@ -1705,6 +2000,7 @@ mod tests {
         let gap = Batch {
             seq: snap.seq + 2,
             records: vec![rec("x", None, 1)],
+            prev: None,
         };
         assert!(
             matches!(st.apply_replicated(&gap), Err(Error::Gap { expected, .. }) if expected == snap.seq + 1)
@@ -1739,6 +2035,7 @@ mod tests {
         st.install_snapshot(&Snapshot {
             seq: 0,
             keys: vec![],
+            chain: None,
         })
         .unwrap();
         assert_eq!(
@@ -1774,30 +2071,37 @@ mod tests {
                     key("a", vec![v(2, Some("x")), v(1, Some("y"))]),
                     key("b", vec![v(3, None)]),
                 ],
+                chain: None,
             },
             Snapshot {
                 seq: 3,
                 keys: vec![key("a", vec![v(4, Some("x"))])],
+                chain: None,
             },
             Snapshot {
                 seq: 3,
                 keys: vec![key("a", vec![v(2, Some("x"))])],
+                chain: None,
             },
             Snapshot {
                 seq: 3,
                 keys: vec![key("a", vec![]), key("b", vec![v(3, None)])],
+                chain: None,
             },
             Snapshot {
                 seq: 3,
                 keys: vec![key("a", vec![v(3, None)]), key("a", vec![v(3, None)])],
+                chain: None,
             },
             Snapshot {
                 seq: 3,
                 keys: vec![key("a", vec![v(0, None), v(3, None)])],
+                chain: None,
             },
             Snapshot {
                 seq: 1,
                 keys: vec![],
+                chain: None,
             },
         ] {
             assert!(
@@ -1820,7 +2124,8 @@ mod tests {
         assert!(matches!(
             st.apply_replicated(&Batch {
                 seq: 2,
-                records: vec![rec("k", None, 1)]
+                records: vec![rec("k", None, 1)],
+                prev: None,
             }),
             Err(Error::Busy { .. })
         ));
@@ -1831,7 +2136,8 @@ mod tests {
         assert!(matches!(
             st.install_snapshot(&Snapshot {
                 seq: 0,
-                keys: vec![]
+                keys: vec![],
+                chain: None,
             }),
             Err(Error::Closed)
         ));
@@ -1891,6 +2197,8 @@ mod tests {
             "nothing won (older, or equal clock and a lesser value): no batch"
         );
         assert_eq!(st.applied_seq(), 1);
+        let (_, head_before) = st.chain_head();
+        assert!(head_before.is_some());
         let t = st
             .merge_lww(&[
                 rec("older", Some("remote"), h - 1),
@@ -1920,6 +2228,7 @@ mod tests {
                     rec("newer", Some("remote"), h + 1),
                     rec("twice", Some("higher"), 101),
                 ],
+                prev: head_before,
             },
             "winners in key order, with their incoming hlc"
         );

@@ -407,7 +407,8 @@ impl Writer {
         if let Some(msg) = obj.failure() {
             return Err(Error::Failed(msg));
         }
-        if let Err((tmp, e)) = replace_with_rows(&obj.path, &install.rows) {
+        if let Err((tmp, e)) = replace_with_rows(&obj.path, &install.rows, install.head.as_deref())
+        {
             tracing::warn!(object_id = %obj.id, path = %tmp.display(), error = %e, "writing an installed snapshot failed");
             return Err(Error::io(&tmp, e));
         }
@@ -428,11 +429,11 @@ impl Writer {
 
     /// Rewrites the object's file with only the versions its index keeps.
     fn compact(&mut self, obj: &Arc<ObjInner>) {
-        let Some((seq, rows)) = obj.compaction_rows() else {
+        let Some((seq, head, rows)) = obj.compaction_rows() else {
             return;
         };
         let before = obj.file_records.load(Ordering::Relaxed);
-        if let Err((tmp, e)) = replace_with_rows(&obj.path, &rows) {
+        if let Err((tmp, e)) = replace_with_rows(&obj.path, &rows, head.as_deref()) {
             // The original file is intact: keep appending to it and try again once it has doubled.
             tracing::warn!(object_id = %obj.id, path = %tmp.display(), error = %e, "state compaction failed");
             self.retry_compaction_at
@@ -459,14 +460,18 @@ impl Writer {
 /// Replaces the state file at `path` with `rows`: written to `{path}.tmp`, fsynced, renamed over
 /// `path` (the caller fsyncs the directory). On failure the temp file is removed and `path` is
 /// untouched; the error comes with the temp file's path.
-fn replace_with_rows(path: &Path, rows: &[super::state::Row]) -> Result<(), (PathBuf, io::Error)> {
+fn replace_with_rows(
+    path: &Path,
+    rows: &[super::state::Row],
+    head: Option<&str>,
+) -> Result<(), (PathBuf, io::Error)> {
     let mut tmp_name = path.as_os_str().to_owned();
     tmp_name.push(".tmp");
     let tmp = PathBuf::from(tmp_name);
     let written = (|| {
         let f = File::create(&tmp)?;
         let mut w = BufWriter::with_capacity(256 * 1024, f);
-        write_compacted(&mut w, rows)?;
+        write_compacted(&mut w, rows, head)?;
         let f = w.into_inner().map_err(|e| e.into_error())?;
         f.sync_all()?;
         drop(f);

@@ -9,6 +9,7 @@ mod cluster;
 pub mod error;
 mod forward;
 mod internal;
+mod link;
 mod raft;
 
 use std::sync::Arc;
@@ -40,6 +41,8 @@ pub struct ApiState {
     config: Arc<ApiConfig>,
     /// This station's id as a header value, for `x-op-station` on every call answer.
     station_header: axum::http::HeaderValue,
+    /// The router itself, set once built: requests arriving on a station link run through it.
+    link_router: Arc<std::sync::OnceLock<Router>>,
 }
 
 /// Builds the router for a station.
@@ -52,7 +55,9 @@ pub fn router(coordinator: Coordinator, config: ApiConfig) -> Router {
         cluster: coordinator.cluster().clone(),
         coordinator,
         config: Arc::new(config),
+        link_router: Arc::new(std::sync::OnceLock::new()),
     };
+    let link_router = state.link_router.clone();
     let internal_routes = Router::new()
         .route("/cluster/internal/replicate", post(internal::replicate))
         .route(
@@ -83,6 +88,7 @@ pub fn router(coordinator: Coordinator, config: ApiConfig) -> Router {
         .route("/cluster/internal/raft/lookup/{id}", get(raft::lookup))
         .route("/cluster/internal/raft/join", post(raft::join))
         .route("/cluster/internal/raft/lease", post(raft::lease))
+        .route(crate::cluster::link::LINK_PATH, get(link::open))
         .route_layer(axum::middleware::from_fn_with_state(
             state.clone(),
             internal::require_cluster_secret,
@@ -111,7 +117,7 @@ pub fn router(coordinator: Coordinator, config: ApiConfig) -> Router {
             state.clone(),
             require_admin_token,
         ));
-    Router::new()
+    let router = Router::new()
         .route("/health", get(admin::health))
         .route("/cluster/info", get(cluster::info))
         .route("/cluster/stations", get(cluster::stations))
@@ -125,7 +131,9 @@ pub fn router(coordinator: Coordinator, config: ApiConfig) -> Router {
         .fallback(admin::not_found)
         .method_not_allowed_fallback(admin::method_not_allowed)
         .layer(axum::extract::DefaultBodyLimit::disable())
-        .with_state(state)
+        .with_state(state);
+    let _ = link_router.set(router.clone());
+    router
 }
 
 /// Checks the bearer token on an admin request, when the station is configured with one.

@@ -1,5 +1,6 @@
-//! Station-to-station HTTP: forwarding a call to the object's home in one hop, with the headers
-//! that carry the hop count, the call chain and the deadline.
+//! Forwarding a call to the object's home in one hop (over the station link, `link/`), with the
+//! headers that carry the hop count, the call chain and the deadline; and the HTTP client every
+//! other station-to-station request uses.
 
 use std::time::Duration;
 
@@ -101,18 +102,14 @@ pub fn client(local: Option<std::net::IpAddr>) -> anyhow::Result<reqwest::Client
         .build()?)
 }
 
-/// Sends one request, marking it as forwarded.
+/// Sends one request over the link to its station, marking it as forwarded.
 pub async fn send(
-    client: &reqwest::Client,
+    links: &super::link::Links,
     station_id: &str,
     secret: Option<&str>,
     request: ForwardRequest,
 ) -> Result<Forwarded, ForwardError> {
-    let url = format!(
-        "{}{}",
-        request.base_url.trim_end_matches('/'),
-        request.path_and_query
-    );
+    let base_url = request.base_url.trim_end_matches('/');
     let mut headers = request.headers;
     for name in HOP_BY_HOP {
         headers.remove(*name);
@@ -129,37 +126,29 @@ pub async fn send(
     {
         headers.insert(SECRET_HEADER, value);
     }
-    let response = client
-        .request(request.method, &url)
-        .headers(headers)
-        .body(request.body)
-        .timeout(request.timeout)
-        .send()
+    let link_request = super::link::LinkRequest {
+        method: request.method,
+        path_and_query: request.path_and_query,
+        headers,
+        body: request.body,
+    };
+    let response = links
+        .send(base_url, link_request, request.timeout)
         .await
-        .map_err(|e| classify(&request.base_url, e))?;
-    let status = response.status();
-    let mut headers = response.headers().clone();
+        .map_err(|e| match e {
+            super::link::LinkError::Timeout(_) => ForwardError::Timeout(base_url.to_string()),
+            super::link::LinkError::Unavailable(message) => ForwardError::Unavailable {
+                url: base_url.to_string(),
+                message,
+            },
+        })?;
+    let mut headers = response.headers;
     for name in HOP_BY_HOP {
         headers.remove(*name);
     }
-    let body = response
-        .bytes()
-        .await
-        .map_err(|e| classify(&request.base_url, e))?;
     Ok(Forwarded {
-        status,
+        status: response.status,
         headers,
-        body,
+        body: response.body,
     })
-}
-
-fn classify(url: &str, error: reqwest::Error) -> ForwardError {
-    if error.is_timeout() {
-        ForwardError::Timeout(url.to_string())
-    } else {
-        ForwardError::Unavailable {
-            url: url.to_string(),
-            message: error.to_string(),
-        }
-    }
 }

@@ -13,6 +13,7 @@
 
 pub mod directory;
 pub mod forward;
+pub mod link;
 pub mod load;
 pub mod membership;
 pub mod placement;
@@ -89,6 +90,8 @@ struct Inner {
     membership: Arc<Membership>,
     directory: Directory,
     http: reqwest::Client,
+    /// Multiplexed links for forwarded calls.
+    links: link::Links,
     tasks: Mutex<Vec<tokio::task::JoinHandle<()>>>,
     /// Set once this station has heard from the cluster it joins (at once without `--join`).
     /// Until then it serves nothing: it might be a returning home whose objects moved.
@@ -141,6 +144,7 @@ impl Cluster {
             Arc::new(GossipAddresses(membership.clone())),
         )
         .await?;
+        let links = link::Links::new(local, config.secret.clone());
         let config_join_empty = config.join.is_empty();
         let cluster = Cluster {
             inner: Arc::new(Inner {
@@ -148,6 +152,7 @@ impl Cluster {
                 membership,
                 directory,
                 http,
+                links,
                 tasks: Mutex::new(Vec::new()),
                 converged: Arc::new(AtomicBool::new(config_join_empty)),
             }),
@@ -338,9 +343,9 @@ impl Cluster {
         }
     }
 
-    /// Sends a request to another station (one hop).
+    /// Sends a request to another station (one hop), over this station's link to it.
     pub async fn forward(&self, request: ForwardRequest) -> Result<Forwarded, ForwardError> {
-        forward::send(&self.inner.http, self.station_id(), self.secret(), request).await
+        forward::send(&self.inner.links, self.station_id(), self.secret(), request).await
     }
 
     /// The shared HTTP client (keep-alive pool) for station-to-station requests.

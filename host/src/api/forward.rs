@@ -37,12 +37,19 @@ pub(super) async fn route(
     if served_here == Some(true) {
         return Ok(stateless_route(api, id, hops, true).unwrap_or(Route::Local));
     }
+    let directory = api.cluster.directory();
     if let Some(address) = api.station.moved_to(id).filter(|a| !a.is_empty())
         && may_forward
     {
-        return Ok(Route::Remote(address));
+        // The object left this station. Where the directory names its home now, go there by the
+        // home's current address: the one recorded at the hand-off goes stale when that station
+        // restarts on another port.
+        let named = directory
+            .lookup(id)
+            .and_then(|entry| api.cluster.home_from(entry))
+            .filter(|home| home.station != api.cluster.station_id() && !home.address.is_empty());
+        return Ok(Route::Remote(named.map_or(address, |home| home.address)));
     }
-    let directory = api.cluster.directory();
     let entry = match directory.lookup(id) {
         Some(entry) => Some(entry),
         // Homed here and not listed yet (a claim under way at start-up): the call checks.

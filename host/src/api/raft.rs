@@ -42,6 +42,15 @@ pub(super) async fn append(State(api): State<ApiState>, body: Body) -> Result<Re
 
 /// `POST .../raft/vote`.
 pub(super) async fn vote(State(api): State<ApiState>, body: Body) -> Result<Response, ApiError> {
+    if !api.cluster.directory().may_vote() {
+        // Just started: it cannot tell how recently it heard from a leader (the lease rule in
+        // `cluster/directory/lease.rs`). The candidate sees an unreachable voter and retries.
+        return Err(ApiError::new(
+            StatusCode::SERVICE_UNAVAILABLE,
+            "not_ready",
+            "this station started a moment ago and does not vote yet",
+        ));
+    }
     let request: openraft::raft::VoteRequest<directory::NodeId> = json_body(body).await?;
     let result = api.cluster.directory().raft().vote(request).await;
     Ok(Json(result).into_response())

@@ -9,9 +9,18 @@
 //!
 //! The leader moves objects off a station only when no lease it granted to that station can still
 //! be valid: [`LEASE`] stretched by the clock-rate bound [`DRIFT`] plus [`MARGIN`] after its last
-//! grant — and, after a change of leader, after the new leader's own election (an earlier leader
-//! may have granted one just before). Clocks are only used to measure durations (monotonic), so
-//! the assumption is on clock *rates*: no station's clock runs more than 10 % slower than another's.
+//! grant. After a change of leader, an earlier leader may have granted one just before it died;
+//! the new leader waits [`Granted::after_election_wait`] after its own election, which credits
+//! the time the election itself took at the least: an earlier leader grants a lease only after a
+//! quorum acknowledged it *after* the station asked, and a voter refuses to vote for a new leader
+//! until [`VOTE_QUIET`] (openraft's leader lease, `election_timeout_max`) has passed since it last
+//! heard from the old one. A quorum that elects the new leader shares a voter with that one, so
+//! the election happened at least `VOTE_QUIET` after the lease began. A station that restarted
+//! has forgotten when it last heard from a leader: it refuses every vote request for
+//! `VOTE_QUIET` after it starts ([`Granted::may_vote`]), and a new leader that started that
+//! recently (it voted for itself) waits the whole [`expiry_wait`]. Clocks are only used to
+//! measure durations (monotonic), so the assumption is on clock *rates*: no station's clock runs
+//! more than 10 % slower than another's.
 
 use std::collections::HashMap;
 use std::sync::Mutex;
@@ -20,9 +29,13 @@ use std::time::{Duration, Instant};
 use serde::{Deserialize, Serialize};
 
 /// How long a granted lease lasts, counted by the station from when it asked.
-pub const LEASE: Duration = Duration::from_millis(2000);
+pub const LEASE: Duration = Duration::from_millis(1500);
 /// How often a station renews.
-pub const RENEW_EVERY: Duration = Duration::from_millis(400);
+pub const RENEW_EVERY: Duration = Duration::from_millis(300);
+/// How long a voter refuses to vote for another leader after it last heard from its leader:
+/// openraft's leader lease, which is its `election_timeout_max` (the directory's Raft config
+/// takes it from here).
+pub const VOTE_QUIET: Duration = Duration::from_millis(800);
 /// Bound on how much faster one station's clock may run than another's (10 %).
 pub const DRIFT: f64 = 0.10;
 /// Extra wait on top of the drift-stretched lease.
@@ -78,9 +91,20 @@ impl Held {
 }
 
 /// What the leader granted, per station.
-#[derive(Debug, Default)]
+#[derive(Debug)]
 pub struct Granted {
     inner: Mutex<GrantedInner>,
+    /// When this station started (its Raft node with it).
+    started: Instant,
+}
+
+impl Default for Granted {
+    fn default() -> Granted {
+        Granted {
+            inner: Mutex::default(),
+            started: Instant::now(),
+        }
+    }
 }
 
 #[derive(Debug, Default)]
@@ -114,6 +138,25 @@ impl Granted {
         }
     }
 
+    /// How long after its election, at `leader_since`, this leader treats leases granted by an
+    /// earlier leader as possibly valid: [`expiry_wait`] less the least time the election took
+    /// ([`VOTE_QUIET`] on the slowest clock), or all of it when this station started too recently
+    /// to have kept from voting for itself within `VOTE_QUIET` of an earlier leader's last word.
+    pub fn after_election_wait(&self, leader_since: Instant) -> Duration {
+        let quiet_since_start = leader_since.saturating_duration_since(self.started);
+        if quiet_since_start < VOTE_QUIET.mul_f64(1.0 + DRIFT) {
+            expiry_wait()
+        } else {
+            expiry_wait().saturating_sub(VOTE_QUIET.div_f64(1.0 + DRIFT))
+        }
+    }
+
+    /// Whether this station may vote in an election: not within [`VOTE_QUIET`] (stretched by the
+    /// drift bound) of its start, when it cannot know how recently it heard from a leader.
+    pub fn may_vote(&self) -> bool {
+        self.started.elapsed() >= VOTE_QUIET.mul_f64(1.0 + DRIFT)
+    }
+
     /// Whether `station` may still hold a valid lease granted by this leader or an earlier one.
     /// `true` when this station is not the leader (it cannot tell).
     pub fn may_hold(&self, station: &str) -> bool {
@@ -121,11 +164,13 @@ impl Granted {
         let Some(since) = inner.leader_since else {
             return true;
         };
-        let wait = expiry_wait();
-        if since.elapsed() < wait {
+        if since.elapsed() < self.after_election_wait(since) {
             return true;
         }
-        inner.last.get(station).is_some_and(|t| t.elapsed() < wait)
+        inner
+            .last
+            .get(station)
+            .is_some_and(|t| t.elapsed() < expiry_wait())
     }
 
     /// Whether `station` has not renewed for longer than `quiet` (counting from this leader's
@@ -191,5 +236,34 @@ mod tests {
         assert!(granted.may_hold("a") && granted.is_fresh("a"));
         granted.set_leader(false);
         assert!(granted.may_hold("b"));
+    }
+
+    #[test]
+    fn the_wait_after_an_election_credits_the_election_unless_this_station_just_started() {
+        let now = Instant::now();
+        let long_running = Granted {
+            inner: Mutex::default(),
+            started: now - Duration::from_secs(60),
+        };
+        let reduced = long_running.after_election_wait(now);
+        assert_eq!(
+            reduced,
+            expiry_wait() - VOTE_QUIET.div_f64(1.0 + DRIFT),
+            "credits the quiet period a voter kept"
+        );
+        assert!(reduced < expiry_wait());
+        assert!(long_running.may_vote());
+        let just_started = Granted::default();
+        assert!(!just_started.may_vote(), "refuses votes right after a start");
+        assert_eq!(
+            just_started.after_election_wait(Instant::now()),
+            expiry_wait(),
+            "elected right after its start: the whole wait"
+        );
+        // A new leader may move a station's objects once the reduced wait is over.
+        long_running.set_leader(true);
+        long_running.inner.lock().unwrap().leader_since =
+            Some(Instant::now() - reduced - Duration::from_millis(1));
+        assert!(!long_running.may_hold("a"));
     }
 }

@@ -152,13 +152,15 @@ const QUORUM_WITHIN: Duration = Duration::from_secs(3);
 /// How long [`Directory::propose`] keeps retrying (a new leader, a forward) in all.
 const PROPOSE_WITHIN: Duration = Duration::from_secs(10);
 
-/// openraft's timing: heartbeats every 150 ms, elections after 600–1200 ms of silence.
+/// openraft's timing: heartbeats every 100 ms; a voter refuses votes for [`lease::VOTE_QUIET`]
+/// (800 ms, openraft's leader lease = `election_timeout_max`) after it last heard from its leader,
+/// and stands for election 400–800 ms after that.
 fn raft_config() -> anyhow::Result<Arc<Config>> {
     let config = Config {
         cluster_name: "object-primitive".into(),
-        heartbeat_interval: 150,
-        election_timeout_min: 600,
-        election_timeout_max: 1200,
+        heartbeat_interval: 100,
+        election_timeout_min: 400,
+        election_timeout_max: lease::VOTE_QUIET.as_millis() as u64,
         install_snapshot_timeout: 10_000,
         snapshot_policy: openraft::SnapshotPolicy::LogsSinceLast(5_000),
         max_in_snapshot_log_to_keep: 1_000,
@@ -573,6 +575,11 @@ impl Directory {
                 self.inner.held.granted(sent, grant);
             }
         }
+    }
+
+    /// Whether this station may answer a vote request now (see [`lease::Granted::may_vote`]).
+    pub fn may_vote(&self) -> bool {
+        self.inner.granted.may_vote()
     }
 
     /// Tracks when this station becomes or stops being the leader.

@@ -37,4 +37,5 @@ mod logs;
 mod partition;
 mod python;
 mod state;
+mod trust;
 mod watch;

@@ -57,14 +57,22 @@ fn request_id(headers: &axum::http::HeaderMap) -> String {
     format!("{:016x}", rand::random::<u64>())
 }
 
-/// The call chain of an object-to-object call forwarded from another station, if this is one.
-fn incoming_chain(headers: &axum::http::HeaderMap, request_id: &str) -> Option<CallChain> {
+/// The call chain of an object-to-object call forwarded from another station, if this is one
+/// (the trust layer has removed these headers from every request that did not come from a
+/// station). Its deadline is capped at this station's own `longest`.
+fn incoming_chain(
+    headers: &axum::http::HeaderMap,
+    request_id: &str,
+    longest: std::time::Duration,
+) -> Option<CallChain> {
     let objects = headers.get(CHAIN_HEADER)?.to_str().ok()?;
+    let longest_ms = longest.as_millis() as u64;
     let remaining_ms: u64 = headers
         .get(DEADLINE_HEADER)
         .and_then(|v| v.to_str().ok())
         .and_then(|v| v.parse().ok())
-        .unwrap_or(10_000);
+        .unwrap_or(longest_ms)
+        .min(longest_ms);
     Some(CallChain {
         request_id: request_id.to_string(),
         objects: objects
@@ -130,18 +138,9 @@ pub(super) async fn call_object(
     let body = read_body(body, api.config.max_body_bytes)
         .await
         .map_err(|e| e.for_object(&id))?;
-    let headers = parts
-        .headers
-        .iter()
-        .map(|(name, value)| {
-            (
-                name.as_str().to_string(),
-                String::from_utf8_lossy(value.as_bytes()).into_owned(),
-            )
-        })
-        .collect();
+    let headers = super::trust::object_headers(&api, &parts.headers);
     let request_id = request_id(&parts.headers);
-    let chain = incoming_chain(&parts.headers, &request_id);
+    let chain = incoming_chain(&parts.headers, &request_id, api.station.call_deadline());
     if let Some(chain) = &chain
         && chain.objects.iter().any(|o| o == &id)
     {

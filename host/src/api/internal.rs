@@ -31,8 +31,8 @@ pub(super) async fn require_cluster_secret(
         let presented = request
             .headers()
             .get(crate::cluster::forward::SECRET_HEADER)
-            .and_then(|v| v.to_str().ok());
-        if presented != Some(secret) {
+            .map(|v| v.as_bytes());
+        if !presented.is_some_and(|v| super::trust::constant_time_eq(v, secret.as_bytes())) {
             return ApiError::new(
                 StatusCode::UNAUTHORIZED,
                 "unauthorized",

@@ -60,6 +60,10 @@ async fn run(router: axum::Router, request: LinkRequest) -> LinkResponse {
     let mut http_request = axum::http::Request::new(Body::from(request.body));
     *http_request.method_mut() = request.method;
     *http_request.headers_mut() = request.headers;
+    // Only a station holding the cluster secret can open a link: its requests may steer.
+    http_request
+        .extensions_mut()
+        .insert(super::trust::FromStation);
     match request.path_and_query.parse() {
         Ok(uri) => *http_request.uri_mut() = uri,
         Err(_) => {

@@ -11,6 +11,7 @@ mod forward;
 mod internal;
 mod link;
 mod raft;
+mod trust;
 
 use std::sync::Arc;
 
@@ -131,6 +132,7 @@ pub fn router(coordinator: Coordinator, config: ApiConfig) -> Router {
         .fallback(admin::not_found)
         .method_not_allowed_fallback(admin::method_not_allowed)
         .layer(axum::extract::DefaultBodyLimit::disable())
+        .layer(axum::middleware::from_fn(trust::strip_station_headers))
         .with_state(state);
     let _ = link_router.set(router.clone());
     router
@@ -146,9 +148,9 @@ fn check_admin_token(
     };
     let presented = headers
         .get(axum::http::header::AUTHORIZATION)
-        .and_then(|v| v.to_str().ok())
-        .and_then(|v| v.strip_prefix("Bearer "));
-    if presented == Some(token.as_str()) {
+        .map(|v| v.as_bytes())
+        .filter(|v| v.starts_with(b"Bearer "));
+    if presented.is_some_and(|v| trust::carries_token(v, token)) {
         Ok(())
     } else {
         Err(error::ApiError::new(

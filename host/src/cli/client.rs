@@ -34,12 +34,18 @@ impl Client {
         })
     }
 
+    /// A request to an admin or station route, with the admin token when one is given.
     fn request(&self, method: reqwest::Method, path: &str) -> reqwest::RequestBuilder {
-        let mut request = self.http.request(method, format!("{}{}", self.base, path));
+        let mut request = self.object_request(method, path);
         if let Some(token) = &self.token {
             request = request.bearer_auth(token);
         }
         request
+    }
+
+    /// A request to an object: never with the admin token (the object would see it).
+    fn object_request(&self, method: reqwest::Method, path: &str) -> reqwest::RequestBuilder {
+        self.http.request(method, format!("{}{}", self.base, path))
     }
 
     /// Sends a request and returns (status, body), turning connection failures into a clear error.
@@ -165,7 +171,7 @@ pub async fn call(
         format!("/{path}")
     };
     let path = if path == "/" { String::new() } else { path };
-    let mut request = client.request(method, &format!("/objects/{id}{path}"));
+    let mut request = client.object_request(method, &format!("/objects/{id}{path}"));
     if let Some(data) = data {
         request = request
             .header("content-type", "application/json")

@@ -266,6 +266,16 @@ pub struct ServeConfig {
 impl ServeArgs {
     /// Checks the flags that depend on each other.
     pub fn validate(self) -> anyhow::Result<ServeConfig> {
+        for (flag, value) in [
+            ("--admin-token", &self.admin_token),
+            ("--cluster-secret", &self.cluster_secret),
+        ] {
+            if value.as_deref().is_some_and(|v| v.trim().is_empty()) {
+                anyhow::bail!(
+                    "{flag} is empty: an empty credential would be matched by an empty header; give a long random value or leave the flag out"
+                );
+            }
+        }
         if !self.bind.is_loopback() && self.admin_token.is_none() {
             anyhow::bail!(
                 "refusing to bind {} without --admin-token: admin routes would be open to the network",
@@ -338,5 +348,19 @@ mod tests {
             panic!()
         };
         assert!(args.validate().is_err());
+    }
+
+    #[test]
+    fn empty_credentials_are_refused() {
+        for flag in ["--admin-token", "--cluster-secret"] {
+            for value in ["", "  "] {
+                let cli = Cli::parse_from(["host", "serve", flag, value]);
+                let Command::Serve(args) = cli.command else {
+                    panic!()
+                };
+                let error = args.validate().expect_err("an empty credential");
+                assert!(error.to_string().contains(flag), "{error}");
+            }
+        }
     }
 }

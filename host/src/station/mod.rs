@@ -472,6 +472,12 @@ impl Station {
             .contains_key(id)
     }
 
+    /// The longest a call may run (`--deadline-ms`); a deadline forwarded by another station is
+    /// capped at it.
+    pub fn call_deadline(&self) -> std::time::Duration {
+        self.inner.config.call_deadline
+    }
+
     /// This station's id.
     pub fn station_id(&self) -> &str {
         self.inner.store.station_id()

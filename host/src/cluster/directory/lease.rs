@@ -254,7 +254,10 @@ mod tests {
         assert!(reduced < expiry_wait());
         assert!(long_running.may_vote());
         let just_started = Granted::default();
-        assert!(!just_started.may_vote(), "refuses votes right after a start");
+        assert!(
+            !just_started.may_vote(),
+            "refuses votes right after a start"
+        );
         assert_eq!(
             just_started.after_election_wait(Instant::now()),
             expiry_wait(),

@@ -280,6 +280,9 @@ async fn write_frames(
     let mut buf = BytesMut::with_capacity(64 * 1024);
     while let Some(frame) = queue.recv().await {
         frame::encode(&frame, &mut buf);
+        // Let the calls that are ready to run queue their frames too: one write then carries
+        // them all (on loopback each write also pays for the receiver's TCP work).
+        tokio::task::yield_now().await;
         while buf.len() < WRITE_BATCH {
             match queue.try_recv() {
                 Ok(frame) => frame::encode(&frame, &mut buf),

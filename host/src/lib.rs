@@ -108,9 +108,12 @@ pub async fn run(
     // only once the station follows the directory and holds a write lease, so a client's first
     // call is not refused.
     let server = tokio::spawn(async move {
-        axum::serve(listener, router)
-            .with_graceful_shutdown(shutdown)
-            .await
+        axum::serve(
+            listener,
+            router.into_make_service_with_connect_info::<std::net::SocketAddr>(),
+        )
+        .with_graceful_shutdown(shutdown)
+        .await
     });
     coordinator.wait_ready(Duration::from_secs(15)).await;
     {

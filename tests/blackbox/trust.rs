@@ -138,3 +138,42 @@ fn a_call_forwarded_between_stations_keeps_the_secret_from_the_object() {
         .get("/cluster/internal/objects/m/position")
         .expect_error(401, "unauthorized");
 }
+
+#[test]
+fn another_object_never_gets_an_admin_view_of_an_object_on_another_station() {
+    let mut cluster = Cluster::reserve(2);
+    let st = cluster.start_joined(2, Opts::new());
+    let (a, b) = (st[0].station_id(), st[1].station_id());
+    st[0].deploy_fixture("kv", "kv");
+    st[1].deploy_fixture("m", "misbehave");
+    st[1].wait_home("kv", &a);
+    st[0].wait_home("m", &b);
+    st[0].call("PUT", "kv", "/password", "hunter2").expect(200);
+    // An administrator on loopback (no token configured) gets the state view, through either
+    // station.
+    for s in &st {
+        let view = s.get_json("/objects/kv?state=true");
+        assert!(view.to_string().contains("hunter2"), "{view}");
+    }
+    // The object `m` on the other station asks for the same view with `call-object`: the call
+    // reaches kv as an ordinary GET (kv lists its keys), never the station's state view.
+    let answer = st[1]
+        .call(
+            "POST",
+            "m",
+            &format!(
+                "/call?target=kv&method=GET&path={}",
+                pct_all("/?state=true")
+            ),
+            Vec::new(),
+        )
+        .expect_json(200);
+    assert_eq!(answer["status"], 200, "{answer}");
+    let body = answer["body"].as_str().expect("body text");
+    assert!(
+        !body.contains("hunter2"),
+        "call-object got the state view: {body}"
+    );
+    let keys: Value = serde_json::from_str(body).expect("kv's JSON");
+    assert_eq!(keys["keys"], serde_json::json!(["password"]), "{keys}");
+}

@@ -7,7 +7,7 @@ use axum::response::{IntoResponse, Response};
 
 use super::error::ApiError;
 use super::forward::{Route, forward, route};
-use super::{ApiState, admin, check_admin_token, query_pairs, read_body};
+use super::{ApiState, admin, query_pairs, read_body};
 use crate::cluster::forward::{CHAIN_HEADER, DEADLINE_HEADER};
 use crate::runtime::{CallChain, ObjectRequest};
 
@@ -92,6 +92,23 @@ pub(super) async fn call_object(
     let (parts, body) = request.into_parts();
     let (id, path) = split_object_path(parts.uri.path())?;
     let query = query_pairs(parts.uri.query());
+    // An admin view (`?state=true`, ...) is for administrators, authorized where the client
+    // connected. Another object's `call-object` never gets one: it arrives from a station with
+    // a call chain, and the query goes to the object like any other.
+    let from_object = parts
+        .extensions
+        .get::<super::trust::FromStation>()
+        .is_some()
+        && parts.headers.contains_key(CHAIN_HEADER);
+    let view = query
+        .iter()
+        .find(|(k, v)| RESERVED_VIEWS.contains(&k.as_str()) && v == "true")
+        .map(|(k, _)| k.clone())
+        .filter(|_| parts.method == Method::GET && !from_object);
+    if view.is_some() {
+        super::authorize_admin(&api, &parts.headers, &parts.extensions)
+            .map_err(|e| e.for_object(&id))?;
+    }
 
     if let Route::Remote(home) = route(&api, &id, &parts.headers).await? {
         let body = read_body(body, api.config.max_body_bytes)
@@ -114,13 +131,8 @@ pub(super) async fn call_object(
         );
     }
 
-    if parts.method == Method::GET
-        && let Some((view, _)) = query
-            .iter()
-            .find(|(k, v)| RESERVED_VIEWS.contains(&k.as_str()) && v == "true")
-    {
-        check_admin_token(&api, &parts.headers)?;
-        return admin::view(&api, &id, view, &query).await;
+    if let Some(view) = view {
+        return admin::view(&api, &id, &view, &query).await;
     }
     let method = match parts.method {
         Method::GET | Method::POST | Method::PUT | Method::DELETE | Method::PATCH => {

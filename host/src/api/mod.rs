@@ -161,14 +161,40 @@ fn check_admin_token(
     }
 }
 
-/// Refuses admin requests without the configured bearer token (when one is configured).
+/// Whether a request may use an admin route or view: with `--admin-token`, only with the token;
+/// without one, only from a loopback client or from another station (which applied this rule
+/// where the client connected).
+fn authorize_admin(
+    api: &ApiState,
+    headers: &axum::http::HeaderMap,
+    extensions: &axum::http::Extensions,
+) -> Result<(), error::ApiError> {
+    if api.config.admin_token.is_some() {
+        return check_admin_token(api, headers);
+    }
+    if extensions.get::<trust::FromStation>().is_some() {
+        return Ok(());
+    }
+    match extensions.get::<axum::extract::ConnectInfo<std::net::SocketAddr>>() {
+        Some(axum::extract::ConnectInfo(peer)) if !peer.ip().is_loopback() => {
+            Err(error::ApiError::new(
+                axum::http::StatusCode::FORBIDDEN,
+                "forbidden",
+                "without --admin-token, admin routes and views answer loopback clients only",
+            ))
+        }
+        _ => Ok(()),
+    }
+}
+
+/// Refuses admin requests that [`authorize_admin`] does not allow.
 async fn require_admin_token(
     axum::extract::State(api): axum::extract::State<ApiState>,
     request: axum::extract::Request,
     next: axum::middleware::Next,
 ) -> axum::response::Response {
     use axum::response::IntoResponse;
-    match check_admin_token(&api, request.headers()) {
+    match authorize_admin(&api, request.headers(), request.extensions()) {
         Ok(()) => next.run(request).await,
         Err(e) => e.into_response(),
     }

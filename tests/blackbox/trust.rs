@@ -140,7 +140,7 @@ fn a_call_forwarded_between_stations_keeps_the_secret_from_the_object() {
 }
 
 #[test]
-fn another_object_never_gets_an_admin_view_of_an_object_on_another_station() {
+fn another_object_never_gets_an_admin_view_through_call_object() {
     let mut cluster = Cluster::reserve(2);
     let st = cluster.start_joined(2, Opts::new());
     let (a, b) = (st[0].station_id(), st[1].station_id());
@@ -155,25 +155,34 @@ fn another_object_never_gets_an_admin_view_of_an_object_on_another_station() {
         let view = s.get_json("/objects/kv?state=true");
         assert!(view.to_string().contains("hunter2"), "{view}");
     }
-    // The object `m` on the other station asks for the same view with `call-object`: the call
-    // reaches kv as an ordinary GET (kv lists its keys), never the station's state view.
-    let answer = st[1]
-        .call(
-            "POST",
-            "m",
-            &format!(
-                "/call?target=kv&method=GET&path={}",
-                pct_all("/?state=true")
-            ),
-            Vec::new(),
-        )
-        .expect_json(200);
-    assert_eq!(answer["status"], 200, "{answer}");
-    let body = answer["body"].as_str().expect("body text");
-    assert!(
-        !body.contains("hunter2"),
-        "call-object got the state view: {body}"
-    );
-    let keys: Value = serde_json::from_str(body).expect("kv's JSON");
-    assert_eq!(keys["keys"], serde_json::json!(["password"]), "{keys}");
+    // An object on the other station (`m`) and one on kv's own station (`m2`) ask for the same
+    // view with `call-object`: the call reaches kv as an ordinary GET (kv lists its keys), never
+    // the station's state view.
+    st[0].deploy_fixture("m2", "misbehave");
+    st[1].wait_home("m2", &a);
+    for caller in ["m", "m2"] {
+        let answer = st[1]
+            .call(
+                "POST",
+                caller,
+                &format!(
+                    "/call?target=kv&method=GET&path={}",
+                    pct_all("/?state=true")
+                ),
+                Vec::new(),
+            )
+            .expect_json(200);
+        assert_eq!(answer["status"], 200, "{caller}: {answer}");
+        let body = answer["body"].as_str().expect("body text");
+        assert!(
+            !body.contains("hunter2"),
+            "{caller}'s call-object got the state view: {body}"
+        );
+        let keys: Value = serde_json::from_str(body).expect("kv's JSON");
+        assert_eq!(
+            keys["keys"],
+            serde_json::json!(["password"]),
+            "{caller}: {keys}"
+        );
+    }
 }

@@ -173,9 +173,11 @@ per_lang! {
                 "{lang:?}"
             );
         }
-        // Methods the handler has no function for: the station's 405.
+        // HEAD runs as GET, without the body.
         let head = st.call("HEAD", "counter", "", Vec::new());
-        assert_eq!(head.status, 405, "HEAD: {}", head.text());
+        assert_eq!(head.status, 200, "HEAD: {}", head.text());
+        assert!(head.body.is_empty(), "HEAD sent a body");
+        // A method objects do not take: the station's 405.
         st.call("OPTIONS", "counter", "", Vec::new())
             .expect_error(405, "method_not_allowed");
         // Nothing of that changed the count.
@@ -368,4 +370,34 @@ fn a_trailing_slash_reaches_the_object_as_path_slash() {
         st.call("POST", "counter", "/", Vec::new()).expect_json(200),
         json!({"count": 1})
     );
+}
+
+#[test]
+fn head_is_get_without_a_body_and_a_status_outside_200_to_599_is_refused() {
+    let st = Station::new();
+    st.deploy_fixture("counter", "counter");
+    st.call("POST", "counter", "", Vec::new()).expect(200);
+    let get = st.call("GET", "counter", "", Vec::new()).expect(200);
+    let head = st.request("HEAD", "/objects/counter", Vec::new());
+    assert_eq!(head.status, 200, "{}", head.text());
+    assert!(head.body.is_empty(), "HEAD sent a body");
+    assert_eq!(head.header("content-type"), get.header("content-type"));
+    assert!(head.header("x-request-id").is_some());
+
+    st.deploy_fixture("m", "misbehave");
+    for code in [100, 101, 103, 199, 600, 999, 65535] {
+        let r = st.call("POST", "m", &format!("/status?code={code}"), Vec::new());
+        let v = r.expect_error(502, "invalid_response");
+        assert!(
+            v["message"].as_str().unwrap().contains(&code.to_string()),
+            "{v}"
+        );
+    }
+    for code in [200, 201, 404, 418, 599] {
+        let r = st.call("POST", "m", &format!("/status?code={code}"), Vec::new());
+        assert_eq!(r.status, code, "{}", r.text());
+        assert_eq!(r.text(), format!("status {code}"));
+    }
+    // The object and the station go on serving.
+    st.call("POST", "m", "/ok", "after").expect(200);
 }

@@ -138,11 +138,13 @@ pub(super) async fn call_object(
         Method::GET | Method::POST | Method::PUT | Method::DELETE | Method::PATCH => {
             parts.method.as_str().to_string()
         }
+        // HEAD runs as GET; the HTTP server sends the headers of the answer without its body.
+        Method::HEAD => "GET".to_string(),
         other => {
             return Err(ApiError::new(
                 StatusCode::METHOD_NOT_ALLOWED,
                 "method_not_allowed",
-                format!("objects answer GET, POST, PUT, DELETE and PATCH, not {other}"),
+                format!("objects answer GET, HEAD, POST, PUT, DELETE and PATCH, not {other}"),
             )
             .for_object(&id));
         }
@@ -222,7 +224,8 @@ fn into_http(
     request_id: &str,
     station: &HeaderValue,
 ) -> Response {
-    let status = StatusCode::from_u16(response.status).unwrap_or(StatusCode::INTERNAL_SERVER_ERROR);
+    // The station refused statuses outside 200–599 already (`station::Error::InvalidResponse`).
+    let status = StatusCode::from_u16(response.status).unwrap_or(StatusCode::BAD_GATEWAY);
     let mut http = Response::builder().status(status);
     let headers = http.headers_mut().expect("a fresh builder has headers");
     for (name, value) in response.headers {

@@ -123,11 +123,9 @@ impl From<StationError> for ApiError {
                 "deadline_exceeded",
                 Some(object),
             ),
-            StationError::InvalidResponse { object, .. } => (
-                StatusCode::INTERNAL_SERVER_ERROR,
-                "invalid_response",
-                Some(object),
-            ),
+            StationError::InvalidResponse { object, .. } => {
+                (StatusCode::BAD_GATEWAY, "invalid_response", Some(object))
+            }
             StationError::Moved { object, .. } => {
                 (StatusCode::SERVICE_UNAVAILABLE, "moved", Some(object))
             }

@@ -245,11 +245,13 @@ impl Station {
         let (response, ticket) = match outcome {
             Ok(outcome) => {
                 let response = outcome.response;
-                if !(100..=599).contains(&response.status) {
+                // 1xx (informational, 101 upgrade) cannot end an exchange: refused like a
+                // made-up number, and the call's writes are discarded.
+                if !(200..=599).contains(&response.status) {
                     drop(turn);
                     return Err(Error::InvalidResponse {
                         object: object.id.clone(),
-                        message: format!("status {} is not an HTTP status", response.status),
+                        message: format!("status {} is outside 200–599", response.status),
                     });
                 }
                 // A status >= 500 means the object failed: its writes are discarded. An empty

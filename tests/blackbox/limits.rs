@@ -151,3 +151,35 @@ fn an_oversized_body_is_refused() {
     let v = st.call("GET", "kv", "/small", Vec::new()).expect_json(200);
     assert_eq!(v["value"].as_str().map(str::len), Some(512), "{v}");
 }
+
+#[test]
+fn a_declared_length_over_the_limit_is_refused_before_the_body_arrives() {
+    use std::io::{Read, Write};
+    let st = Station::start(Opts::new().flag("--max-body-bytes", 1024));
+    st.deploy_fixture("kv", "kv");
+    // The header promises a megabyte and no body follows: the answer must not wait for it.
+    let mut s = std::net::TcpStream::connect(("127.0.0.1", st.port())).expect("connect");
+    s.set_read_timeout(Some(std::time::Duration::from_secs(10)))
+        .unwrap();
+    write!(
+        s,
+        "PUT /objects/kv/big HTTP/1.1\r\nHost: 127.0.0.1\r\nContent-Length: 1048576\r\n\r\n"
+    )
+    .unwrap();
+    let mut answer = Vec::new();
+    let mut buf = [0u8; 4096];
+    while !answer.windows(4).any(|w| w == b"\r\n\r\n") || !answer.ends_with(b"}") {
+        match s.read(&mut buf) {
+            Ok(0) => break,
+            Ok(n) => answer.extend_from_slice(&buf[..n]),
+            Err(e) => panic!(
+                "no answer while the body is missing ({e}); got {:?}",
+                String::from_utf8_lossy(&answer)
+            ),
+        }
+    }
+    let text = String::from_utf8_lossy(&answer);
+    assert!(text.starts_with("HTTP/1.1 413"), "{text}");
+    assert!(text.contains("\"error\":\"body_too_large\""), "{text}");
+    st.call("GET", "kv", "/big", Vec::new()).expect(404);
+}

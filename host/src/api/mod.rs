@@ -202,6 +202,12 @@ async fn require_admin_token(
 
 /// Reads a body up to `limit` bytes; past it, a 413 with the stable code.
 async fn read_body(body: axum::body::Body, limit: usize) -> Result<bytes::Bytes, error::ApiError> {
+    use axum::body::HttpBody as _;
+    // A declared length over the limit is refused before anything is read (a client that sends
+    // the header and never the body gets its 413 at once instead of holding the connection).
+    if body.size_hint().lower() > limit as u64 {
+        return Err(error::ApiError::body_too_large(limit));
+    }
     axum::body::to_bytes(body, limit).await.map_err(|e| {
         // to_bytes reports a length-limit error, or an I/O error of the connection.
         let text = e.to_string();

@@ -169,14 +169,6 @@ impl Replicator {
                 .entry(object.to_string())
                 .or_insert_with(|| Stream::new(epoch));
             stream.begin_epoch(epoch, batch.seq.saturating_sub(1));
-            if stream.recent.back().is_some_and(|back| {
-                back.seq + 1 != batch.seq || batch.prev.as_ref() != Some(&back.chain_hash())
-            }) {
-                // Not the continuation of the batches kept (this station homed the object before, under
-                // another history): those can no longer be shipped.
-                stream.recent.clear();
-                stream.last_seq = 0;
-            }
             stream.last_seq = stream.last_seq.max(batch.seq);
             let seq = batch.seq;
             stream.recent.push_back(batch);
@@ -773,6 +765,12 @@ impl Stream {
 
     /// Starts (or restarts) the stream at `epoch` from the home's seq `base`.
     fn begin_epoch(&mut self, epoch: u64, base: u64) {
+        if epoch > self.epoch {
+            // The batches kept belong to an earlier epoch: this station may have homed the object
+            // before under another history, so they can no longer be shipped.
+            self.recent.clear();
+            self.last_seq = base;
+        }
         if epoch > self.epoch || self.contacted.is_empty() && self.last_seq == 0 {
             self.epoch = epoch;
             self.base_seq = base;

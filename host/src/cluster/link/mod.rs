@@ -423,6 +423,32 @@ mod tests {
         format!("http://{address}")
     }
 
+    /// Accepts one connection and answers its upgrade request with 101.
+    async fn accept_link(listener: &tokio::net::TcpListener) -> tokio::net::TcpStream {
+        let (mut stream, _) = listener.accept().await.unwrap();
+        let mut head = BytesMut::new();
+        while !head.windows(4).any(|w| w == b"\r\n\r\n") {
+            stream.read_buf(&mut head).await.unwrap();
+        }
+        stream
+            .write_all(b"HTTP/1.1 101 Switching Protocols\r\n\r\n")
+            .await
+            .unwrap();
+        stream
+    }
+
+    /// Serves a link, answering each request with its path.
+    async fn serve_echo(stream: tokio::net::TcpStream) {
+        serve(stream, |r: LinkRequest| async move {
+            LinkResponse {
+                status: http::StatusCode::OK,
+                headers: http::HeaderMap::new(),
+                body: Bytes::from(r.path_and_query),
+            }
+        })
+        .await;
+    }
+
     #[tokio::test]
     async fn many_requests_share_one_link_and_each_gets_its_own_answer() {
         let url = echo_server().await;
@@ -503,29 +529,14 @@ mod tests {
         let mut held_tx = Some(held_tx);
         tokio::spawn(async move {
             for round in 0..2 {
-                let (mut stream, _) = listener.accept().await.unwrap();
-                let mut head = BytesMut::new();
-                while !head.windows(4).any(|w| w == b"\r\n\r\n") {
-                    stream.read_buf(&mut head).await.unwrap();
-                }
-                stream
-                    .write_all(b"HTTP/1.1 101 Switching Protocols\r\n\r\n")
-                    .await
-                    .unwrap();
+                let stream = accept_link(&listener).await;
                 if round == 0 {
                     if let Some(tx) = held_tx.take() {
                         let _ = tx.send(stream);
                     }
                     continue;
                 }
-                serve(stream, |r: LinkRequest| async move {
-                    LinkResponse {
-                        status: http::StatusCode::OK,
-                        headers: http::HeaderMap::new(),
-                        body: Bytes::from(r.path_and_query),
-                    }
-                })
-                .await;
+                serve_echo(stream).await;
             }
         });
         let links = Links::new(None, None);
@@ -549,28 +560,13 @@ mod tests {
         let url = format!("http://{}", listener.local_addr().unwrap());
         tokio::spawn(async move {
             for round in 0..2 {
-                let (mut stream, _) = listener.accept().await.unwrap();
-                let mut head = BytesMut::new();
-                while !head.windows(4).any(|w| w == b"\r\n\r\n") {
-                    stream.read_buf(&mut head).await.unwrap();
-                }
-                stream
-                    .write_all(b"HTTP/1.1 101 Switching Protocols\r\n\r\n")
-                    .await
-                    .unwrap();
+                let mut stream = accept_link(&listener).await;
                 if round == 0 {
                     let mut buf = [0u8; 16];
                     let _ = stream.read(&mut buf).await;
                     drop(stream);
                 } else {
-                    serve(stream, |r: LinkRequest| async move {
-                        LinkResponse {
-                            status: http::StatusCode::OK,
-                            headers: http::HeaderMap::new(),
-                            body: Bytes::from(r.path_and_query),
-                        }
-                    })
-                    .await;
+                    serve_echo(stream).await;
                 }
             }
         });

@@ -32,6 +32,7 @@ mod cluster;
 mod deploy;
 mod directory;
 mod durability;
+mod hostile;
 mod limits;
 mod logs;
 mod partition;

@@ -93,7 +93,32 @@ impl StateReader for CommittedState {
 impl Station {
     /// Calls an object. `chain` is `None` for a call arriving over HTTP (a new chain starts with
     /// `request_id`) and the caller's chain for an object-to-object call.
+    ///
+    /// The call runs on its own task, so it is never dropped half-way: a caller that goes away
+    /// (a client that hangs up, an abandoned forward) leaves the call to run to completion and
+    /// commit within its deadline. Dropping a handler while it runs would leave its instance
+    /// unable to be entered again, and dropping it between commit and durability would leave
+    /// the log without its end line.
     pub async fn call(
+        &self,
+        id: &str,
+        request: ObjectRequest,
+        request_id: String,
+        chain: Option<CallChain>,
+    ) -> Result<CallResult, Error> {
+        let station = self.clone();
+        let id = id.to_string();
+        let task =
+            tokio::spawn(async move { station.call_here(&id, request, request_id, chain).await });
+        match task.await {
+            Ok(result) => result,
+            Err(failure) if failure.is_panic() => std::panic::resume_unwind(failure.into_panic()),
+            Err(failure) => Err(Error::Internal(format!("call task cancelled: {failure}"))),
+        }
+    }
+
+    /// [`Station::call`] on the current task.
+    async fn call_here(
         &self,
         id: &str,
         request: ObjectRequest,

@@ -209,3 +209,48 @@ fn rollback_deploys_old_bytes_as_a_new_version() {
     // The failed rollbacks changed nothing.
     assert_eq!(st.get_json("/objects/obj?versions=true"), versions);
 }
+
+#[test]
+fn a_slow_compile_delays_only_its_own_deploy() {
+    let st = Station::new();
+    st.deploy_fixture("hello", "hello");
+    // An 18 MB Python component takes seconds to compile on a fresh cache.
+    let slow_bytes = fixture_bytes("py-kv");
+    let slow_sha = sha256_hex(&slow_bytes);
+    let (client, base) = (st.client(), st.url.clone());
+    let (done_tx, done_rx) = std::sync::mpsc::channel();
+    let slow = std::thread::spawn(move || {
+        let r = request_with(&client, &base, "PUT", "/admin/objects/slow", slow_bytes);
+        let _ = done_tx.send(());
+        r
+    });
+    poll(
+        "the slow component's compile to start",
+        std::time::Duration::from_secs(60),
+        || {
+            st.output()
+                .lines()
+                .any(|l| l.contains("compiling component") && l.contains(&slow_sha))
+                .then_some(())
+        },
+    );
+
+    // While it compiles: another object deploys (compiling too), and calls go on.
+    let v = st
+        .put_component("calc", fixture_bytes("calculator"))
+        .expect_json(201);
+    assert_eq!(v["ready"], true, "{v}");
+    st.call("GET", "hello", "", Vec::new()).expect(200);
+    let v = st
+        .call("GET", "calc", "?a=2&b=3&op=add", Vec::new())
+        .expect_json(200);
+    assert_eq!(v["result"], 5.0, "{v}");
+    assert!(
+        done_rx.try_recv().is_err(),
+        "the other deploy and calls only finished after the slow compile did"
+    );
+
+    let v = slow.join().expect("slow deploy thread").expect_json(201);
+    assert_eq!(v["sha256"], slow_sha, "{v}");
+    st.call("PUT", "slow", "/k", "v").expect(200);
+}

@@ -47,7 +47,11 @@ pub(super) fn store(component: &Component, path: &Path) {
             return;
         }
     };
-    let tmp = path.with_extension(format!("tmp{}", std::process::id()));
+    // Two objects deployed from the same bytes may compile side by side: each writes its own
+    // temp file.
+    static NEXT: std::sync::atomic::AtomicU64 = std::sync::atomic::AtomicU64::new(0);
+    let n = NEXT.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+    let tmp = path.with_extension(format!("tmp{}-{n}", std::process::id()));
     let result = std::fs::write(&tmp, &bytes).and_then(|_| std::fs::rename(&tmp, path));
     if let Err(e) = result {
         let _ = std::fs::remove_file(&tmp);

@@ -68,7 +68,8 @@ pub(super) fn compile(
         Some(component) => (component, true),
         None => {
             check_is_component(bytes)?;
-            let component = Component::new(&inner.engine, bytes)
+            tracing::info!(sha256, bytes = bytes.len(), "compiling component");
+            let component = compile_in_own_pool(&inner.engine, bytes)
                 .map_err(|e| Error::InvalidComponent(format!("{e:#}")))?;
             (component, false)
         }
@@ -96,6 +97,25 @@ pub(super) fn compile(
         from_cache,
         load_ms: started.elapsed().as_secs_f64() * 1000.0,
     })
+}
+
+/// Compiles on a thread pool of its own. wasmtime compiles a component's functions in parallel
+/// with rayon; on rayon's one global pool a small component deployed while a large one compiles
+/// would wait behind every function of the large one. With a pool each, concurrent compiles share
+/// the cores fairly (the pool's threads live only as long as the compile).
+fn compile_in_own_pool(engine: &wasmtime::Engine, bytes: &[u8]) -> wasmtime::Result<Component> {
+    let threads = std::thread::available_parallelism().map_or(2, |n| n.get());
+    let pool = rayon::ThreadPoolBuilder::new()
+        .num_threads(threads)
+        .thread_name(|i| format!("compile-{i}"))
+        .build();
+    match pool {
+        Ok(pool) => pool.install(|| Component::new(engine, bytes)),
+        Err(e) => {
+            tracing::warn!("no compile thread pool ({e}); compiling on the shared one");
+            Component::new(engine, bytes)
+        }
+    }
 }
 
 /// Rejects bytes that are not a component before handing them to the compiler, with a message a

@@ -50,7 +50,7 @@ impl Station {
         options: DeployOptions,
     ) -> Result<DeployOutcome, Error> {
         validate_object_id(id)?;
-        let _admin = self.inner.admin.lock().await;
+        let _admin = self.inner.admin.lock(id).await;
         let sha256 = hex::encode(Sha256::digest(&bytes));
         let (existing, held_as_replica) = self.held(id);
         if existing.as_ref().map(|o| o.stateless) != Some(options.stateless)
@@ -221,7 +221,7 @@ impl Station {
         bytes: Vec<u8>,
     ) -> Result<(), Error> {
         validate_object_id(id)?;
-        let _admin = self.inner.admin.lock().await;
+        let _admin = self.inner.admin.lock(id).await;
         let (existing, held_as_replica) = self.held(id);
         if existing.as_ref().is_some_and(|o| !o.stateless) || held_as_replica {
             return Err(Error::ModeConflict {
@@ -317,7 +317,7 @@ impl Station {
     /// its state and log stay too, unless `purge` removes everything.
     pub async fn undeploy(&self, id: &str, purge: bool) -> Result<(), Error> {
         validate_object_id(id)?;
-        let _admin = self.inner.admin.lock().await;
+        let _admin = self.inner.admin.lock(id).await;
         let object = self.object(id)?;
         // A stateful object leaves the directory first: once that is committed no station routes
         // calls here any more.

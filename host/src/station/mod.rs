@@ -7,6 +7,7 @@
 //! next call can run while the batch is being made durable, and answers only once it is durable.
 //! It knows nothing of HTTP routes or the CLI.
 
+mod admin_locks;
 mod call;
 mod deploy;
 mod id;
@@ -243,8 +244,8 @@ struct Inner {
     store: Store,
     config: StationConfig,
     objects: Mutex<HashMap<String, Arc<LiveObject>>>,
-    /// Deploys, rollbacks and undeploys run one at a time.
-    admin: tokio::sync::Mutex<()>,
+    /// Deploys, rollbacks and undeploys of one object run one at a time.
+    admin: admin_locks::AdminLocks,
     /// Object calls running or waiting for their turn.
     in_flight: Arc<AtomicU64>,
     /// Where changes of what this station homes are announced (the cluster listens).
@@ -362,7 +363,7 @@ impl Station {
                 store,
                 config,
                 objects: Mutex::new(objects),
-                admin: tokio::sync::Mutex::new(()),
+                admin: admin_locks::AdminLocks::default(),
                 in_flight: Arc::new(AtomicU64::new(0)),
                 events: Mutex::new(None),
                 remote: OnceLock::new(),

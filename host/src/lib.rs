@@ -107,14 +107,16 @@ pub async fn run(
     // Serve HTTP at once (the directory's Raft messages arrive over it), but announce the address
     // only once the station follows the directory and holds a write lease, so a client's first
     // call is not refused.
-    let server = tokio::spawn(async move {
-        axum::serve(
-            listener,
-            router.into_make_service_with_connect_info::<std::net::SocketAddr>(),
-        )
-        .with_graceful_shutdown(shutdown)
-        .await
-    });
+    let server_config = api::server::ServerConfig {
+        max_connections: connection_limit(args.max_connections),
+        keep_alive: Duration::from_secs(args.keep_alive_secs),
+        header_timeout: Duration::from_secs(args.header_timeout_secs),
+        body_timeout: Duration::from_secs(args.body_timeout_secs),
+    };
+    let server =
+        tokio::spawn(
+            async move { api::server::serve(listener, router, server_config, shutdown).await },
+        );
     coordinator.wait_ready(Duration::from_secs(15)).await;
     {
         use std::io::Write;
@@ -139,6 +141,45 @@ pub async fn run(
     cluster.shutdown().await;
     tracing::info!("station stopped");
     Ok(())
+}
+
+/// File descriptors kept free of client connections: the store's files, the station's own
+/// connections to other stations, the directory's database.
+const RESERVED_DESCRIPTORS: u64 = 512;
+
+/// `requested` client connections, lowered if the process may not open that many files. Raises
+/// the soft open-files limit to the hard one first (the soft default is often 1024).
+fn connection_limit(requested: usize) -> usize {
+    let mut limit = libc::rlimit {
+        rlim_cur: 0,
+        rlim_max: 0,
+    };
+    // SAFETY: getrlimit/setrlimit only read and write the struct passed.
+    let available = unsafe {
+        if libc::getrlimit(libc::RLIMIT_NOFILE, &mut limit) != 0 {
+            return requested;
+        }
+        if limit.rlim_cur < limit.rlim_max {
+            let raised = libc::rlimit {
+                rlim_cur: limit.rlim_max,
+                rlim_max: limit.rlim_max,
+            };
+            if libc::setrlimit(libc::RLIMIT_NOFILE, &raised) == 0 {
+                limit.rlim_cur = limit.rlim_max;
+            }
+        }
+        limit.rlim_cur
+    };
+    let fits = available.saturating_sub(RESERVED_DESCRIPTORS).max(16) as usize;
+    if fits < requested {
+        tracing::warn!(
+            requested,
+            open_files_limit = available,
+            "--max-connections lowered to {fits} to stay within the open-files limit"
+        );
+        return fits;
+    }
+    requested
 }
 
 /// The UDP address to gossip on: the HTTP port number on the same IP when it is free, else any

@@ -11,6 +11,7 @@ mod forward;
 mod internal;
 mod link;
 mod raft;
+pub mod server;
 mod trust;
 
 use std::sync::Arc;
@@ -209,7 +210,15 @@ async fn read_body(body: axum::body::Body, limit: usize) -> Result<bytes::Bytes,
         return Err(error::ApiError::body_too_large(limit));
     }
     axum::body::to_bytes(body, limit).await.map_err(|e| {
-        // to_bytes reports a length-limit error, or an I/O error of the connection.
+        // to_bytes reports a length-limit error, the body timeout, or an I/O error of the
+        // connection.
+        if let Some(timed_out) = find_source::<server::BodyTimedOut>(&e) {
+            return error::ApiError::new(
+                axum::http::StatusCode::REQUEST_TIMEOUT,
+                "body_timeout",
+                timed_out.to_string(),
+            );
+        }
         let text = e.to_string();
         if text.contains("length limit")
             || std::error::Error::source(&e).is_some_and(|s| s.to_string().contains("length limit"))
@@ -222,6 +231,20 @@ async fn read_body(body: axum::body::Body, limit: usize) -> Result<bytes::Bytes,
             )
         }
     })
+}
+
+/// The first error of type `E` in `error`'s chain of sources.
+fn find_source<'a, E: std::error::Error + 'static>(
+    error: &'a (dyn std::error::Error + 'static),
+) -> Option<&'a E> {
+    let mut current = Some(error);
+    while let Some(e) = current {
+        if let Some(found) = e.downcast_ref::<E>() {
+            return Some(found);
+        }
+        current = e.source();
+    }
+    None
 }
 
 /// Decodes a query string into ordered pairs.

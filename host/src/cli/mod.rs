@@ -209,6 +209,20 @@ pub struct ServeArgs {
     /// Largest request body passed to an object, in bytes (→ 413).
     #[arg(long, default_value_t = 10 << 20)]
     pub max_body_bytes: usize,
+    /// Most client connections open at once (past it: 503 `too_many_connections`). Lowered to
+    /// fit the open-files limit.
+    #[arg(long, default_value_t = 10_000)]
+    pub max_connections: usize,
+    /// Seconds an idle keep-alive connection stays open.
+    #[arg(long, default_value_t = 60)]
+    pub keep_alive_secs: u64,
+    /// Seconds a request head may take to arrive after its first byte (→ 408 `header_timeout`).
+    #[arg(long, default_value_t = 10)]
+    pub header_timeout_secs: u64,
+    /// Seconds a request body may take to arrive once the station reads it (→ 408
+    /// `body_timeout`).
+    #[arg(long, default_value_t = 30)]
+    pub body_timeout_secs: u64,
     /// Largest component a deploy accepts, in bytes.
     #[arg(long, default_value_t = 128 << 20)]
     pub max_component_bytes: usize,
@@ -318,6 +332,16 @@ impl ServeArgs {
         }
         if self.deadline_ms == 0 {
             anyhow::bail!("--deadline-ms must be positive");
+        }
+        for (flag, value) in [
+            ("--max-connections", self.max_connections as u64),
+            ("--keep-alive-secs", self.keep_alive_secs),
+            ("--header-timeout-secs", self.header_timeout_secs),
+            ("--body-timeout-secs", self.body_timeout_secs),
+        ] {
+            if value == 0 {
+                anyhow::bail!("{flag} must be at least 1");
+            }
         }
         if self.history == 0 {
             anyhow::bail!("--history must be at least 1");

@@ -1,0 +1,146 @@
+//! The request-head check run on the bytes of a request as they arrive, before hyper parses
+//! them: a head that is too large, has too many headers or is malformed is answered here with
+//! the station's JSON error instead of hyper's bare one.
+
+/// Largest request head (request line and headers), in bytes (→ 431).
+pub const MAX_HEAD_BYTES: usize = 64 << 10;
+/// Most headers in one request (→ 431).
+pub const MAX_HEADERS: usize = 100;
+
+/// What the bytes seen so far make of the head.
+#[derive(Debug, PartialEq, Eq)]
+pub(super) enum Verdict {
+    /// The head has not ended yet and nothing is wrong so far.
+    Incomplete,
+    /// The head is complete and well-formed.
+    Complete,
+    /// Over [`MAX_HEAD_BYTES`].
+    TooLarge,
+    /// Over [`MAX_HEADERS`].
+    TooManyHeaders,
+    /// Not an HTTP/1.x request head; the parser's reason.
+    Malformed(String),
+}
+
+/// The head of the request being received on one connection.
+#[derive(Default)]
+pub(super) struct HeadScan {
+    /// Bytes of a head that arrived in several reads.
+    partial: Vec<u8>,
+    /// The head is complete: nothing more to check until the next request.
+    done: bool,
+}
+
+impl HeadScan {
+    /// Starts over for the next request.
+    pub(super) fn reset(&mut self) {
+        self.partial.clear();
+        if self.partial.capacity() > 8 << 10 {
+            self.partial = Vec::new();
+        }
+        self.done = false;
+    }
+
+    /// Whether the current head is complete.
+    pub(super) fn done(&self) -> bool {
+        self.done
+    }
+
+    /// Checks the head with `bytes` appended (bytes after its end are the body's and ignored).
+    pub(super) fn feed(&mut self, bytes: &[u8]) -> Verdict {
+        if self.done {
+            return Verdict::Complete;
+        }
+        // The common case: the whole head in one read, checked without a copy.
+        let verdict = if self.partial.is_empty() {
+            check(bytes)
+        } else {
+            self.partial.extend_from_slice(bytes);
+            check(&self.partial)
+        };
+        match verdict {
+            Verdict::Incomplete if self.partial.is_empty() => self.partial.extend_from_slice(bytes),
+            Verdict::Complete => {
+                self.partial.clear();
+                self.done = true;
+            }
+            _ => {}
+        }
+        verdict
+    }
+}
+
+/// Parses `head` as hyper will (httparse, the same parser and defaults).
+fn check(head: &[u8]) -> Verdict {
+    let mut headers = [httparse::EMPTY_HEADER; MAX_HEADERS];
+    match httparse::Request::new(&mut headers).parse(head) {
+        Ok(httparse::Status::Complete(length)) if length > MAX_HEAD_BYTES => Verdict::TooLarge,
+        Ok(httparse::Status::Complete(_)) => Verdict::Complete,
+        Ok(httparse::Status::Partial) if head.len() > MAX_HEAD_BYTES => Verdict::TooLarge,
+        Ok(httparse::Status::Partial) => Verdict::Incomplete,
+        Err(httparse::Error::TooManyHeaders) => Verdict::TooManyHeaders,
+        Err(e) => Verdict::Malformed(e.to_string()),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_head_in_one_read_or_byte_by_byte_is_complete() {
+        let head = b"GET /objects/counter HTTP/1.1\r\nHost: x\r\n\r\nbody";
+        assert_eq!(HeadScan::default().feed(head), Verdict::Complete);
+        let mut scan = HeadScan::default();
+        let verdicts: Vec<_> = head[..head.len() - 4]
+            .iter()
+            .map(|b| scan.feed(std::slice::from_ref(b)))
+            .collect();
+        assert!(
+            verdicts[..verdicts.len() - 1]
+                .iter()
+                .all(|v| *v == Verdict::Incomplete)
+        );
+        assert_eq!(verdicts.last(), Some(&Verdict::Complete));
+        assert!(scan.done());
+        scan.reset();
+        assert!(!scan.done());
+        assert_eq!(scan.feed(b"GET / HTTP/1.1\r\n"), Verdict::Incomplete);
+    }
+
+    #[test]
+    fn too_large_too_many_and_malformed_heads_are_named() {
+        let big = format!(
+            "GET / HTTP/1.1\r\nx-big: {}\r\n\r\n",
+            "a".repeat(MAX_HEAD_BYTES)
+        );
+        assert_eq!(HeadScan::default().feed(big.as_bytes()), Verdict::TooLarge);
+        // Too large without ever ending, fed in pieces.
+        let mut scan = HeadScan::default();
+        let mut last = Verdict::Incomplete;
+        for _ in 0..(MAX_HEAD_BYTES / 1000 + 2) {
+            last = scan.feed(&[b'a'; 1000]);
+            if last != Verdict::Incomplete {
+                break;
+            }
+        }
+        // A method made of 1000 'a's is a token still; the head just never ends.
+        assert_eq!(last, Verdict::TooLarge);
+
+        let many: String = (0..=MAX_HEADERS).map(|i| format!("x-{i}: v\r\n")).collect();
+        let many = format!("GET / HTTP/1.1\r\n{many}\r\n");
+        assert_eq!(
+            HeadScan::default().feed(many.as_bytes()),
+            Verdict::TooManyHeaders
+        );
+
+        assert!(matches!(
+            HeadScan::default().feed(b"GET / HTTP/1.1\r\nbad header\r\n\r\n"),
+            Verdict::Malformed(_)
+        ));
+        assert!(matches!(
+            HeadScan::default().feed(b"\x16\x03\x01\x02\x00"),
+            Verdict::Malformed(_)
+        ));
+    }
+}

@@ -1,0 +1,223 @@
+//! The HTTP/1.1 server under the router: accepts connections up to a limit, closes idle and slow
+//! ones, bounds request heads and bodies, and answers what hyper would answer bare (a head too
+//! large or malformed, a connection over the limit) with the station's JSON errors.
+//!
+//! HTTP/2 is not offered: clients speak HTTP/1.1, stations talk over links (`cluster/link`),
+//! which are HTTP/1.1 upgrades.
+
+mod body;
+mod conn;
+mod head;
+
+use std::convert::Infallible;
+use std::future::Future;
+use std::net::SocketAddr;
+use std::sync::Arc;
+use std::time::Duration;
+
+use axum::Router;
+use axum::extract::ConnectInfo;
+use axum::http::StatusCode;
+use hyper::body::{Body as _, Incoming};
+use hyper_util::rt::TokioIo;
+use tokio::io::AsyncWriteExt;
+use tokio::net::{TcpListener, TcpStream};
+use tokio::sync::Semaphore;
+use tower::ServiceExt;
+
+pub use body::BodyTimedOut;
+pub use head::{MAX_HEAD_BYTES, MAX_HEADERS};
+
+/// Connections refused at the limit that may still be answering at once; past it a new
+/// connection is closed without an answer.
+const MAX_REFUSING: usize = 64;
+
+/// The server's limits.
+#[derive(Debug, Clone, Copy)]
+pub struct ServerConfig {
+    /// Most client connections open at once; past it a new one is answered 503
+    /// `too_many_connections` and closed.
+    pub max_connections: usize,
+    /// An idle keep-alive connection is closed after this.
+    pub keep_alive: Duration,
+    /// A request head must arrive within this of its first byte (→ 408 `header_timeout`).
+    pub header_timeout: Duration,
+    /// A request body must arrive within this of its reader's first wait (→ 408 `body_timeout`).
+    pub body_timeout: Duration,
+}
+
+/// Serves `router` on `listener` until `shutdown` resolves; then stops accepting, lets the
+/// connections finish their requests, and returns.
+pub async fn serve(
+    listener: TcpListener,
+    router: Router,
+    config: ServerConfig,
+    shutdown: impl Future<Output = ()> + Send + 'static,
+) -> std::io::Result<()> {
+    let connections = Arc::new(Semaphore::new(config.max_connections));
+    let refusing = Arc::new(Semaphore::new(MAX_REFUSING));
+    let (stop, stopped) = tokio::sync::watch::channel(false);
+    tokio::pin!(shutdown);
+    loop {
+        let (tcp, peer) = tokio::select! {
+            accepted = listener.accept() => match accepted {
+                Ok(accepted) => accepted,
+                Err(e) => {
+                    // Out of file descriptors (or a connection reset before accept): wait a
+                    // moment instead of spinning.
+                    tracing::warn!("accept failed: {e}");
+                    tokio::time::sleep(Duration::from_millis(50)).await;
+                    continue;
+                }
+            },
+            () = &mut shutdown => break,
+        };
+        let Ok(permit) = connections.clone().try_acquire_owned() else {
+            if let Ok(refusal) = refusing.clone().try_acquire_owned() {
+                tokio::spawn(async move {
+                    refuse(tcp, config.max_connections).await;
+                    drop(refusal);
+                });
+            }
+            continue;
+        };
+        let _ = tcp.set_nodelay(true);
+        let router = router.clone();
+        let mut stopped = stopped.clone();
+        tokio::spawn(async move {
+            serve_connection(tcp, peer, router, config, &mut stopped).await;
+            drop(permit);
+        });
+    }
+    drop(listener);
+    let _ = stop.send(true);
+    // Every connection holds a permit until it ends.
+    let _all = connections
+        .acquire_many(config.max_connections as u32)
+        .await
+        .expect("the semaphore is never closed");
+    Ok(())
+}
+
+/// Serves one connection until it closes, or until shutdown once its requests are answered.
+async fn serve_connection(
+    tcp: TcpStream,
+    peer: SocketAddr,
+    router: Router,
+    config: ServerConfig,
+    stopped: &mut tokio::sync::watch::Receiver<bool>,
+) {
+    let state = Arc::new(conn::ConnState::default());
+    let timeouts = conn::Timeouts {
+        keep_alive: config.keep_alive,
+        header: config.header_timeout,
+    };
+    let io = TokioIo::new(conn::GuardedIo::new(tcp, state.clone(), timeouts));
+    let service = hyper::service::service_fn(move |request: hyper::Request<Incoming>| {
+        let guard = state.begin_request(!request.body().is_end_stream());
+        let state = state.clone();
+        let router = router.clone();
+        async move {
+            let conn = state.clone();
+            let mut request = request
+                .map(|b| axum::body::Body::new(body::TimedBody::new(b, config.body_timeout, conn)));
+            request.extensions_mut().insert(ConnectInfo(peer));
+            let response = router.oneshot(request).await?;
+            if response.status() == StatusCode::SWITCHING_PROTOCOLS {
+                state.mark_upgraded();
+            }
+            Ok::<_, Infallible>(response.map(|inner| body::GuardedBody {
+                inner,
+                _guard: guard,
+            }))
+        }
+    });
+    let connection = hyper::server::conn::http1::Builder::new()
+        .max_headers(MAX_HEADERS + 1)
+        .serve_connection(io, service)
+        .with_upgrades();
+    tokio::pin!(connection);
+    let result = tokio::select! {
+        result = connection.as_mut() => result,
+        _ = async { stopped.wait_for(|stop| *stop).await.map(|_| ()) } => {
+            connection.as_mut().graceful_shutdown();
+            connection.await
+        }
+    };
+    if let Err(e) = result {
+        tracing::debug!(%peer, "connection ended: {e}");
+    }
+}
+
+/// Answers a connection over the limit with 503 and closes it.
+async fn refuse(mut tcp: TcpStream, limit: usize) {
+    let reply = error_reply(
+        StatusCode::SERVICE_UNAVAILABLE,
+        "too_many_connections",
+        &format!("the station has {limit} connections open, its limit; retry shortly"),
+        Some(1),
+    );
+    let answered = async {
+        tcp.write_all(&reply).await?;
+        tcp.shutdown().await?;
+        // Read what the client sent until it closes, so the close does not reset the answer away.
+        let mut sink = [0u8; 4096];
+        while tokio::io::AsyncReadExt::read(&mut tcp, &mut sink).await? > 0 {}
+        std::io::Result::Ok(())
+    };
+    let _ = tokio::time::timeout(Duration::from_secs(2), answered).await;
+}
+
+/// A complete HTTP/1.1 error answer with the station's JSON body, for the places that answer
+/// below the router; the connection closes after it.
+fn error_reply(
+    status: StatusCode,
+    code: &'static str,
+    message: &str,
+    retry_after_secs: Option<u32>,
+) -> Vec<u8> {
+    let body = serde_json::json!({ "error": code, "message": message }).to_string();
+    let mut head = format!(
+        "HTTP/1.1 {} {}\r\ncontent-type: application/json\r\ncontent-length: {}\r\n\
+         connection: close\r\n{}: {code}\r\n",
+        status.as_u16(),
+        status.canonical_reason().unwrap_or(""),
+        body.len(),
+        super::error::ERROR_HEADER,
+    );
+    if let Some(secs) = retry_after_secs {
+        head.push_str(&format!("retry-after: {secs}\r\n"));
+    }
+    head.push_str("\r\n");
+    let mut reply = head.into_bytes();
+    reply.extend_from_slice(body.as_bytes());
+    reply
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn an_error_reply_is_a_complete_json_answer() {
+        let reply = error_reply(
+            StatusCode::SERVICE_UNAVAILABLE,
+            "too_many_connections",
+            "x",
+            Some(1),
+        );
+        let text = String::from_utf8(reply).unwrap();
+        let (head, body) = text.split_once("\r\n\r\n").unwrap();
+        assert!(
+            head.starts_with("HTTP/1.1 503 Service Unavailable\r\n"),
+            "{head}"
+        );
+        assert!(
+            head.contains(&format!("content-length: {}", body.len())),
+            "{head}"
+        );
+        assert!(head.contains("retry-after: 1"), "{head}");
+        let json: serde_json::Value = serde_json::from_str(body).unwrap();
+        assert_eq!(json["error"], "too_many_connections");
+    }
+}

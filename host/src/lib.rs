@@ -61,6 +61,14 @@ pub async fn run(
         station::StationConfig {
             call_deadline: config.deadline,
             idle_timeout: Duration::from_secs(args.idle_secs),
+            quota: station::Quota {
+                state_bytes: args.quota_state_mb.saturating_mul(1 << 20),
+                keys: args.quota_keys,
+                write_bytes: args.quota_write_mb.saturating_mul(1 << 20),
+                log_bytes_per_sec: args.quota_log_kb_s.saturating_mul(1 << 10),
+                queue: args.quota_queue,
+                rate: args.quota_rate,
+            },
         },
     )?;
     let reaper = station.spawn_idle_reaper();

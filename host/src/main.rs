@@ -43,8 +43,18 @@ async fn dispatch(command: Command) -> anyhow::Result<()> {
             note,
             place,
             stateless,
+            quota,
             station,
-        } => client::deploy(&station, &file, id, &note, place, stateless).await,
+        } => {
+            let options = client::DeployArgs {
+                id,
+                note,
+                place,
+                stateless,
+                quota,
+            };
+            client::deploy(&station, &file, options).await
+        }
         Command::Call {
             id,
             method,

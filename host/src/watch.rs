@@ -120,6 +120,7 @@ async fn deploy_file(station: &Station, path: &Path) {
     let options = crate::station::DeployOptions {
         stateless: station.serves_stateless(id) == Some(true),
         number_after: 0,
+        quota: None,
     };
     match station.deploy(id, bytes, "watch", &note, options).await {
         Ok(outcome) if outcome.unchanged => tracing::debug!(object = id, "unchanged"),

@@ -37,6 +37,7 @@ mod limits;
 mod logs;
 mod partition;
 mod python;
+mod quota;
 mod state;
 mod trust;
 mod watch;

@@ -114,8 +114,18 @@ pub(super) async fn deploy(
     body: Body,
 ) -> Result<Response, ApiError> {
     let id = object_id(path)?;
-    let bytes = read_body(body, api.config.max_component_bytes).await?;
     let query = query_pairs(query.as_deref());
+    // `quota=state-mb=64,rate=10` sets the object's overrides, `quota=default` clears them;
+    // without it the current version's carry over.
+    let quota = match query.iter().find(|(k, _)| k == "quota") {
+        None => None,
+        Some((_, v)) if v == "default" => Some(crate::station::QuotaOverrides::default()),
+        Some((_, v)) => Some(
+            v.parse::<crate::station::QuotaOverrides>()
+                .map_err(|e| ApiError::bad_request("bad_quota", e.to_string()))?,
+        ),
+    };
+    let bytes = read_body(body, api.config.max_component_bytes).await?;
     let note = query
         .iter()
         .find(|(k, _)| k == "note")
@@ -148,6 +158,7 @@ pub(super) async fn deploy(
         } else {
             0
         },
+        quota,
     };
     let outcome = match api
         .station

@@ -25,6 +25,8 @@ pub struct ApiError {
     pub message: String,
     /// The object concerned, if any.
     pub object_id: Option<String>,
+    /// Seconds after which a retry may succeed (`Retry-After`), for 429 and 503 answers.
+    pub retry_after_secs: Option<u64>,
 }
 
 #[derive(Serialize)]
@@ -43,6 +45,7 @@ impl ApiError {
             code,
             message: message.into(),
             object_id: None,
+            retry_after_secs: None,
         }
     }
 
@@ -82,6 +85,11 @@ impl IntoResponse for ApiError {
             ERROR_HEADER,
             axum::http::HeaderValue::from_static(self.code),
         );
+        if let Some(secs) = self.retry_after_secs {
+            response
+                .headers_mut()
+                .insert(axum::http::header::RETRY_AFTER, secs.into());
+        }
         response
     }
 }
@@ -145,16 +153,42 @@ impl From<StationError> for ApiError {
                 "directory_unavailable",
                 None,
             ),
+            StationError::StateQuotaExceeded { object, .. } => (
+                StatusCode::INSUFFICIENT_STORAGE,
+                "state_quota_exceeded",
+                Some(object),
+            ),
+            StationError::WriteQuotaExceeded { object, .. } => (
+                StatusCode::PAYLOAD_TOO_LARGE,
+                "write_quota_exceeded",
+                Some(object),
+            ),
+            StationError::TooBusy { object, .. } => {
+                (StatusCode::TOO_MANY_REQUESTS, "too_busy", Some(object))
+            }
+            StationError::RateLimited { object, .. } => {
+                (StatusCode::TOO_MANY_REQUESTS, "rate_limited", Some(object))
+            }
+            StationError::BadQuota(_) => (StatusCode::BAD_REQUEST, "bad_quota", None),
             StationError::Storage(_) => (StatusCode::INTERNAL_SERVER_ERROR, "storage_error", None),
             StationError::Internal(_) => {
                 (StatusCode::INTERNAL_SERVER_ERROR, "internal_error", None)
             }
+        };
+        let retry_after_secs = match &error {
+            StationError::TooBusy { .. } => Some(1),
+            // Whole seconds, rounded up: a client waiting that long is admitted.
+            StationError::RateLimited { retry_after, .. } => {
+                Some(retry_after.as_millis().div_ceil(1000).max(1) as u64)
+            }
+            _ => None,
         };
         ApiError {
             status,
             code,
             message,
             object_id: object.cloned(),
+            retry_after_secs,
         }
     }
 }

@@ -95,15 +95,35 @@ fn describe_error(status: reqwest::StatusCode, body: &[u8]) -> String {
     }
 }
 
-/// `host deploy`.
-pub async fn deploy(
-    args: &StationArgs,
-    file: &Path,
-    id: Option<String>,
-    note: &str,
-    place: super::Place,
-    stateless: bool,
-) -> anyhow::Result<()> {
+/// What `host deploy` was asked besides the file.
+pub struct DeployArgs {
+    /// Object id (default: the file stem).
+    pub id: Option<String>,
+    /// Note stored with the version.
+    pub note: String,
+    /// Where a new object is homed.
+    pub place: super::Place,
+    /// Deploy without state.
+    pub stateless: bool,
+    /// Quota overrides (`NAME=N,...` or `default`).
+    pub quota: Option<String>,
+}
+
+/// `host deploy`: uploads the component and prints the deploy's answer.
+pub async fn deploy(args: &StationArgs, file: &Path, options: DeployArgs) -> anyhow::Result<()> {
+    let DeployArgs {
+        id,
+        note,
+        place,
+        stateless,
+        quota,
+    } = options;
+    if let Some(quota) = quota.as_deref().filter(|q| *q != "default") {
+        quota
+            .parse::<crate::station::QuotaOverrides>()
+            .map_err(|e| anyhow::anyhow!("{e}"))?;
+    }
+    let note = note.as_str();
     let id = match id {
         Some(id) => id,
         None => file
@@ -136,6 +156,12 @@ pub async fn deploy(
             ),
             ("stateless", if stateless { "true" } else { "false" }),
         ])
+        .query(
+            &quota
+                .as_deref()
+                .map(|q| vec![("quota", q)])
+                .unwrap_or_default(),
+        )
         .header("x-deployed-by", format!("cli:{user}"))
         .body(bytes);
     let v = client.json(request).await?;

@@ -44,6 +44,11 @@ pub enum Command {
         /// least-loaded station holding its code; the code spreads to every station by itself).
         #[arg(long)]
         stateless: bool,
+        /// Quota overrides for this object, e.g. `state-mb=64,keys=10000,write-mb=4,log-kb-s=64,
+        /// queue=100,rate=50` (any subset; the rest are the station's defaults), or `default` to
+        /// clear them. Without it the current version's overrides carry over.
+        #[arg(long, value_name = "NAME=N,...")]
+        quota: Option<String>,
         #[command(flatten)]
         station: StationArgs,
     },
@@ -209,6 +214,25 @@ pub struct ServeArgs {
     /// Largest request body passed to an object, in bytes (→ 413).
     #[arg(long, default_value_t = 10 << 20)]
     pub max_body_bytes: usize,
+    /// Default quota: MiB of live state per object (→ 507 `state_quota_exceeded`).
+    #[arg(long, default_value_t = 1024)]
+    pub quota_state_mb: u64,
+    /// Default quota: live keys per object (→ 507 `state_quota_exceeded`).
+    #[arg(long, default_value_t = 1_000_000)]
+    pub quota_keys: u64,
+    /// Default quota: MiB one call may write (→ 413 `write_quota_exceeded`).
+    #[arg(long, default_value_t = 32)]
+    pub quota_write_mb: u64,
+    /// Default quota: KiB per second of an object's own log lines (over it: dropped, counted in
+    /// one summary line a second; 0 drops them all).
+    #[arg(long, default_value_t = 256)]
+    pub quota_log_kb_s: u64,
+    /// Default quota: calls running or waiting per object (→ 429 `too_busy`).
+    #[arg(long, default_value_t = 256)]
+    pub quota_queue: u32,
+    /// Default quota: calls per second per object, 0 = unlimited (→ 429 `rate_limited`).
+    #[arg(long, default_value_t = 0)]
+    pub quota_rate: u32,
     /// Most client connections open at once (past it: 503 `too_many_connections`). Lowered to
     /// fit the open-files limit.
     #[arg(long, default_value_t = 10_000)]
@@ -338,6 +362,16 @@ impl ServeArgs {
             ("--keep-alive-secs", self.keep_alive_secs),
             ("--header-timeout-secs", self.header_timeout_secs),
             ("--body-timeout-secs", self.body_timeout_secs),
+        ] {
+            if value == 0 {
+                anyhow::bail!("{flag} must be at least 1");
+            }
+        }
+        for (flag, value) in [
+            ("--quota-state-mb", self.quota_state_mb),
+            ("--quota-keys", self.quota_keys),
+            ("--quota-write-mb", self.quota_write_mb),
+            ("--quota-queue", u64::from(self.quota_queue)),
         ] {
             if value == 0 {
                 anyhow::bail!("{flag} must be at least 1");

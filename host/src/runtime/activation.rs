@@ -38,17 +38,36 @@ pub(super) struct ActiveCall {
     pub(super) overlay: BTreeMap<String, Option<String>>,
     /// Write order, for the batch handed back (one entry per key, last write wins).
     pub(super) order: Vec<String>,
+    /// Bytes the writes in `overlay` hold (keys and values), checked against the write quota.
+    written_bytes: u64,
     /// Set by the epoch callback when it interrupts the call.
     deadline_hit: bool,
 }
 
 impl ActiveCall {
-    /// The call in progress; host imports only run during a call.
-    pub(super) fn record_write(&mut self, key: String, value: Option<String>) {
+    /// Records a write of the call in progress; traps with [`super::WriteQuotaExceeded`] when the
+    /// call's writes would exceed its write quota (the write is not recorded).
+    pub(super) fn record_write(
+        &mut self,
+        key: String,
+        value: Option<String>,
+    ) -> wasmtime::Result<()> {
+        let size =
+            |value: &Option<String>| (key.len() + value.as_ref().map_or(0, String::len)) as u64;
+        let replaced = self.overlay.get(&key).map_or(0, &size);
+        let written = self.written_bytes - replaced + size(&value);
+        if written > self.ctx.write_quota_bytes {
+            return Err(wasmtime::Error::new(super::WriteQuotaExceeded {
+                written,
+                limit: self.ctx.write_quota_bytes,
+            }));
+        }
+        self.written_bytes = written;
         if !self.overlay.contains_key(&key) {
             self.order.push(key.clone());
         }
         self.overlay.insert(key, value);
+        Ok(())
     }
 }
 
@@ -154,6 +173,7 @@ impl Activation {
             ctx,
             overlay: BTreeMap::new(),
             order: Vec::new(),
+            written_bytes: 0,
             deadline_hit: false,
         });
         self.store.set_epoch_deadline(1);
@@ -230,6 +250,11 @@ impl Activation {
 
 /// Why a call trapped, in one line, and the guest backtrace wasmtime attached (if any).
 fn describe_trap(error: &wasmtime::Error) -> CallFailure {
+    if let Some(over) = error.downcast_ref::<super::WriteQuotaExceeded>() {
+        return CallFailure::WriteQuotaExceeded {
+            message: over.to_string(),
+        };
+    }
     let message = match error.downcast_ref::<wasmtime::Trap>() {
         Some(trap) => trap.to_string(),
         // A host import refused (e.g. a state key too long): the root cause says why.

@@ -67,15 +67,14 @@ impl Host for StoreData {
         self.check_writable("set")?;
         check_key(&key)?;
         check_value(&key, &value)?;
-        self.active()?.record_write(key, Some(value));
-        Ok(())
+        self.active()?.record_write(key, Some(value))
     }
 
     async fn delete(&mut self, key: String) -> wasmtime::Result<bool> {
         self.check_writable("delete")?;
         let existed = self.read(&key)?.is_some();
         if existed {
-            self.active()?.record_write(key, None);
+            self.active()?.record_write(key, None)?;
         }
         Ok(existed)
     }
@@ -113,7 +112,7 @@ impl Host for StoreData {
                 "state.increment: key {key:?} overflowed ({current} + {delta})"
             ))
         })?;
-        self.active()?.record_write(key, Some(next.to_string()));
+        self.active()?.record_write(key, Some(next.to_string()))?;
         Ok(next)
     }
 
@@ -131,7 +130,7 @@ impl Host for StoreData {
         if self.read(&key)? != expected {
             return Ok(false);
         }
-        self.active()?.record_write(key, new);
+        self.active()?.record_write(key, new)?;
         Ok(true)
     }
 

@@ -86,6 +86,21 @@ pub enum CallFailure {
     },
     /// The call ran past its deadline and was interrupted.
     DeadlineExceeded,
+    /// The call wrote more than its write quota; it was stopped there.
+    WriteQuotaExceeded {
+        /// What it tried to write, and the quota.
+        message: String,
+    },
+}
+
+/// The trap a state write past the call's write quota raises (see [`CallContext`]).
+#[derive(Debug, thiserror::Error)]
+#[error("the call wrote {written} bytes of state, over its write quota of {limit} bytes")]
+pub struct WriteQuotaExceeded {
+    /// Bytes the call's writes would hold.
+    pub written: u64,
+    /// The quota.
+    pub limit: u64,
 }
 
 /// An HTTP-shaped request handed to an object.
@@ -223,6 +238,9 @@ pub struct CallContext {
     pub services: Arc<dyn HostServices>,
     /// The object is deployed stateless: every state write traps.
     pub stateless: bool,
+    /// Most bytes (keys and values) the call may write; past it the call traps with
+    /// [`CallFailure::WriteQuotaExceeded`].
+    pub write_quota_bytes: u64,
 }
 
 /// What a successful call produced.

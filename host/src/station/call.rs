@@ -12,7 +12,7 @@ use crate::runtime::{
     self, Activation, CallChain, CallContext, CallFailure, LogLevel, ObjectRequest, ObjectResponse,
     StateReader, StateVersion,
 };
-use crate::store::{LogRecord, ObjectState, Write};
+use crate::store::{self, LogRecord, ObjectState, Write};
 
 /// A finished call: the object's response plus what the host adds to it.
 #[derive(Debug)]
@@ -39,6 +39,34 @@ impl<'a> InFlight<'a> {
     fn enter(counter: &'a std::sync::atomic::AtomicU64) -> InFlight<'a> {
         counter.fetch_add(1, Ordering::Relaxed);
         InFlight(counter)
+    }
+}
+
+/// A call counted against its object's queue quota until dropped.
+struct QueueSlot(Arc<LiveObject>);
+
+impl QueueSlot {
+    /// Counts a call in, or refuses it with [`Error::TooBusy`] when `limit` calls are running or
+    /// waiting already.
+    fn enter(object: &Arc<LiveObject>, limit: u32) -> Result<QueueSlot, Error> {
+        let admitted = object
+            .queued
+            .fetch_update(Ordering::AcqRel, Ordering::Acquire, |n| {
+                (n < limit).then_some(n + 1)
+            });
+        match admitted {
+            Ok(_) => Ok(QueueSlot(object.clone())),
+            Err(_) => Err(Error::TooBusy {
+                object: object.id.clone(),
+                limit,
+            }),
+        }
+    }
+}
+
+impl Drop for QueueSlot {
+    fn drop(&mut self) {
+        self.0.queued.fetch_sub(1, Ordering::AcqRel);
     }
 }
 
@@ -126,6 +154,17 @@ impl Station {
         chain: Option<CallChain>,
     ) -> Result<CallResult, Error> {
         let object = self.object(id)?;
+        // Quotas first: a refused call costs no log line and no turn.
+        let slot = object.current();
+        if let Err(retry_after) = slot.meters.admit_call() {
+            return Err(Error::RateLimited {
+                object: object.id.clone(),
+                rate: slot.meters.quota.rate,
+                retry_after,
+            });
+        }
+        let _queued = QueueSlot::enter(&object, slot.meters.quota.queue)?;
+        drop(slot);
         let deadline = match &chain {
             Some(chain) => chain.deadline,
             None => Instant::now() + self.inner.config.call_deadline,
@@ -265,6 +304,7 @@ impl Station {
             state: reader,
             services: Arc::new(Services::new(self)),
             stateless: object.stateless,
+            write_quota_bytes: slot.meters.quota.write_bytes,
         };
         let outcome = activation.call(request, ctx).await;
         let (response, ticket) = match outcome {
@@ -298,7 +338,20 @@ impl Station {
                 };
                 // The lease may have lapsed while the handler ran: then nothing is committed.
                 self.check_writer(object)?;
-                let ticket = state.commit(writes)?;
+                let quota = &slot.meters.quota;
+                let limits = store::StateLimits {
+                    keys: quota.keys,
+                    bytes: quota.state_bytes,
+                };
+                let ticket = state
+                    .commit_within(writes, Some(limits))
+                    .map_err(|e| match e {
+                        store::Error::QuotaExceeded { .. } => Error::StateQuotaExceeded {
+                            object: object.id.clone(),
+                            message: format!("{e}; nothing committed"),
+                        },
+                        other => other.into(),
+                    })?;
                 // Hand the batch to replication while still holding the turn, so batches of one
                 // object reach the replicator in seq order.
                 let batch = ticket.batch();
@@ -316,6 +369,10 @@ impl Station {
                 drop(turn);
                 return Err(match failure {
                     CallFailure::DeadlineExceeded => timed_out(),
+                    CallFailure::WriteQuotaExceeded { message } => Error::WriteQuotaExceeded {
+                        object: object.id.clone(),
+                        message,
+                    },
                     CallFailure::Trapped { message, backtrace } => Error::Trapped {
                         object: object.id.clone(),
                         message,
@@ -441,6 +498,33 @@ impl Station {
                         object: object.id.clone(),
                         source,
                     })
+            }
+        }
+    }
+
+    /// Appends a line the object wrote (its log import, stdout, stderr) to its log, within its log
+    /// quota: lines over it are dropped, and the next line admitted is preceded by one summary of
+    /// them (`log.dropped`).
+    pub(crate) fn log_from_object(
+        &self,
+        object_id: &str,
+        request_id: &str,
+        level: LogLevel,
+        event: &str,
+        message: &str,
+    ) {
+        let admission = match self.object(object_id) {
+            Ok(object) => object.current().meters.admit_log(message.len()),
+            Err(_) => super::quota::LogAdmission::Write,
+        };
+        match admission {
+            super::quota::LogAdmission::Drop => {}
+            super::quota::LogAdmission::Write => {
+                self.log(object_id, request_id, level, event, message)
+            }
+            super::quota::LogAdmission::WriteAfterSummary(summary) => {
+                self.log(object_id, "", LogLevel::Warn, "log.dropped", &summary);
+                self.log(object_id, request_id, level, event, message);
             }
         }
     }

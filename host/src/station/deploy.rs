@@ -4,7 +4,9 @@ use std::sync::Arc;
 
 use sha2::{Digest, Sha256};
 
-use super::{Error, LiveObject, Station, VersionSlot, blocking, validate_object_id};
+use super::{
+    Error, LiveObject, QuotaOverrides, Station, VersionSlot, blocking, validate_object_id,
+};
 use crate::runtime::LogLevel;
 use crate::store;
 
@@ -35,6 +37,8 @@ pub struct DeployOptions {
     /// Number the new version above this too (the newest version of a stateless object anywhere
     /// in the cluster), so numbering continues across stations.
     pub number_after: u32,
+    /// The object's quota overrides from this version on; `None` keeps the current version's.
+    pub quota: Option<QuotaOverrides>,
 }
 
 impl Station {
@@ -62,9 +66,15 @@ impl Station {
             });
         }
         let ownership = self.inner.ownership.get().filter(|_| !options.stateless);
+        // The overrides this version runs under: the deploy's, else the current version's.
+        let quota = match (options.quota, &existing) {
+            (Some(overrides), _) => overrides.to_string(),
+            (None, Some(object)) => object.current().record.quota.clone(),
+            (None, None) => String::new(),
+        };
         if let Some(object) = &existing {
             let slot = object.current();
-            if slot.record.sha256 == sha256 {
+            if slot.record.sha256 == sha256 && slot.record.quota == quota {
                 // A retry after a deploy whose directory commit failed: commit it now.
                 if let Some(ownership) = ownership {
                     let epoch = object.epoch.load(std::sync::atomic::Ordering::Relaxed);
@@ -111,6 +121,7 @@ impl Station {
                 &bytes,
                 &by,
                 &note_owned,
+                &quota,
                 options.number_after,
             )?;
             Ok((compiled, record))
@@ -183,12 +194,21 @@ impl Station {
         let existing = self.object(id).ok();
         let object = match existing {
             Some(object) => {
-                *object.version.lock().expect("version lock") =
-                    Arc::new(VersionSlot::new(record, Some(compiled)));
+                *object.version.lock().expect("version lock") = Arc::new(VersionSlot::new(
+                    record,
+                    Some(compiled),
+                    &self.inner.config.quota,
+                ));
                 object
             }
             None => {
-                let object = Arc::new(LiveObject::new(id, record, Some(compiled), stateless));
+                let object = Arc::new(LiveObject::new(
+                    id,
+                    record,
+                    Some(compiled),
+                    stateless,
+                    &self.inner.config.quota,
+                ));
                 self.inner
                     .objects
                     .lock()
@@ -308,6 +328,7 @@ impl Station {
             DeployOptions {
                 stateless,
                 number_after: 0,
+                quota: None,
             },
         )
         .await

@@ -12,6 +12,7 @@ mod call;
 mod deploy;
 mod id;
 mod ownership;
+mod quota;
 mod replica;
 mod services;
 
@@ -30,6 +31,8 @@ pub use services::RemoteCalls;
 use crate::runtime::{self, Activation, CompiledObject, Runtime};
 use crate::store::{self, ObjectState, Store, VersionRecord};
 
+pub use quota::{BadQuota, Quota, QuotaOverrides};
+
 /// Settings for calls, from the command line.
 #[derive(Clone, Debug)]
 pub struct StationConfig {
@@ -37,6 +40,8 @@ pub struct StationConfig {
     pub call_deadline: Duration,
     /// An object with no call for this long drops its live instance.
     pub idle_timeout: Duration,
+    /// The quotas of objects deployed without overrides.
+    pub quota: Quota,
 }
 
 /// Errors a station operation reports; the API maps each to a status and a stable code.
@@ -150,6 +155,43 @@ pub enum Error {
     /// The store failed; the write may not be durable, so the call is reported as failed.
     #[error("storage error: {0}")]
     Storage(#[from] store::Error),
+    /// A call would grow the object's state past its quota; nothing was committed.
+    #[error("{message}")]
+    StateQuotaExceeded {
+        /// Object id.
+        object: String,
+        /// Which limit, and by how much.
+        message: String,
+    },
+    /// A call wrote more than its write quota; nothing was committed.
+    #[error("object `{object}`: {message}; nothing committed")]
+    WriteQuotaExceeded {
+        /// Object id.
+        object: String,
+        /// What it wrote, and the quota.
+        message: String,
+    },
+    /// The object already has its quota of calls running or waiting for its turn.
+    #[error("object `{object}` has {limit} calls running or queued, its quota; retry shortly")]
+    TooBusy {
+        /// Object id.
+        object: String,
+        /// The queue quota.
+        limit: u32,
+    },
+    /// The object is over its quota of calls per second.
+    #[error("object `{object}` is over its quota of {rate} calls per second")]
+    RateLimited {
+        /// Object id.
+        object: String,
+        /// The quota.
+        rate: u32,
+        /// When a call would be admitted.
+        retry_after: Duration,
+    },
+    /// A deploy's quota overrides do not parse.
+    #[error(transparent)]
+    BadQuota(#[from] BadQuota),
     /// A blocking task panicked or was cancelled.
     #[error("internal error: {0}")]
     Internal(String),
@@ -168,6 +210,8 @@ struct LiveObject {
     state: tokio::sync::OnceCell<ObjectState>,
     calls: AtomicU64,
     traps: AtomicU64,
+    /// Calls running or waiting for the turn (bounded by the queue quota).
+    queued: std::sync::atomic::AtomicU32,
     /// Placement epoch: increases whenever the object changes home.
     epoch: AtomicU64,
     /// Deployed stateless: no state, writes trap, runs on any station holding its code. Fixed for
@@ -179,6 +223,8 @@ struct LiveObject {
 struct VersionSlot {
     record: VersionRecord,
     compiled: tokio::sync::OnceCell<CompiledObject>,
+    /// The quota this version runs under, with its rate meters.
+    meters: quota::Meters,
 }
 
 impl LiveObject {
@@ -187,15 +233,17 @@ impl LiveObject {
         record: VersionRecord,
         compiled: Option<CompiledObject>,
         stateless: bool,
+        defaults: &Quota,
     ) -> LiveObject {
         LiveObject {
             id: id.to_string(),
-            version: Mutex::new(Arc::new(VersionSlot::new(record, compiled))),
+            version: Mutex::new(Arc::new(VersionSlot::new(record, compiled, defaults))),
             turn: Arc::new(tokio::sync::Mutex::new(None)),
             moved_to: Mutex::new(None),
             state: tokio::sync::OnceCell::new(),
             calls: AtomicU64::new(0),
             traps: AtomicU64::new(0),
+            queued: std::sync::atomic::AtomicU32::new(0),
             epoch: AtomicU64::new(1),
             stateless,
         }
@@ -221,12 +269,24 @@ impl LiveObject {
 }
 
 impl VersionSlot {
-    fn new(record: VersionRecord, compiled: Option<CompiledObject>) -> VersionSlot {
+    fn new(
+        record: VersionRecord,
+        compiled: Option<CompiledObject>,
+        defaults: &Quota,
+    ) -> VersionSlot {
         let cell = tokio::sync::OnceCell::new();
         if let Some(compiled) = compiled {
             let _ = cell.set(compiled);
         }
+        let overrides = record.quota.parse::<QuotaOverrides>().unwrap_or_else(|e| {
+            tracing::warn!(
+                version = record.version,
+                "{e}; the station's default quota applies"
+            );
+            QuotaOverrides::default()
+        });
         VersionSlot {
+            meters: quota::Meters::new(overrides.over(defaults)),
             record,
             compiled: cell,
         }
@@ -319,6 +379,12 @@ pub struct ObjectMetadata {
     pub state_seq: u64,
     /// The station serving it.
     pub home: String,
+    /// The quota it runs under (station defaults with its deploy's overrides).
+    pub quota: Quota,
+    /// The quota overrides of its current version (empty: the defaults).
+    pub quota_overrides: String,
+    /// What its state holds now, against `quota.keys` and `quota.state_bytes`.
+    pub usage: store::Usage,
 }
 
 impl Station {
@@ -345,7 +411,7 @@ impl Station {
             }
             if let Some(record) = store.versions().current(&id)? {
                 let stateless = store.versions().is_stateless(&id);
-                let object = LiveObject::new(&id, record, None, stateless);
+                let object = LiveObject::new(&id, record, None, stateless, &config.quota);
                 if let Some(placement) = placement {
                     object.epoch.store(placement.epoch, Ordering::Relaxed);
                 }
@@ -557,6 +623,9 @@ impl Station {
             traps: object.traps.load(Ordering::Relaxed),
             state_seq: state.applied_seq(),
             home: self.station_id().to_string(),
+            quota: slot.meters.quota,
+            quota_overrides: slot.record.quota.clone(),
+            usage: state.usage(),
         })
     }
 

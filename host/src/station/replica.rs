@@ -548,7 +548,13 @@ impl Station {
             .expect("replicas lock")
             .remove(&id);
         self.inner.moved.lock().expect("moved lock").remove(&id);
-        let object = Arc::new(LiveObject::new(&id, current, None, false));
+        let object = Arc::new(LiveObject::new(
+            &id,
+            current,
+            None,
+            false,
+            &self.inner.config.quota,
+        ));
         object.epoch.store(epoch, Ordering::Relaxed);
         let _ = object.state.set(state);
         self.inner
@@ -589,7 +595,13 @@ impl Station {
             return Err(Error::ObjectNotFound(id.to_string()));
         };
         self.inner.moved.lock().expect("moved lock").remove(id);
-        let object = Arc::new(LiveObject::new(id, current, None, false));
+        let object = Arc::new(LiveObject::new(
+            id,
+            current,
+            None,
+            false,
+            &self.inner.config.quota,
+        ));
         object.epoch.store(epoch, Ordering::Relaxed);
         let _ = object.state.set(replica.state);
         self.inner

@@ -47,7 +47,7 @@ impl HostServices for Services {
 
     fn log(&self, object_id: &str, request_id: &str, level: LogLevel, event: &str, message: &str) {
         if let Some(station) = self.station() {
-            station.log(object_id, request_id, level, event, message);
+            station.log_from_object(object_id, request_id, level, event, message);
         }
     }
 

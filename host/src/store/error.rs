@@ -73,6 +73,20 @@ pub enum Error {
         /// The seq at which the histories differ (at or before it).
         seq: u64,
     },
+    /// A commit would grow the object's state past its limits; nothing was applied.
+    #[error(
+        "object {object_id}: the write would make its state {would_be} {what}, over its quota of {limit}"
+    )]
+    QuotaExceeded {
+        /// The object.
+        object_id: String,
+        /// `keys` or `bytes`.
+        what: &'static str,
+        /// The limit.
+        limit: u64,
+        /// What the state would hold after the commit.
+        would_be: u64,
+    },
     /// A version arrived from another station with a number this station already holds with other bytes.
     #[error("object {object_id} already has a version {version} with other bytes")]
     Conflict {

@@ -31,8 +31,25 @@ const LOG_HEADER: [&str; 5] = ["ts", "level", "request_id", "event", "message"];
 pub(crate) const LOG_HANDLES: usize = 256;
 /// How long appended lines may wait before the log thread writes them.
 pub(crate) const LOG_BATCH_INTERVAL: std::time::Duration = std::time::Duration::from_millis(20);
-/// Lines waiting at which an append wakes the log thread at once (bounds the batch's memory).
+/// Lines waiting at which an append wakes the log thread at once.
 pub(crate) const LOG_BATCH_WAKE: usize = 8192;
+/// Bytes waiting at which an append wakes the log thread at once.
+const LOG_BATCH_WAKE_BYTES: usize = 1 << 20;
+/// Most bytes of lines waiting for the log thread; past it lines are dropped (and counted in a
+/// warning) rather than held, so a flood faster than the disk cannot grow the station's memory.
+pub(crate) const MAX_QUEUED_LOG_BYTES: usize = 16 << 20;
+
+/// The bytes waiting in the batch, and the lines dropped because it was full.
+#[derive(Default)]
+struct QueueMeter {
+    bytes: std::sync::atomic::AtomicUsize,
+    dropped: std::sync::atomic::AtomicU64,
+}
+
+/// Roughly what a record holds in memory.
+fn record_bytes(object_id: &str, record: &LogRecord) -> usize {
+    64 + object_id.len() + record.request_id.len() + record.event.len() + record.message.len()
+}
 
 /// A log level, ordered from least to most severe.
 #[derive(Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Debug, Hash)]
@@ -156,6 +173,8 @@ struct LogShared {
     tx: RwLock<Option<Sender<LogMsg>>>,
     /// Lines appended and not yet taken by the log thread, in order.
     batch: Arc<Mutex<Vec<(String, LogRecord)>>>,
+    /// The batch's bytes (changed under the batch's lock).
+    queued: Arc<QueueMeter>,
     thread: Mutex<Option<JoinHandle<()>>>,
     /// Held for writing while files are renamed or removed, for reading while a query reads them.
     files: Arc<RwLock<()>>,
@@ -181,8 +200,10 @@ impl LogStore {
         let (tx, rx) = mpsc::channel();
         let files = Arc::new(RwLock::new(()));
         let batch = Arc::new(Mutex::new(Vec::new()));
+        let queued = Arc::new(QueueMeter::default());
         let writer = LogWriter {
             batch: Arc::clone(&batch),
+            queued: Arc::clone(&queued),
             taken: Vec::new(),
             dir: dir.clone(),
             max_bytes,
@@ -202,6 +223,7 @@ impl LogStore {
                 keep_files,
                 tx: RwLock::new(Some(tx)),
                 batch,
+                queued,
                 thread: Mutex::new(Some(thread)),
                 files,
             }),
@@ -218,12 +240,23 @@ impl LogStore {
             tracing::debug!(object_id, "log line after shutdown dropped");
             return;
         }
-        let waiting = {
+        use std::sync::atomic::Ordering::Relaxed;
+        let size = record_bytes(object_id, &record);
+        let meter = &self.inner.queued;
+        let (waiting, before) = {
             let mut batch = self.inner.batch.lock().unwrap_or_else(|e| e.into_inner());
+            let before = meter.bytes.load(Relaxed);
+            if before + size > MAX_QUEUED_LOG_BYTES {
+                meter.dropped.fetch_add(1, Relaxed);
+                return;
+            }
+            meter.bytes.store(before + size, Relaxed);
             batch.push((object_id.to_string(), record));
-            batch.len()
+            (batch.len(), before)
         };
-        if waiting == LOG_BATCH_WAKE {
+        if waiting == LOG_BATCH_WAKE
+            || (before < LOG_BATCH_WAKE_BYTES && before + size >= LOG_BATCH_WAKE_BYTES)
+        {
             self.send(LogMsg::Wake);
         }
     }
@@ -447,6 +480,8 @@ struct LogWriter {
     line: Vec<u8>,
     /// The shared batch appends go to.
     batch: Arc<Mutex<Vec<(String, LogRecord)>>>,
+    /// The batch's bytes, reset when it is taken.
+    queued: Arc<QueueMeter>,
     /// The batch taken out, kept to reuse its allocation.
     taken: Vec<(String, LogRecord)>,
 }
@@ -501,6 +536,19 @@ impl LogWriter {
                 return;
             }
             std::mem::swap(&mut *batch, &mut self.taken);
+            self.queued
+                .bytes
+                .store(0, std::sync::atomic::Ordering::Relaxed);
+        }
+        let dropped = self
+            .queued
+            .dropped
+            .swap(0, std::sync::atomic::Ordering::Relaxed);
+        if dropped > 0 {
+            tracing::warn!(
+                dropped,
+                "log lines dropped: {MAX_QUEUED_LOG_BYTES} bytes of lines were waiting for the disk"
+            );
         }
         let mut taken = std::mem::take(&mut self.taken);
         for (id, record) in taken.drain(..) {

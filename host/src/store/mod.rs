@@ -74,7 +74,8 @@ use std::thread::JoinHandle;
 pub use error::Error;
 pub use logs::{Level, LogQuery, LogRecord, LogStore, ParseLevelError};
 pub use state::{
-    Batch, CommitTicket, KeyVersion, ObjectState, Record, Snapshot, SnapshotKey, Write,
+    Batch, CommitTicket, KeyVersion, ObjectState, Record, Snapshot, SnapshotKey, StateLimits,
+    Usage, Write,
 };
 pub use versions::{Placement, Role, VersionRecord, VersionStore};
 

@@ -225,6 +225,42 @@ pub(crate) struct Index {
     kept: usize,
     /// Versions kept per key (at least 1).
     history: usize,
+    /// What the current state holds: live keys and their bytes (key and value lengths).
+    usage: Usage,
+}
+
+/// How much an object's current state holds.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, serde::Serialize)]
+pub struct Usage {
+    /// Keys with a value.
+    pub keys: u64,
+    /// Bytes of those keys and their values.
+    pub bytes: u64,
+}
+
+/// The most an object's state may hold; a commit that would grow it past either is refused
+/// with [`Error::QuotaExceeded`] (one that shrinks it is always accepted).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct StateLimits {
+    /// Most live keys.
+    pub keys: u64,
+    /// Most bytes of live keys and values.
+    pub bytes: u64,
+}
+
+impl Usage {
+    /// The usage after a key's value changes from `old` to `new`.
+    fn with_change(mut self, key: &str, old: Option<usize>, new: Option<usize>) -> Usage {
+        if let Some(old) = old {
+            self.keys -= 1;
+            self.bytes -= (key.len() + old) as u64;
+        }
+        if let Some(new) = new {
+            self.keys += 1;
+            self.bytes += (key.len() + new) as u64;
+        }
+        self
+    }
 }
 
 impl Index {
@@ -236,12 +272,17 @@ impl Index {
             last_hlc: 0,
             kept: 0,
             history: history.max(1),
+            usage: Usage::default(),
         }
     }
 
     /// Applies one batch: `(key, value, hlc)` per record, in order.
     fn apply(&mut self, seq: u64, writes: impl IntoIterator<Item = (String, Option<String>, u64)>) {
         for (key, value, hlc) in writes {
+            let old = self.current(&key).map(String::len);
+            self.usage = self
+                .usage
+                .with_change(&key, old, value.as_ref().map(String::len));
             let versions = self.keys.entry(key).or_default();
             versions.push_back(Version { seq, hlc, value });
             self.kept += 1;
@@ -468,11 +509,24 @@ impl ObjectState {
     /// [`Error::Busy`] while a snapshot is being installed; in these cases nothing is applied. Does no I/O and
     /// holds the object's lock only for in-memory work.
     pub fn commit(&self, writes: Vec<Write>) -> Result<CommitTicket, Error> {
+        self.commit_within(writes, None)
+    }
+
+    /// [`ObjectState::commit`], refused with [`Error::QuotaExceeded`] (nothing applied) when the batch
+    /// would grow the state past `limits`.
+    pub fn commit_within(
+        &self,
+        writes: Vec<Write>,
+        limits: Option<StateLimits>,
+    ) -> Result<CommitTicket, Error> {
         let inner = &self.inner;
         let mut locked = inner.lock();
         self.check_writable(&locked)?;
         if writes.is_empty() {
             return Ok(self.ticket(locked.index.applied_seq, None));
+        }
+        if let Some(limits) = limits {
+            self.check_limits(&locked.index, &writes, limits)?;
         }
         let seq = locked.index.applied_seq + 1;
         let hlc = inner.shared.hlc.new_timestamp().get_time().as_u64();
@@ -662,6 +716,50 @@ impl ObjectState {
     /// The shared part, for the store's cache and the writer.
     pub(crate) fn inner(&self) -> &Arc<ObjInner> {
         &self.inner
+    }
+
+    /// What the state holds now.
+    pub fn usage(&self) -> Usage {
+        self.inner.lock().index.usage
+    }
+
+    /// Refuses `writes` if they would grow the state past `limits`.
+    fn check_limits(
+        &self,
+        index: &Index,
+        writes: &[Write],
+        limits: StateLimits,
+    ) -> Result<(), Error> {
+        let before = index.usage;
+        let mut after = before;
+        let mut written: std::collections::HashMap<&str, Option<usize>> =
+            std::collections::HashMap::with_capacity(writes.len());
+        for write in writes {
+            let (key, new) = match write {
+                Write::Set { key, value } => (key.as_str(), Some(value.len())),
+                Write::Delete { key } => (key.as_str(), None),
+            };
+            let old = match written.get(key) {
+                Some(pending) => *pending,
+                None => index.current(key).map(String::len),
+            };
+            after = after.with_change(key, old, new);
+            written.insert(key, new);
+        }
+        let over = |what: &'static str, limit: u64, before: u64, after: u64| {
+            (after > limit && after > before).then(|| Error::QuotaExceeded {
+                object_id: self.inner.id.clone(),
+                what,
+                limit,
+                would_be: after,
+            })
+        };
+        match over("keys", limits.keys, before.keys, after.keys)
+            .or_else(|| over("bytes", limits.bytes, before.bytes, after.bytes))
+        {
+            Some(error) => Err(error),
+            None => Ok(()),
+        }
     }
 
     fn check_writable(&self, locked: &Locked) -> Result<(), Error> {
@@ -1288,6 +1386,51 @@ mod tests {
 
     fn state_path(dir: &Path, id: &str) -> PathBuf {
         dir.join("data/state").join(id).join("state.tsv")
+    }
+
+    #[test]
+    fn usage_is_kept_through_commits_and_a_reload_and_limits_refuse_growth_only() {
+        let dir = tempfile::tempdir().unwrap();
+        let store = Store::open(config(dir.path())).unwrap();
+        let st = store.state("quota").unwrap();
+        commit(&st, vec![set("a", "12345"), set("bb", "1")]);
+        commit(&st, vec![set("a", "1"), del("bb"), set("c", "")]);
+        assert_eq!(st.usage(), Usage { keys: 2, bytes: 3 });
+        let store = reopen(dir.path(), store);
+        let st = store.state("quota").unwrap();
+        assert_eq!(st.usage(), Usage { keys: 2, bytes: 3 });
+
+        let limits = StateLimits { keys: 2, bytes: 10 };
+        // A third key: refused, nothing applied.
+        let refused = st.commit_within(vec![set("a", "2"), set("d", "x")], Some(limits));
+        assert!(
+            matches!(
+                refused,
+                Err(Error::QuotaExceeded {
+                    what: "keys",
+                    limit: 2,
+                    would_be: 3,
+                    ..
+                })
+            ),
+            "{refused:?}"
+        );
+        assert_eq!(st.get("a").as_deref(), Some("1"));
+        // Too many bytes, counting a key written twice in one batch once.
+        let refused = st.commit_within(
+            vec![set("a", "123456789"), set("a", "1234567890")],
+            Some(limits),
+        );
+        assert!(
+            matches!(refused, Err(Error::QuotaExceeded { what: "bytes", .. })),
+            "{refused:?}"
+        );
+        // Within the limits, and a batch that shrinks an over-quota state, are accepted.
+        st.commit_within(vec![set("a", "123")], Some(limits))
+            .unwrap();
+        let tight = StateLimits { keys: 1, bytes: 1 };
+        st.commit_within(vec![set("a", "12")], Some(tight)).unwrap();
+        assert_eq!(st.usage(), Usage { keys: 2, bytes: 4 });
     }
 
     #[test]

@@ -1,5 +1,5 @@
 //! Deployed versions: `data/objects/{id}/versions.tsv` (header `version sha256 size deployed_at deployed_by
-//! note`) and every version's bytes in `data/objects/{id}/v{N}.wasm`; and the object's placement as this
+//! note quota`; files written before the quota column have six columns and still read) and every version's bytes in `data/objects/{id}/v{N}.wasm`; and the object's placement as this
 //! station last knew it, `data/objects/{id}/placement.tsv` (header `epoch role home`, one line, replaced
 //! atomically).
 //!
@@ -23,14 +23,17 @@ use super::fsutil::{check_id, create_dir_durable, fsync_dir, is_valid_id, now_ms
 use super::tsv;
 
 /// The header row of `versions.tsv`.
-const VERSIONS_HEADER: [&str; 6] = [
+const VERSIONS_HEADER: [&str; 7] = [
     "version",
     "sha256",
     "size",
     "deployed_at",
     "deployed_by",
     "note",
+    "quota",
 ];
+/// Columns of a `versions.tsv` written before the quota column (its lines have no quota).
+const OLD_VERSIONS_COLUMNS: usize = 6;
 /// The marker file of an undeployed object.
 const UNDEPLOYED: &str = "undeployed";
 /// The marker file of an object deployed stateless (no state; runs on any station holding its code).
@@ -86,6 +89,10 @@ pub struct VersionRecord {
     pub deployed_by: String,
     /// A note from the caller (e.g. "rollback to 3").
     pub note: String,
+    /// The object's quota overrides from this deploy on, in the station's quota syntax (empty:
+    /// the station defaults). The store keeps the text; the station gives it meaning.
+    #[serde(default)]
+    pub quota: String,
 }
 
 /// The deployed versions of every object. Cheap to clone.
@@ -141,7 +148,7 @@ impl VersionStore {
         deployed_by: &str,
         note: &str,
     ) -> Result<VersionRecord, Error> {
-        self.add_after(object_id, bytes, deployed_by, note, 0)
+        self.add_after(object_id, bytes, deployed_by, note, "", 0)
     }
 
     /// [`VersionStore::add`], numbering the new version above `after` as well as above every version held:
@@ -152,6 +159,7 @@ impl VersionStore {
         bytes: &[u8],
         deployed_by: &str,
         note: &str,
+        quota: &str,
         after: u32,
     ) -> Result<VersionRecord, Error> {
         check_id(object_id)?;
@@ -171,6 +179,7 @@ impl VersionStore {
             deployed_at: now_ms(),
             deployed_by: deployed_by.to_string(),
             note: note.to_string(),
+            quota: quota.to_string(),
         };
         write_atomic(&self.wasm_path(object_id, record.version), bytes)?;
         self.append_record(&dir, parsed.as_ref(), &record)?;
@@ -319,6 +328,7 @@ impl VersionStore {
                 &record.deployed_at.to_string(),
                 &record.deployed_by,
                 &record.note,
+                &record.quota,
             ],
         );
         let mut file = OpenOptions::new()
@@ -509,7 +519,12 @@ fn parse_versions(path: &Path, bytes: &[u8]) -> Result<Parsed, Error> {
         let complete = bytes.get(rdr.position().byte() as usize - 1) == Some(&b'\n');
         let parsed = if first {
             first = false;
-            if rec.iter().eq(VERSIONS_HEADER.iter().map(|h| h.as_bytes())) {
+            let columns = if rec.len() == OLD_VERSIONS_COLUMNS {
+                &VERSIONS_HEADER[..OLD_VERSIONS_COLUMNS]
+            } else {
+                &VERSIONS_HEADER[..]
+            };
+            if rec.iter().eq(columns.iter().map(|h| h.as_bytes())) {
                 Ok(None)
             } else {
                 Err("missing header".to_string())
@@ -550,7 +565,7 @@ fn parse_versions(path: &Path, bytes: &[u8]) -> Result<Parsed, Error> {
 }
 
 fn parse_record(rec: &csv::ByteRecord) -> Result<VersionRecord, String> {
-    if rec.len() != VERSIONS_HEADER.len() {
+    if rec.len() != VERSIONS_HEADER.len() && rec.len() != OLD_VERSIONS_COLUMNS {
         return Err(format!(
             "expected {} fields, found {}",
             VERSIONS_HEADER.len(),
@@ -566,6 +581,11 @@ fn parse_record(rec: &csv::ByteRecord) -> Result<VersionRecord, String> {
         deployed_at: tsv::field_u64(rec, 3, "deployed_at")?,
         deployed_by: tsv::field_str(rec, 4, "deployed_by")?,
         note: tsv::field_str(rec, 5, "note")?,
+        quota: if rec.len() > OLD_VERSIONS_COLUMNS {
+            tsv::field_str(rec, 6, "quota")?
+        } else {
+            String::new()
+        },
     })
 }
 
@@ -661,7 +681,9 @@ mod tests {
             .unwrap();
         assert_eq!((v3.version, v3.sha256.as_str()), (3, v1.sha256.as_str()));
         let text = fs::read_to_string(vs.dir.join("app/versions.tsv")).unwrap();
-        assert!(text.starts_with("version\tsha256\tsize\tdeployed_at\tdeployed_by\tnote\n1\t"));
+        assert!(
+            text.starts_with("version\tsha256\tsize\tdeployed_at\tdeployed_by\tnote\tquota\n1\t")
+        );
     }
 
     #[test]
@@ -671,8 +693,14 @@ mod tests {
         vs.set_stateless("web", true).unwrap();
         assert!(vs.is_stateless("web"));
         // Numbering continues above the cluster's newest version, and above what is held.
-        assert_eq!(vs.add_after("web", b"one", "t", "", 4).unwrap().version, 5);
-        assert_eq!(vs.add_after("web", b"two", "t", "", 2).unwrap().version, 6);
+        assert_eq!(
+            vs.add_after("web", b"one", "t", "", "", 4).unwrap().version,
+            5
+        );
+        assert_eq!(
+            vs.add_after("web", b"two", "t", "", "", 2).unwrap().version,
+            6
+        );
         assert_eq!(vs.last_version("web").unwrap(), 6);
         vs.undeploy("web", false).unwrap();
         assert_eq!(
@@ -751,7 +779,36 @@ mod tests {
             deployed_at: 1_700_000_000_000 + u64::from(version),
             deployed_by: format!("someone\t{version}"),
             note: "from the home".into(),
+            quota: if version == 2 {
+                "keys=5".into()
+            } else {
+                String::new()
+            },
         }
+    }
+
+    #[test]
+    fn a_file_from_before_the_quota_column_reads_and_takes_new_lines() {
+        let (_dir, vs) = store();
+        fs::create_dir_all(vs.dir.join("old")).unwrap();
+        let sha = hex::encode(Sha256::digest(b"one"));
+        fs::write(
+            vs.dir.join("old/versions.tsv"),
+            format!(
+                "version\tsha256\tsize\tdeployed_at\tdeployed_by\tnote\n1\t{sha}\t3\t5\tcli\t\n"
+            ),
+        )
+        .unwrap();
+        fs::write(vs.dir.join("old/v1.wasm"), b"one").unwrap();
+        let v1 = vs.current("old").unwrap().expect("v1");
+        assert_eq!((v1.version, v1.quota.as_str()), (1, ""));
+        let v2 = vs
+            .add_after("old", b"two", "cli", "", "state-mb=1", 0)
+            .unwrap();
+        assert_eq!(v2.version, 2);
+        let list = vs.list("old").unwrap();
+        assert_eq!(list.len(), 2);
+        assert_eq!(list[1].quota, "state-mb=1");
     }
 
     #[test]

@@ -22,6 +22,7 @@ mod coordinator;
 pub mod runtime;
 pub mod station;
 pub mod store;
+pub mod tls;
 pub mod watch;
 
 use std::future::Future;
@@ -32,7 +33,8 @@ use anyhow::Context;
 use crate::cli::{DurabilityArg, ServeConfig};
 
 /// Runs a station on `listener` until `shutdown` resolves, then finishes in-flight calls and
-/// flushes the store. Prints `listening on http://ADDR` as the first line on stdout.
+/// flushes the store. Prints `listening on http://ADDR` (https with TLS) as the first line on
+/// stdout.
 pub async fn run(
     listener: tokio::net::TcpListener,
     config: ServeConfig,
@@ -74,10 +76,27 @@ pub async fn run(
     let reaper = station.spawn_idle_reaper();
     let warm_up = station.spawn_warm_up();
     let address = listener.local_addr()?;
+    let server_tls = match (&args.tls_cert, &args.tls_key) {
+        (Some(cert), Some(key)) => Some(tls::server_config(cert, key)?),
+        _ => None,
+    };
+    let scheme = if server_tls.is_some() {
+        "https"
+    } else {
+        "http"
+    };
+    if server_tls.is_none() && !args.bind.is_loopback() {
+        tracing::warn!(
+            bind = %args.bind,
+            "serving plain HTTP on a non-loopback address: the admin token, the cluster secret \
+             and every call cross the network in the clear (give --tls-cert and --tls-key)"
+        );
+    }
+    let client_tls = tls::client_config(args.tls_ca.as_deref())?;
     let http_url = args
         .advertise
         .clone()
-        .unwrap_or_else(|| format!("http://{address}"))
+        .unwrap_or_else(|| format!("{scheme}://{address}"))
         .trim_end_matches('/')
         .to_string();
     let cluster = cluster::Cluster::start(
@@ -93,6 +112,7 @@ pub async fn run(
             secret: args.cluster_secret.clone(),
             directory_dir: args.data.join("cluster"),
             voters: args.voters,
+            tls: client_tls,
         },
         station.in_flight_counter(),
     )
@@ -116,6 +136,7 @@ pub async fn run(
     // only once the station follows the directory and holds a write lease, so a client's first
     // call is not refused.
     let server_config = api::server::ServerConfig {
+        tls: server_tls,
         max_connections: connection_limit(args.max_connections),
         keep_alive: Duration::from_secs(args.keep_alive_secs),
         header_timeout: Duration::from_secs(args.header_timeout_secs),
@@ -129,7 +150,7 @@ pub async fn run(
     {
         use std::io::Write;
         let mut out = std::io::stdout().lock();
-        writeln!(out, "listening on http://{address}")?;
+        writeln!(out, "listening on {scheme}://{address}")?;
         out.flush()?;
     }
     tracing::info!(station = station.station_id(), %address, data = %args.data.display(), "station serving");

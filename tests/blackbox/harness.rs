@@ -306,6 +306,57 @@ impl Resp {
 // ---------------------------------------------------------------------------------------
 // Stations
 
+/// A test certificate authority and one certificate it signed for every 127.0.0.x station
+/// address (and `localhost`), as PEM files in a temporary directory.
+pub struct TestPki {
+    _dir: tempfile::TempDir,
+    /// The CA certificate.
+    pub ca: PathBuf,
+    /// The stations' certificate, signed by the CA.
+    pub cert: PathBuf,
+    /// Its private key.
+    pub key: PathBuf,
+}
+
+impl TestPki {
+    /// A fresh CA and station certificate.
+    pub fn new() -> TestPki {
+        use rcgen::{BasicConstraints, CertificateParams, DnType, IsCa, KeyPair, SanType};
+        let dir = tempfile::Builder::new()
+            .prefix("op-pki-")
+            .tempdir()
+            .expect("pki dir");
+        let mut ca_params = CertificateParams::new(Vec::<String>::new()).expect("ca params");
+        ca_params.is_ca = IsCa::Ca(BasicConstraints::Unconstrained);
+        ca_params
+            .distinguished_name
+            .push(DnType::CommonName, "Object Primitive test CA");
+        let ca_key = KeyPair::generate().expect("ca key");
+        let ca = ca_params.self_signed(&ca_key).expect("ca cert");
+        let mut params = CertificateParams::new(vec!["localhost".to_string()]).expect("params");
+        for last in 1..=16u8 {
+            params
+                .subject_alt_names
+                .push(SanType::IpAddress(std::net::IpAddr::V4(
+                    std::net::Ipv4Addr::new(127, 0, 0, last),
+                )));
+        }
+        let key = KeyPair::generate().expect("station key");
+        let cert = params.signed_by(&key, &ca, &ca_key).expect("station cert");
+        let write = |name: &str, pem: String| {
+            let path = dir.path().join(name);
+            std::fs::write(&path, pem).expect("write pem");
+            path
+        };
+        TestPki {
+            ca: write("ca.pem", ca.pem()),
+            cert: write("station.pem", cert.pem()),
+            key: write("station-key.pem", key.serialize_pem()),
+            _dir: dir,
+        }
+    }
+}
+
 /// How to start a station.
 #[derive(Clone, Debug)]
 pub struct Opts {
@@ -313,6 +364,8 @@ pub struct Opts {
     data: Option<PathBuf>,
     args: Vec<String>,
     bind: String,
+    /// Serve HTTPS, trusting this CA (PEM file) for clients and peers.
+    tls_ca: Option<PathBuf>,
 }
 
 impl Default for Opts {
@@ -322,6 +375,7 @@ impl Default for Opts {
             data: None,
             args: Vec::new(),
             bind: "127.0.0.1".into(),
+            tls_ca: None,
         }
     }
 }
@@ -362,9 +416,20 @@ impl Opts {
         self
     }
 
-    /// `--join ADDR:PORT` of a running station (repeatable).
+    /// Serve HTTPS with the test PKI's certificate, trusting its CA for other stations.
+    pub fn tls(mut self, pki: &TestPki) -> Self {
+        self.tls_ca = Some(pki.ca.clone());
+        self.flag("--tls-cert", pki.cert.display())
+            .flag("--tls-key", pki.key.display())
+            .flag("--tls-ca", pki.ca.display())
+    }
+
+    /// `--join ADDR:PORT` of a running station (repeatable; `https://ADDR:PORT` over TLS).
     pub fn join(self, seed: &Station) -> Self {
-        let seed = format!("{}:{}", seed.opts.bind, seed.port());
+        let seed = match seed.opts.tls_ca {
+            Some(_) => seed.url.clone(),
+            None => format!("{}:{}", seed.opts.bind, seed.port()),
+        };
         self.flag("--join", seed)
     }
 
@@ -470,7 +535,10 @@ impl Station {
             .data
             .clone()
             .unwrap_or_else(|| workdir.path().join("data"));
-        let http = http_client();
+        let http = match &opts.tls_ca {
+            Some(ca) => https_client(ca),
+            None => http_client(),
+        };
         let mut st = Station {
             opts,
             workdir,
@@ -526,15 +594,22 @@ impl Station {
         };
         let first = first.trim_end_matches(['\r', '\n']);
         let bind = self.opts.bind.clone();
+        let scheme = if self.opts.tls_ca.is_some() {
+            "https"
+        } else {
+            "http"
+        };
         let port = first
-            .strip_prefix(&format!("listening on http://{bind}:"))
+            .strip_prefix(&format!("listening on {scheme}://{bind}:"))
             .and_then(|p| p.parse::<u16>().ok())
             .unwrap_or_else(|| {
-                panic!("first stdout line is {first:?}, expected `listening on http://{bind}:PORT`")
+                panic!(
+                    "first stdout line is {first:?}, expected `listening on {scheme}://{bind}:PORT`"
+                )
             });
         assert_ne!(port, 0, "station reported port 0");
         self.port = port;
-        self.url = format!("http://{bind}:{port}");
+        self.url = format!("{scheme}://{bind}:{port}");
 
         // The line is printed after bind, so the port accepts connections; /health must answer.
         // A station that joins a cluster (or waits for `--min-stations`) is not ready yet:
@@ -1237,6 +1312,17 @@ const WRITE_LOAD_LIMIT: Duration = Duration::from_secs(120);
 
 /// A blocking HTTP client for talking to stations: no proxy, every request bounded by
 /// `HTTP_TIMEOUT` unless it says otherwise.
+/// [`http_client`] trusting the CA in the PEM file `ca` for https.
+pub fn https_client(ca: &Path) -> reqwest::blocking::Client {
+    let pem = std::fs::read(ca).expect("read CA");
+    reqwest::blocking::Client::builder()
+        .no_proxy()
+        .timeout(HTTP_TIMEOUT)
+        .add_root_certificate(reqwest::Certificate::from_pem(&pem).expect("CA PEM"))
+        .build()
+        .expect("build HTTPS client")
+}
+
 pub fn http_client() -> reqwest::blocking::Client {
     reqwest::blocking::Client::builder()
         .no_proxy()

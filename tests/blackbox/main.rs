@@ -39,5 +39,6 @@ mod partition;
 mod python;
 mod quota;
 mod state;
+mod tls;
 mod trust;
 mod watch;

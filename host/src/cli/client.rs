@@ -23,7 +23,9 @@ impl Client {
         if !base.starts_with("http://") && !base.starts_with("https://") {
             bail!("--station must be a URL like http://127.0.0.1:8001, not {base:?}");
         }
+        let tls = crate::tls::client_config(args.ca.as_deref())?;
         let http = reqwest::Client::builder()
+            .use_preconfigured_tls(tls)
             .timeout(Duration::from_secs(120))
             .build()
             .context("creating the HTTP client")?;
@@ -54,6 +56,19 @@ impl Client {
         request: reqwest::RequestBuilder,
     ) -> anyhow::Result<(reqwest::StatusCode, bytes::Bytes)> {
         let response = request.send().await.map_err(|e| {
+            // A TLS failure is a connect error too: say what the certificate check said.
+            let mut cause: Option<&(dyn std::error::Error + 'static)> = Some(&e);
+            let mut root = e.to_string();
+            while let Some(error) = cause {
+                root = error.to_string();
+                cause = error.source();
+            }
+            if root.contains("certificate") || root.contains("Certificate") {
+                return anyhow::anyhow!(
+                    "TLS with the station at {} failed: {root} (give its CA with --ca FILE)",
+                    self.base
+                );
+            }
             if e.is_connect() {
                 anyhow::anyhow!(
                     "cannot reach the station at {} (is `host serve` running?)",

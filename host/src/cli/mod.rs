@@ -26,7 +26,7 @@ pub struct Cli {
 #[derive(Debug, Subcommand)]
 pub enum Command {
     /// Run a station: serve deployed objects over HTTP.
-    Serve(ServeArgs),
+    Serve(Box<ServeArgs>),
     /// Deploy a component (.wasm) as a new version of an object.
     Deploy {
         /// The component file.
@@ -168,6 +168,9 @@ pub struct StationArgs {
     /// Admin token, when the station requires one.
     #[arg(long, env = "OP_ADMIN_TOKEN", hide_env_values = true)]
     pub token: Option<String>,
+    /// PEM CA certificate(s) to trust for an https:// station (besides the platform's roots).
+    #[arg(long, env = "OP_CA", value_name = "FILE")]
+    pub ca: Option<PathBuf>,
 }
 
 /// How state writes reach the disk before a call is answered.
@@ -285,9 +288,20 @@ pub struct ServeArgs {
     /// replication: a failure of the home can lose its last writes).
     #[arg(long, default_value_t = 0)]
     pub sync_replicas: usize,
-    /// HTTP base URL other stations use to reach this one (default: http://BIND:PORT).
+    /// HTTP base URL other stations use to reach this one (default: http://BIND:PORT, or
+    /// https:// with --tls-cert).
     #[arg(long)]
     pub advertise: Option<String>,
+    /// Serve HTTPS with this PEM certificate chain (with --tls-key).
+    #[arg(long, value_name = "FILE", requires = "tls_key")]
+    pub tls_cert: Option<PathBuf>,
+    /// The PEM private key of --tls-cert.
+    #[arg(long, value_name = "FILE", requires = "tls_cert")]
+    pub tls_key: Option<PathBuf>,
+    /// PEM CA certificate(s) trusted for stations reached over https (besides the platform's
+    /// roots): the cluster's own CA.
+    #[arg(long, value_name = "FILE")]
+    pub tls_ca: Option<PathBuf>,
 }
 
 /// `serve` settings after validation.

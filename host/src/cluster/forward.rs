@@ -91,8 +91,14 @@ pub const MAX_HOPS: u32 = 2;
 /// Connections leave from `local` when given (the station's own `--bind` address), so a station
 /// bound to 127.0.0.3 is 127.0.0.3 on both ends of everything it sends: firewall rules between
 /// stations' addresses cut all of their traffic, not only gossip.
-pub fn client(local: Option<std::net::IpAddr>) -> anyhow::Result<reqwest::Client> {
+///
+/// `tls` is the trust for `https://` stations.
+pub fn client(
+    local: Option<std::net::IpAddr>,
+    tls: &rustls::ClientConfig,
+) -> anyhow::Result<reqwest::Client> {
     Ok(reqwest::Client::builder()
+        .use_preconfigured_tls(tls.clone())
         .no_proxy()
         .pool_idle_timeout(Duration::from_secs(60))
         .pool_max_idle_per_host(64)

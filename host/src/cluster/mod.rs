@@ -55,6 +55,8 @@ pub struct ClusterConfig {
     pub directory_dir: std::path::PathBuf,
     /// Voters the directory's Raft group grows to (`--voters`).
     pub voters: usize,
+    /// Trust for stations reached over `https://` (the platform's roots and `--tls-ca`).
+    pub tls: rustls::ClientConfig,
 }
 
 /// Where a stateful object is homed, from the directory.
@@ -129,7 +131,7 @@ impl Cluster {
         .await?;
         // Outgoing connections leave from the address gossip is bound to (the station's own).
         let local = Some(config.gossip_addr.ip()).filter(|ip| !ip.is_unspecified());
-        let http = forward::client(local)?;
+        let http = forward::client(local, &config.tls)?;
         let directory = Directory::start(
             directory::DirectoryConfig {
                 station_id: config.station_id.clone(),
@@ -144,7 +146,11 @@ impl Cluster {
             Arc::new(GossipAddresses(membership.clone())),
         )
         .await?;
-        let links = link::Links::new(local, config.secret.clone());
+        let links = link::Links::new(
+            local,
+            config.secret.clone(),
+            Some(Arc::new(config.tls.clone())),
+        );
         let config_join_empty = config.join.is_empty();
         let cluster = Cluster {
             inner: Arc::new(Inner {

@@ -32,9 +32,11 @@ pub use head::{MAX_HEAD_BYTES, MAX_HEADERS};
 /// connection is closed without an answer.
 const MAX_REFUSING: usize = 64;
 
-/// The server's limits.
-#[derive(Debug, Clone, Copy)]
+/// The server's limits, and its TLS when it serves HTTPS.
+#[derive(Clone)]
 pub struct ServerConfig {
+    /// Serve HTTPS with this (`--tls-cert`, `--tls-key`); plain HTTP when `None`.
+    pub tls: Option<Arc<rustls::ServerConfig>>,
     /// Most client connections open at once; past it a new one is answered 503
     /// `too_many_connections` and closed.
     pub max_connections: usize,
@@ -54,6 +56,8 @@ pub async fn serve(
     config: ServerConfig,
     shutdown: impl Future<Output = ()> + Send + 'static,
 ) -> std::io::Result<()> {
+    let tls = config.tls.clone().map(tokio_rustls::TlsAcceptor::from);
+    let config = Limits::from(&config);
     let connections = Arc::new(Semaphore::new(config.max_connections));
     let refusing = Arc::new(Semaphore::new(MAX_REFUSING));
     let (stop, stopped) = tokio::sync::watch::channel(false);
@@ -73,7 +77,10 @@ pub async fn serve(
             () = &mut shutdown => break,
         };
         let Ok(permit) = connections.clone().try_acquire_owned() else {
-            if let Ok(refusal) = refusing.clone().try_acquire_owned() {
+            // Over TLS a plain answer means nothing to the client: it is just closed.
+            if tls.is_none()
+                && let Ok(refusal) = refusing.clone().try_acquire_owned()
+            {
                 tokio::spawn(async move {
                     refuse(tcp, config.max_connections).await;
                     drop(refusal);
@@ -84,8 +91,21 @@ pub async fn serve(
         let _ = tcp.set_nodelay(true);
         let router = router.clone();
         let mut stopped = stopped.clone();
+        let tls = tls.clone();
         tokio::spawn(async move {
-            serve_connection(tcp, peer, router, config, &mut stopped).await;
+            match tls {
+                None => serve_connection(tcp, peer, router, config, &mut stopped).await,
+                // The handshake is part of the head: it gets the header timeout.
+                Some(tls) => {
+                    match tokio::time::timeout(config.header_timeout, tls.accept(tcp)).await {
+                        Ok(Ok(stream)) => {
+                            serve_connection(stream, peer, router, config, &mut stopped).await
+                        }
+                        Ok(Err(e)) => tracing::debug!(%peer, "TLS handshake failed: {e}"),
+                        Err(_) => tracing::debug!(%peer, "TLS handshake timed out"),
+                    }
+                }
+            }
             drop(permit);
         });
     }
@@ -99,20 +119,42 @@ pub async fn serve(
     Ok(())
 }
 
+/// The limits each connection applies (the parts of [`ServerConfig`] a connection copies).
+#[derive(Debug, Clone, Copy)]
+struct Limits {
+    max_connections: usize,
+    keep_alive: Duration,
+    header_timeout: Duration,
+    body_timeout: Duration,
+}
+
+impl From<&ServerConfig> for Limits {
+    fn from(config: &ServerConfig) -> Limits {
+        Limits {
+            max_connections: config.max_connections,
+            keep_alive: config.keep_alive,
+            header_timeout: config.header_timeout,
+            body_timeout: config.body_timeout,
+        }
+    }
+}
+
 /// Serves one connection until it closes, or until shutdown once its requests are answered.
-async fn serve_connection(
-    tcp: TcpStream,
+async fn serve_connection<T>(
+    io: T,
     peer: SocketAddr,
     router: Router,
-    config: ServerConfig,
+    config: Limits,
     stopped: &mut tokio::sync::watch::Receiver<bool>,
-) {
+) where
+    T: tokio::io::AsyncRead + tokio::io::AsyncWrite + Unpin + Send + 'static,
+{
     let state = Arc::new(conn::ConnState::default());
     let timeouts = conn::Timeouts {
         keep_alive: config.keep_alive,
         header: config.header_timeout,
     };
-    let io = TokioIo::new(conn::GuardedIo::new(tcp, state.clone(), timeouts));
+    let io = TokioIo::new(conn::GuardedIo::new(io, state.clone(), timeouts));
     let service = hyper::service::service_fn(move |request: hyper::Request<Incoming>| {
         let guard = state.begin_request(!request.body().is_end_stream());
         let state = state.clone();

@@ -62,6 +62,8 @@ struct LinksInner {
     local: Option<IpAddr>,
     /// Sent in the upgrade request.
     secret: Option<String>,
+    /// Trust for `https://` stations.
+    tls: Option<Arc<rustls::ClientConfig>>,
     /// Station base URL → its link (or the one being opened).
     peers: Mutex<HashMap<String, Slot>>,
 }
@@ -97,11 +99,16 @@ impl Conn {
 
 impl Links {
     /// Links that leave from `local` and authenticate with `secret`.
-    pub fn new(local: Option<IpAddr>, secret: Option<String>) -> Links {
+    pub fn new(
+        local: Option<IpAddr>,
+        secret: Option<String>,
+        tls: Option<Arc<rustls::ClientConfig>>,
+    ) -> Links {
         Links {
             inner: Arc::new(LinksInner {
                 local,
                 secret,
+                tls,
                 peers: Mutex::new(HashMap::new()),
             }),
         }
@@ -163,12 +170,14 @@ impl Links {
         if let Some(conn) = slot.as_ref().filter(|c| !c.closed.load(Ordering::Acquire)) {
             return Ok(conn.clone());
         }
-        let (reader, writer, leftover) =
-            open(base_url, self.inner.local, self.inner.secret.as_deref())
-                .await
-                .map_err(|e| {
-                    LinkError::Unavailable(format!("cannot open a link to {base_url}: {e}"))
-                })?;
+        let (reader, writer, leftover) = open(
+            base_url,
+            self.inner.local,
+            self.inner.secret.as_deref(),
+            self.inner.tls.as_ref(),
+        )
+        .await
+        .map_err(|e| LinkError::Unavailable(format!("cannot open a link to {base_url}: {e}")))?;
         let (frames, queue) = mpsc::channel(QUEUE);
         let conn = Arc::new(Conn {
             frames,
@@ -208,24 +217,24 @@ impl Links {
     }
 }
 
-/// Connects to `base_url` and upgrades the connection to a link; returns its two halves and any
-/// bytes read past the upgrade answer.
+/// The read half of a link's connection (plain TCP or TLS).
+type LinkReader = Box<dyn AsyncRead + Send + Unpin>;
+/// The write half of a link's connection.
+type LinkWriter = Box<dyn AsyncWrite + Send + Unpin>;
+
+/// Connects to `base_url` (`http://` or, with `tls`, `https://`) and upgrades the connection to a
+/// link; returns its two halves and any bytes read past the upgrade answer.
 async fn open(
     base_url: &str,
     local: Option<IpAddr>,
     secret: Option<&str>,
-) -> std::io::Result<(
-    tokio::net::tcp::OwnedReadHalf,
-    tokio::net::tcp::OwnedWriteHalf,
-    BytesMut,
-)> {
-    let authority = base_url
-        .strip_prefix("http://")
-        .unwrap_or(base_url)
-        .split('/')
-        .next()
-        .unwrap_or_default()
-        .to_string();
+    tls: Option<&Arc<rustls::ClientConfig>>,
+) -> std::io::Result<(LinkReader, LinkWriter, BytesMut)> {
+    let (secure, rest) = match base_url.strip_prefix("https://") {
+        Some(rest) => (true, rest),
+        None => (false, base_url.strip_prefix("http://").unwrap_or(base_url)),
+    };
+    let authority = rest.split('/').next().unwrap_or_default().to_string();
     let address: SocketAddr = tokio::net::lookup_host(&authority)
         .await?
         .next()
@@ -238,8 +247,39 @@ async fn open(
     if let Some(local) = local.filter(|l| l.is_ipv4() == address.is_ipv4()) {
         socket.bind(SocketAddr::new(local, 0))?;
     }
-    let mut stream = socket.connect(address).await?;
+    let stream = socket.connect(address).await?;
     stream.set_nodelay(true)?;
+    if !secure {
+        return upgrade(stream, &authority, secret).await;
+    }
+    let tls = tls.ok_or_else(|| {
+        std::io::Error::other(format!(
+            "{base_url} needs TLS and this station has none set up"
+        ))
+    })?;
+    let host = authority
+        .rsplit_once(':')
+        .map_or(authority.as_str(), |(host, _)| host)
+        .trim_start_matches('[')
+        .trim_end_matches(']')
+        .to_string();
+    let name = rustls_pki_types::ServerName::try_from(host)
+        .map_err(|e| std::io::Error::other(format!("{authority}: {e}")))?;
+    let stream = tokio_rustls::TlsConnector::from(tls.clone())
+        .connect(name, stream)
+        .await?;
+    upgrade(stream, &authority, secret).await
+}
+
+/// Asks for the upgrade on a connected stream and splits it once granted.
+async fn upgrade<S>(
+    mut stream: S,
+    authority: &str,
+    secret: Option<&str>,
+) -> std::io::Result<(LinkReader, LinkWriter, BytesMut)>
+where
+    S: AsyncRead + AsyncWrite + Send + Unpin + 'static,
+{
     let mut upgrade = format!(
         "GET {LINK_PATH} HTTP/1.1\r\nhost: {authority}\r\nconnection: upgrade\r\nupgrade: {LINK_PROTOCOL}\r\n"
     );
@@ -251,6 +291,7 @@ async fn open(
     }
     upgrade.push_str("\r\n");
     stream.write_all(upgrade.as_bytes()).await?;
+    stream.flush().await?;
     let mut buf = BytesMut::with_capacity(8192);
     let head_end = loop {
         if let Some(at) = buf.windows(4).position(|w| w == b"\r\n\r\n") {
@@ -268,8 +309,8 @@ async fn open(
         )));
     }
     let leftover = buf.split_off(head_end);
-    let (reader, writer) = stream.into_split();
-    Ok((reader, writer, leftover))
+    let (reader, writer) = tokio::io::split(stream);
+    Ok((Box::new(reader), Box::new(writer), leftover))
 }
 
 /// Writes the frames queued on `queue`, gathering all that are waiting into one write.
@@ -452,7 +493,7 @@ mod tests {
     #[tokio::test]
     async fn many_requests_share_one_link_and_each_gets_its_own_answer() {
         let url = echo_server().await;
-        let links = Links::new(None, None);
+        let links = Links::new(None, None, None);
         let mut calls = Vec::new();
         for n in 0..200u64 {
             let (links, url) = (links.clone(), url.clone());
@@ -478,7 +519,7 @@ mod tests {
     #[tokio::test]
     async fn a_slow_answer_times_out_and_the_link_keeps_serving() {
         let url = echo_server().await;
-        let links = Links::new(None, None);
+        let links = Links::new(None, None, None);
         let slow = links
             .send(&url, get("/2000"), Duration::from_millis(100))
             .await;
@@ -492,7 +533,7 @@ mod tests {
 
     #[tokio::test]
     async fn an_unreachable_or_refusing_station_is_unavailable() {
-        let links = Links::new(None, None);
+        let links = Links::new(None, None, None);
         // A port nobody listens on.
         let closed = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
         let url = format!("http://{}", closed.local_addr().unwrap());
@@ -539,7 +580,7 @@ mod tests {
                 serve_echo(stream).await;
             }
         });
-        let links = Links::new(None, None);
+        let links = Links::new(None, None, None);
         let silent = links
             .send(&url, get("/a"), Duration::from_millis(200))
             .await;
@@ -570,7 +611,7 @@ mod tests {
                 }
             }
         });
-        let links = Links::new(None, None);
+        let links = Links::new(None, None, None);
         let broken = links.send(&url, get("/a"), Duration::from_secs(5)).await;
         assert!(
             matches!(broken, Err(LinkError::Unavailable(_))),

@@ -284,4 +284,20 @@ mod tests {
             assert_eq!(err.code, "invalid_object_id", "{path}");
         }
     }
+
+    proptest::proptest! {
+        #![proptest_config(proptest::prelude::ProptestConfig::with_cases(2000))]
+
+        /// Any path, percent-escapes included: no panic, and an accepted id is a valid one with
+        /// the rest of the path passed on unchanged.
+        #[test]
+        fn any_object_path_splits_safely(tail in "(%[0-9a-fA-F]{2}|%|[a-zA-Z0-9./_~-]|\\PC){0,60}") {
+            let path = format!("/objects/{tail}");
+            if let Ok((id, rest)) = split_object_path(&path) {
+                proptest::prop_assert!(crate::station::validate_object_id(&id).is_ok());
+                proptest::prop_assert!(rest.starts_with('/'));
+                proptest::prop_assert!(rest == "/" || path.ends_with(&rest));
+            }
+        }
+    }
 }

@@ -74,4 +74,26 @@ mod tests {
             assert!(validate_object_id(id).is_err(), "{id:?}");
         }
     }
+
+    proptest::proptest! {
+        #![proptest_config(proptest::prelude::ProptestConfig::with_cases(2000))]
+
+        /// Whatever the input, an accepted id is one plain directory name under the data dir.
+        #[test]
+        fn an_accepted_id_is_one_safe_path_component(id in "\\PC{0,140}|[a-z0-9._/%-]{0,140}") {
+            if validate_object_id(&id).is_ok() {
+                let joined = std::path::Path::new("/data/objects").join(&id);
+                proptest::prop_assert_eq!(joined.parent(), Some(std::path::Path::new("/data/objects")));
+                proptest::prop_assert!(!id.contains(".."));
+                proptest::prop_assert!(id.len() <= MAX_ID_LEN);
+                proptest::prop_assert!(id.bytes().all(|b| b.is_ascii_lowercase() || b.is_ascii_digit() || b"_.-".contains(&b)));
+            }
+        }
+
+        /// Every id the rule describes is accepted.
+        #[test]
+        fn every_id_of_the_rule_is_accepted(id in "[a-z0-9][a-z0-9_-]{0,127}") {
+            proptest::prop_assert!(validate_object_id(&id).is_ok(), "{:?}", id);
+        }
+    }
 }

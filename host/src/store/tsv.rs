@@ -141,4 +141,34 @@ pub(crate) mod tests {
         assert!(field_u64(&rec, 3, "d").is_err());
         assert!(field_u64(&rec, 4, "e").is_err());
     }
+
+    proptest::proptest! {
+        #![proptest_config(proptest::prelude::ProptestConfig::with_cases(1000))]
+
+        /// Any records of any strings (tabs, quotes, CR, LF, unicode) read back exactly.
+        #[test]
+        fn any_records_round_trip(records in proptest::collection::vec(
+            proptest::collection::vec("\\PC*|[\t\r\n\"\\\\ a]*", 1..6), 1..8)
+        ) {
+            let mut bytes = Vec::new();
+            for record in &records {
+                encode_record(&mut bytes, record);
+            }
+            let mut rdr = reader(&bytes[..]);
+            let mut got = Vec::new();
+            for rec in rdr.byte_records() {
+                let rec = rec.expect("a record the encoder wrote");
+                got.push(rec.iter().map(|f| String::from_utf8(f.to_vec()).unwrap()).collect::<Vec<_>>());
+            }
+            proptest::prop_assert_eq!(got, records);
+        }
+
+        /// Arbitrary bytes never panic the reader (damaged files are reported, not crashed on).
+        #[test]
+        fn any_bytes_read_without_panic(bytes in proptest::collection::vec(proptest::prelude::any::<u8>(), 0..512)) {
+            for rec in reader(&bytes[..]).byte_records() {
+                let _ = rec;
+            }
+        }
+    }
 }

@@ -143,4 +143,49 @@ mod tests {
             Verdict::Malformed(_)
         ));
     }
+
+    proptest::proptest! {
+        #![proptest_config(proptest::prelude::ProptestConfig::with_cases(1000))]
+
+        /// A well-formed head, however the network splits it, is complete exactly at its end.
+        #[test]
+        fn a_head_split_anywhere_completes_at_its_end(
+            path in "/[a-z0-9/?=&%]{0,40}",
+            values in proptest::collection::vec("[ -~]{0,30}", 0..10),
+            cuts in proptest::collection::vec(1usize..20, 0..40),
+        ) {
+            let mut head = format!("POST {path} HTTP/1.1\r\n");
+            for (i, value) in values.iter().enumerate() {
+                head.push_str(&format!("x-h{i}: {}\r\n", value.trim()));
+            }
+            head.push_str("\r\n");
+            let bytes = head.as_bytes();
+            let mut scan = HeadScan::default();
+            let mut at = 0;
+            for cut in cuts.iter().chain(std::iter::repeat(&7)) {
+                let end = (at + cut).min(bytes.len());
+                let verdict = scan.feed(&bytes[at..end]);
+                at = end;
+                if at == bytes.len() {
+                    proptest::prop_assert_eq!(verdict, Verdict::Complete);
+                    break;
+                }
+                proptest::prop_assert_eq!(verdict, Verdict::Incomplete);
+            }
+        }
+
+        /// Any bytes in any pieces: a verdict, never a panic, and never past the size limit.
+        #[test]
+        fn any_bytes_get_a_verdict(chunks in proptest::collection::vec(
+            proptest::collection::vec(proptest::prelude::any::<u8>(), 0..300), 0..20)
+        ) {
+            let mut scan = HeadScan::default();
+            for chunk in &chunks {
+                if scan.feed(chunk) != Verdict::Incomplete {
+                    break;
+                }
+                proptest::prop_assert!(scan.partial.len() <= MAX_HEAD_BYTES + 300);
+            }
+        }
+    }
 }

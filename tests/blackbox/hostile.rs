@@ -186,11 +186,19 @@ fn oversized_and_malformed_heads_get_json_errors() {
     .unwrap();
     assert_json_error(&read_to_close(&mut many), 431, "headers_too_large");
 
-    let mut garbage = connect(&st);
-    garbage
-        .write_all(b"GET /objects/kv/a HTTP/1.1\r\nno colon here\r\n\r\n")
-        .unwrap();
-    assert_json_error(&read_to_close(&mut garbage), 400, "bad_request");
+    for head in [
+        "GET /objects/kv/a HTTP/1.1\r\nno colon here\r\n\r\n",
+        "PUT /objects/kv/a HTTP/1.1\r\nHost: x\r\nContent-Length: abc\r\n\r\n",
+        "PUT /objects/kv/a HTTP/1.1\r\nHost: x\r\nContent-Length: 1\r\nContent-Length: 2\r\n\r\nab",
+        "PUT /objects/kv/a HTTP/1.1\r\nHost: x\r\nTransfer-Encoding: gzip\r\n\r\n",
+        "GET /objects/kv/a b HTTP/1.1\r\nHost: x\r\n\r\n",
+        "GET http://[::1 HTTP/1.1\r\nHost: x\r\n\r\n",
+    ] {
+        let mut garbage = connect(&st);
+        garbage.write_all(head.as_bytes()).unwrap();
+        assert_json_error(&read_to_close(&mut garbage), 400, "bad_request");
+    }
+    st.call("GET", "kv", "/a", Vec::new()).expect(404);
 
     // Headers just under the limits still work.
     let r = request_with(

@@ -73,13 +73,56 @@ impl HeadScan {
 /// Parses `head` as hyper will (httparse, the same parser and defaults).
 fn check(head: &[u8]) -> Verdict {
     let mut headers = [httparse::EMPTY_HEADER; MAX_HEADERS];
-    match httparse::Request::new(&mut headers).parse(head) {
+    let mut request = httparse::Request::new(&mut headers);
+    match request.parse(head) {
         Ok(httparse::Status::Complete(length)) if length > MAX_HEAD_BYTES => Verdict::TooLarge,
-        Ok(httparse::Status::Complete(_)) => Verdict::Complete,
+        Ok(httparse::Status::Complete(_)) => match framing_error(&request) {
+            Some(why) => Verdict::Malformed(why.to_string()),
+            None => Verdict::Complete,
+        },
         Ok(httparse::Status::Partial) if head.len() > MAX_HEAD_BYTES => Verdict::TooLarge,
         Ok(httparse::Status::Partial) => Verdict::Incomplete,
         Err(httparse::Error::TooManyHeaders) => Verdict::TooManyHeaders,
         Err(e) => Verdict::Malformed(e.to_string()),
+    }
+}
+
+/// What hyper would refuse in a parsed head beyond the parser's own checks: the request target,
+/// and the headers that frame the body.
+fn framing_error(request: &httparse::Request<'_, '_>) -> Option<&'static str> {
+    if request
+        .path
+        .is_none_or(|path| axum::http::Uri::try_from(path).is_err())
+    {
+        return Some("the request target is not a valid URI");
+    }
+    let mut length: Option<&str> = None;
+    let mut last_coding: Option<String> = None;
+    for header in request.headers.iter() {
+        if header.name.eq_ignore_ascii_case("content-length") {
+            let Ok(value) = std::str::from_utf8(header.value) else {
+                return Some("Content-Length is not a number");
+            };
+            for part in value.split(',').map(str::trim) {
+                if part.is_empty() || !part.bytes().all(|b| b.is_ascii_digit()) || part.len() > 19 {
+                    return Some("Content-Length is not a number");
+                }
+                let part = part.trim_start_matches('0');
+                match length {
+                    Some(seen) if seen != part => return Some("conflicting Content-Length values"),
+                    _ => length = Some(part),
+                }
+            }
+        } else if header.name.eq_ignore_ascii_case("transfer-encoding") {
+            let value = String::from_utf8_lossy(header.value);
+            if let Some(coding) = value.rsplit(',').map(str::trim).find(|c| !c.is_empty()) {
+                last_coding = Some(coding.to_ascii_lowercase());
+            }
+        }
+    }
+    match last_coding {
+        Some(coding) if coding != "chunked" => Some("Transfer-Encoding must end with chunked"),
+        _ => None,
     }
 }
 
@@ -142,6 +185,31 @@ mod tests {
             HeadScan::default().feed(b"\x16\x03\x01\x02\x00"),
             Verdict::Malformed(_)
         ));
+        for bad in [
+            "POST / HTTP/1.1\r\nContent-Length: abc\r\n\r\n",
+            "POST / HTTP/1.1\r\nContent-Length: 1\r\nContent-Length: 2\r\n\r\n",
+            "POST / HTTP/1.1\r\nTransfer-Encoding: gzip\r\n\r\n",
+            "GET http://[::1 HTTP/1.1\r\n\r\n",
+        ] {
+            assert!(
+                matches!(
+                    HeadScan::default().feed(bad.as_bytes()),
+                    Verdict::Malformed(_)
+                ),
+                "{bad:?}"
+            );
+        }
+        for good in [
+            "POST / HTTP/1.1\r\nContent-Length: 2\r\ncontent-length: 02\r\n\r\n",
+            "POST / HTTP/1.1\r\nTransfer-Encoding: gzip, chunked\r\n\r\n",
+            "GET /a?b=c%20d HTTP/1.1\r\n\r\n",
+        ] {
+            assert_eq!(
+                HeadScan::default().feed(good.as_bytes()),
+                Verdict::Complete,
+                "{good:?}"
+            );
+        }
     }
 
     proptest::proptest! {

@@ -43,20 +43,21 @@ fn a_client_that_hangs_up_mid_call_leaves_the_object_serving() {
     // Hang up while the handler runs.
     drop(s);
 
-    // The next call is served normally (it queues behind the abandoned one, which runs to
-    // completion and commits).
+    // The next call is served normally: the abandoned call either finished and committed, or
+    // was dropped with its instance replaced and committed nothing.
     let v = st.call("POST", "mb", "/ok", "after").expect_json(200);
     assert_eq!(v["x"], "after", "{v}");
     let state = st.get_json("/objects/mb?state=true");
-    assert_eq!(
-        state["state"]["slow"], "1",
-        "the abandoned call did not run to completion: {state}"
-    );
+    let slow_before = match &state["state"]["slow"] {
+        serde_json::Value::Null => 0,
+        serde_json::Value::String(n) if n == "1" => 1,
+        other => panic!("the abandoned call left slow = {other}: {state}"),
+    };
     // And again: the instance is healthy, not merely replaced once.
     let v = st
         .call("POST", "mb", "/slow?ms=1", Vec::new())
         .expect_json(200);
-    assert_eq!(v["count"], 2, "{v}");
+    assert_eq!(v["count"], slow_before + 1, "{v}");
     let logs = st.get_json("/objects/mb?logs=true");
     let errors: Vec<_> = logs["logs"]
         .as_array()

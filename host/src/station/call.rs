@@ -42,6 +42,33 @@ impl<'a> InFlight<'a> {
     }
 }
 
+/// The turn while its handler runs: dropped before [`RunningCall::finish`] (the call's future was
+/// dropped mid-handler), it replaces the instance, which could not be entered again.
+struct RunningCall<'a, 'b>(Option<&'a mut tokio::sync::MutexGuard<'b, Option<Activation>>>);
+
+impl RunningCall<'_, '_> {
+    /// The instance the handler runs in.
+    fn activation(&mut self) -> &mut Activation {
+        self.0
+            .as_mut()
+            .and_then(|turn| turn.as_mut())
+            .expect("an activation is present while its call runs")
+    }
+
+    /// The handler returned: the instance stays.
+    fn finish(mut self) {
+        self.0 = None;
+    }
+}
+
+impl Drop for RunningCall<'_, '_> {
+    fn drop(&mut self) {
+        if let Some(turn) = self.0.take() {
+            **turn = None;
+        }
+    }
+}
+
 /// A call counted against its object's queue quota until dropped.
 struct QueueSlot(Arc<LiveObject>);
 
@@ -122,31 +149,11 @@ impl Station {
     /// Calls an object. `chain` is `None` for a call arriving over HTTP (a new chain starts with
     /// `request_id`) and the caller's chain for an object-to-object call.
     ///
-    /// The call runs on its own task, so it is never dropped half-way: a caller that goes away
-    /// (a client that hangs up, an abandoned forward) leaves the call to run to completion and
-    /// commit within its deadline. Dropping a handler while it runs would leave its instance
-    /// unable to be entered again, and dropping it between commit and durability would leave
-    /// the log without its end line.
+    /// Dropping the returned future abandons the call (a client that hangs up): if its handler
+    /// was running, the instance it ran in is replaced (a handler dropped half-way leaves its
+    /// instance unable to be entered again) and its writes are discarded; a call whose batch was
+    /// already committed stays committed.
     pub async fn call(
-        &self,
-        id: &str,
-        request: ObjectRequest,
-        request_id: String,
-        chain: Option<CallChain>,
-    ) -> Result<CallResult, Error> {
-        let station = self.clone();
-        let id = id.to_string();
-        let task =
-            tokio::spawn(async move { station.call_here(&id, request, request_id, chain).await });
-        match task.await {
-            Ok(result) => result,
-            Err(failure) if failure.is_panic() => std::panic::resume_unwind(failure.into_panic()),
-            Err(failure) => Err(Error::Internal(format!("call task cancelled: {failure}"))),
-        }
-    }
-
-    /// [`Station::call`] on the current task.
-    async fn call_here(
         &self,
         id: &str,
         request: ObjectRequest,
@@ -293,7 +300,6 @@ impl Station {
         if turn.is_none() {
             *turn = Some(self.activate(object, &compiled).await?);
         }
-        let activation = turn.as_mut().expect("activation present");
         let reader: Arc<dyn StateReader> = match &state {
             Some(state) => Arc::new(CommittedState(state.clone())),
             None => Arc::new(NoState),
@@ -306,7 +312,13 @@ impl Station {
             stateless: object.stateless,
             write_quota_bytes: slot.meters.quota.write_bytes,
         };
-        let outcome = activation.call(request, ctx).await;
+        let outcome = {
+            // If this future is dropped while the handler runs, the guard replaces the instance.
+            let mut running = RunningCall(Some(&mut turn));
+            let outcome = running.activation().call(request, ctx).await;
+            running.finish();
+            outcome
+        };
         let (response, ticket) = match outcome {
             Ok(outcome) => {
                 let response = outcome.response;

@@ -2,7 +2,8 @@
 //!
 //! # Layout
 //! - [`cli`]: the command line (clap) and the client verbs that talk to a station over HTTP.
-//! - [`api`]: the REST API (axum): routes, parsing, and the one error-to-status mapping.
+//! - [`api`]: the REST API (axum): routes, parsing, and the one error-to-status mapping; its
+//!   `server` is the HTTP/1.1 accept loop with the connection limits and timeouts.
 //! - [`station`]: the deployed objects, their turn queues and live instances; where a call goes
 //!   through the runtime and its writes through the store.
 //! - [`runtime`]: wasmtime: compiling, validating and instantiating components, host imports,
@@ -12,6 +13,7 @@
 //! - [`cluster`]: the ownership directory (embedded Raft), membership (chitchat gossip),
 //!   placement hints and station-to-station forwarding.
 //! - [`watch`]: hot deploy from a watched directory.
+//! - [`tls`]: rustls configuration for the HTTPS listener and every client's trust.
 //!
 //! [`run`] connects them: it is the only code that sees every module.
 

@@ -1312,6 +1312,29 @@ const WRITE_LOAD_LIMIT: Duration = Duration::from_secs(120);
 
 /// A blocking HTTP client for talking to stations: no proxy, every request bounded by
 /// `HTTP_TIMEOUT` unless it says otherwise.
+/// How many calls of object `id` whose line contains `route` have started (their `call.start`
+/// is in the object's log).
+pub fn calls_started(st: &Station, id: &str, route: &str) -> usize {
+    let logs = st.get_json(&format!("/objects/{id}?logs=true&limit=10000"));
+    logs["logs"]
+        .as_array()
+        .expect("logs")
+        .iter()
+        .filter(|e| {
+            e["event"] == "call.start" && e["message"].as_str().is_some_and(|m| m.contains(route))
+        })
+        .count()
+}
+
+/// Waits until `n` calls of object `id` matching `route` have started (see [`calls_started`]).
+pub fn wait_calls_started(st: &Station, id: &str, route: &str, n: usize) {
+    poll(
+        &format!("{n} call.start of {route} in {id}'s log"),
+        Duration::from_secs(30),
+        || (calls_started(st, id, route) >= n).then_some(()),
+    );
+}
+
 /// [`http_client`] trusting the CA in the PEM file `ca` for https.
 pub fn https_client(ca: &Path) -> reqwest::blocking::Client {
     let pem = std::fs::read(ca).expect("read CA");

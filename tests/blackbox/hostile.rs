@@ -7,26 +7,6 @@ use std::time::Duration;
 
 use crate::harness::*;
 
-/// Waits until the object's log shows the start of a call whose line contains `route`.
-fn wait_call_started(st: &Station, id: &str, route: &str) {
-    poll(
-        &format!("call.start of {route} in {id}'s log"),
-        Duration::from_secs(30),
-        || {
-            let logs = st.get_json(&format!("/objects/{id}?logs=true"));
-            logs["logs"]
-                .as_array()
-                .expect("logs")
-                .iter()
-                .any(|e| {
-                    e["event"] == "call.start"
-                        && e["message"].as_str().is_some_and(|m| m.contains(route))
-                })
-                .then_some(())
-        },
-    );
-}
-
 #[test]
 fn a_client_that_hangs_up_mid_call_leaves_the_object_serving() {
     let st = Station::start(Opts::new());
@@ -39,7 +19,7 @@ fn a_client_that_hangs_up_mid_call_leaves_the_object_serving() {
         "POST /objects/mb/slow?ms=1500 HTTP/1.1\r\nHost: 127.0.0.1\r\nContent-Length: 0\r\n\r\n"
     )
     .unwrap();
-    wait_call_started(&st, "mb", "/slow");
+    wait_calls_started(&st, "mb", "/slow", 1);
     // Hang up while the handler runs.
     drop(s);
 

@@ -30,22 +30,7 @@ fn an_endless_loop_hits_the_deadline_and_the_station_keeps_serving() {
     });
 
     // Wait until the loop call has started (its call.start is in the log)...
-    poll(
-        "call.start of POST /loop in the log",
-        Duration::from_secs(30),
-        || {
-            let logs = st.get_json("/objects/mb?logs=true");
-            logs["logs"]
-                .as_array()
-                .expect("logs")
-                .iter()
-                .any(|e| {
-                    e["event"] == "call.start"
-                        && e["message"].as_str().is_some_and(|m| m.contains("/loop"))
-                })
-                .then_some(())
-        },
-    );
+    wait_calls_started(&st, "mb", "/loop", 1);
     assert!(
         rx.try_recv().is_err(),
         "the loop call ended before its start could be observed (was the log view blocked by the running call?)"

@@ -96,19 +96,7 @@ fn calls_past_the_queue_quota_get_429_too_busy() {
         })
         .collect();
     // Both are in: one running, one waiting for its turn.
-    poll("two slow calls to start", Duration::from_secs(30), || {
-        let logs = st.get_json("/objects/mb?logs=true");
-        let started = logs["logs"]
-            .as_array()
-            .expect("logs")
-            .iter()
-            .filter(|e| {
-                e["event"] == "call.start"
-                    && e["message"].as_str().is_some_and(|m| m.contains("/slow"))
-            })
-            .count();
-        (started == 2).then_some(())
-    });
+    wait_calls_started(&st, "mb", "/slow", 2);
     let r = st.call("POST", "mb", "/ok", "third");
     assert_eq!(r.header("retry-after"), Some("1"), "{}", r.text());
     r.expect_error(429, "too_busy");

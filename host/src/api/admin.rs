@@ -115,6 +115,9 @@ pub(super) async fn deploy(
 ) -> Result<Response, ApiError> {
     let id = object_id(path)?;
     let query = query_pairs(query.as_deref());
+    let bytes = read_body(body, api.config.max_component_bytes).await?;
+    // The body is read before the query is judged: answering a deploy before reading its body
+    // would have the connection reset under a client still sending it, losing the answer.
     // `quota=state-mb=64,rate=10` sets the object's overrides, `quota=default` clears them;
     // without it the current version's carry over.
     let quota = match query.iter().find(|(k, _)| k == "quota") {
@@ -125,7 +128,6 @@ pub(super) async fn deploy(
                 .map_err(|e| ApiError::bad_request("bad_quota", e.to_string()))?,
         ),
     };
-    let bytes = read_body(body, api.config.max_component_bytes).await?;
     let note = query
         .iter()
         .find(|(k, _)| k == "note")

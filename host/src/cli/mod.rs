@@ -371,14 +371,14 @@ impl ServeArgs {
         if self.deadline_ms == 0 {
             anyhow::bail!("--deadline-ms must be positive");
         }
-        for (flag, value) in [
-            ("--max-connections", self.max_connections as u64),
-            ("--keep-alive-secs", self.keep_alive_secs),
-            ("--header-timeout-secs", self.header_timeout_secs),
-            ("--body-timeout-secs", self.body_timeout_secs),
+        for (flag, value, most) in [
+            ("--max-connections", self.max_connections as u64, 1_000_000),
+            ("--keep-alive-secs", self.keep_alive_secs, 86_400),
+            ("--header-timeout-secs", self.header_timeout_secs, 86_400),
+            ("--body-timeout-secs", self.body_timeout_secs, 86_400),
         ] {
-            if value == 0 {
-                anyhow::bail!("{flag} must be at least 1");
+            if value == 0 || value > most {
+                anyhow::bail!("{flag} must be between 1 and {most}, not {value}");
             }
         }
         for (flag, value) in [
@@ -420,6 +420,24 @@ mod tests {
             panic!()
         };
         assert!(args.validate().is_err());
+    }
+
+    #[test]
+    fn connection_limits_and_timeouts_are_bounded() {
+        for (flag, value) in [
+            ("--max-connections", "0"),
+            ("--max-connections", "99999999999"),
+            ("--keep-alive-secs", "18446744073709551615"),
+            ("--header-timeout-secs", "0"),
+            ("--body-timeout-secs", "86401"),
+        ] {
+            let cli = Cli::parse_from(["host", "serve", flag, value]);
+            let Command::Serve(args) = cli.command else {
+                panic!()
+            };
+            let error = args.validate().expect_err("out of range");
+            assert!(error.to_string().contains(flag), "{error}");
+        }
     }
 
     #[test]

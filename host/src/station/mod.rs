@@ -29,7 +29,7 @@ pub use replica::{ApplyOutcome, Copied, ObjectExport, Paused, Precopy, Replicati
 pub use services::RemoteCalls;
 
 use crate::runtime::{self, Activation, CompiledObject, Runtime};
-use crate::store::{self, ObjectState, Store, VersionRecord};
+use crate::store::{self, ObjectState, Store, VersionRecord, now_ms};
 
 pub use quota::{BadQuota, Quota, QuotaOverrides};
 
@@ -729,12 +729,4 @@ async fn blocking<T: Send + 'static>(f: impl FnOnce() -> T + Send + 'static) -> 
     tokio::task::spawn_blocking(f)
         .await
         .map_err(|e| Error::Internal(format!("blocking task failed: {e}")))
-}
-
-/// Milliseconds since the Unix epoch.
-pub(crate) fn now_ms() -> u64 {
-    std::time::SystemTime::now()
-        .duration_since(std::time::UNIX_EPOCH)
-        .map(|d| d.as_millis() as u64)
-        .unwrap_or(0)
 }

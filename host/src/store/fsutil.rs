@@ -1,11 +1,11 @@
-//! Small file-system helpers: durable directory entries, atomic file replacement, a bounded cache of open
-//! file handles, the object-id guard, and wall-clock milliseconds.
+//! Small file-system helpers: durable directory entries, atomic file replacement, whether files share a file
+//! system, a bounded cache of open file handles, the object-id guard, and wall-clock milliseconds.
 
 use std::collections::HashMap;
 use std::fs::{self, File, OpenOptions};
 use std::hash::Hash;
-use std::io::Write;
-use std::path::Path;
+use std::io::{self, Write};
+use std::path::{Path, PathBuf};
 use std::time::{SystemTime, UNIX_EPOCH};
 
 use super::error::{Error, IoContext};
@@ -64,29 +64,72 @@ pub(crate) fn create_dir_durable(dir: &Path) -> Result<(), Error> {
     Ok(())
 }
 
-/// Replaces `path` with `bytes` atomically: write `path.tmp`, fsync it, rename it over `path`, fsync the
-/// directory. A crash leaves either the old file or the new one.
-pub(crate) fn write_atomic(path: &Path, bytes: &[u8]) -> Result<(), Error> {
+/// The temp file a replace of `path` writes first: `{path}.tmp`.
+pub(crate) fn tmp_path(path: &Path) -> PathBuf {
     let mut tmp_name = path.as_os_str().to_owned();
     tmp_name.push(".tmp");
-    let tmp = Path::new(&tmp_name);
+    PathBuf::from(tmp_name)
+}
+
+/// Replaces `path` with what `write` writes: into [`tmp_path`] (created or truncated), fsynced, then renamed
+/// over `path`; the caller fsyncs the directory. On failure the temp file is removed and `path` is untouched;
+/// the error comes with the path it concerns (the temp file, or `path` if the rename failed).
+pub(crate) fn replace_file(
+    path: &Path,
+    write: impl FnOnce(&mut File) -> io::Result<()>,
+) -> Result<(), (PathBuf, io::Error)> {
+    let tmp = tmp_path(path);
     let result = (|| {
         let mut f = OpenOptions::new()
             .write(true)
             .create(true)
             .truncate(true)
-            .open(tmp)
-            .at(tmp)?;
-        f.write_all(bytes).at(tmp)?;
-        f.sync_all().at(tmp)?;
+            .open(&tmp)
+            .map_err(|e| (tmp.clone(), e))?;
+        write(&mut f)
+            .and_then(|()| f.sync_all())
+            .map_err(|e| (tmp.clone(), e))?;
         drop(f);
-        fs::rename(tmp, path).at(path)
+        fs::rename(&tmp, path).map_err(|e| (path.to_path_buf(), e))
     })();
     if result.is_err() {
-        let _ = fs::remove_file(tmp);
+        let _ = fs::remove_file(&tmp);
     }
-    result?;
+    result
+}
+
+/// Replaces `path` with `bytes` atomically: write `path.tmp`, fsync it, rename it over `path`, fsync the
+/// directory. A crash leaves either the old file or the new one.
+pub(crate) fn write_atomic(path: &Path, bytes: &[u8]) -> Result<(), Error> {
+    replace_file(path, |f| f.write_all(bytes)).map_err(|(at, e)| Error::io(at, e))?;
     fsync_dir(path.parent().unwrap_or(Path::new(".")))
+}
+
+/// Whether two paths are on one file system (so syncing the file system of one covers the other).
+pub(crate) fn same_file_system(a: &Path, b: &Path) -> bool {
+    let a = file_system(fs::metadata(a));
+    a.is_some() && a == file_system(fs::metadata(b))
+}
+
+/// True if every file is on the file system of the first (so one `syncfs` covers them all).
+pub(crate) fn same_file_system_all(files: &[&File]) -> bool {
+    let first = files.first().and_then(|f| file_system(f.metadata()));
+    first.is_some() && files.iter().all(|f| file_system(f.metadata()) == first)
+}
+
+/// The id of the file system (device) holding a file, from its metadata; `None` if that failed, and off
+/// Linux (where the store never syncs a whole file system).
+fn file_system(metadata: io::Result<fs::Metadata>) -> Option<u64> {
+    #[cfg(target_os = "linux")]
+    {
+        use std::os::unix::fs::MetadataExt;
+        metadata.ok().map(|m| m.dev())
+    }
+    #[cfg(not(target_os = "linux"))]
+    {
+        let _ = metadata;
+        None
+    }
 }
 
 /// A map of open handles bounded to `capacity` entries; inserting past it drops (closes) the least recently

@@ -4,7 +4,7 @@
 //!
 //! ```text
 //! data/station.tsv                  station id and creation time          station.rs
-//! data/state/{id}/state.tsv         append-only batches of set/del        state.rs (index, recovery), writer.rs
+//! data/state/{id}/state.tsv         append-only batches of set/del        state/ (index, recovery), writer.rs
 //! data/logs/{id}/log.tsv            the object's log, rotated             logs.rs
 //! data/objects/{id}/versions.tsv    deployed versions; v{N}.wasm bytes    versions.rs
 //! data/objects/{id}/placement.tsv   the object's placement as last known  versions.rs
@@ -78,6 +78,8 @@ pub use state::{
     Usage, Write,
 };
 pub use versions::{Placement, Role, VersionRecord, VersionStore};
+
+pub(crate) use fsutil::now_ms;
 
 use error::IoContext;
 use fsutil::{check_id, create_dir_durable, fsync_dir};

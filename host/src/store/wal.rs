@@ -195,21 +195,6 @@ pub(crate) fn replay(
     Ok(replayed)
 }
 
-/// Whether two paths are on one file system (so syncing the file system of one covers the other).
-#[cfg(target_os = "linux")]
-pub(crate) fn same_file_system(a: &Path, b: &Path) -> bool {
-    use std::os::unix::fs::MetadataExt;
-    match (std::fs::metadata(a), std::fs::metadata(b)) {
-        (Ok(a), Ok(b)) => a.dev() == b.dev(),
-        _ => false,
-    }
-}
-
-#[cfg(not(target_os = "linux"))]
-pub(crate) fn same_file_system(_a: &Path, _b: &Path) -> bool {
-    false
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;

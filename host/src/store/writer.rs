@@ -27,8 +27,10 @@ use std::thread::{self, JoinHandle};
 
 use super::Durability;
 use super::error::Error;
-use super::fsutil::{HandleCache, fsync_dir};
-use super::state::{Install, ObjInner, write_compacted};
+use super::fsutil::{
+    HandleCache, fsync_dir, replace_file, same_file_system, same_file_system_all, tmp_path,
+};
+use super::state::{Install, ObjInner, Row, write_compacted};
 use super::wal::{self, Wal};
 
 /// Open `state.tsv` handles the writer keeps.
@@ -93,7 +95,7 @@ pub(crate) fn spawn(
     let wal = if fsync {
         let wal = Wal::open(wal_path)?;
         let state_dir = wal_path.parent().unwrap_or(Path::new("."));
-        if wal::same_file_system(wal_path, state_dir) {
+        if same_file_system(wal_path, state_dir) {
             Some(wal)
         } else {
             drop(wal);
@@ -374,7 +376,7 @@ impl Writer {
     /// objects committing at once would otherwise pay one flush each, one after the other).
     fn sync(&mut self, round: &mut [Entry]) {
         let files: Vec<&File> = round.iter().filter_map(|e| e.file.as_ref()).collect();
-        if files.len() >= SYNCFS_MIN_FILES && same_file_system(&files) {
+        if files.len() >= SYNCFS_MIN_FILES && same_file_system_all(&files) {
             self.stats.fsyncs.fetch_add(1, Ordering::Relaxed);
             if let Err(e) = syncfs(files[0]) {
                 for entry in round.iter_mut().filter(|e| e.file.is_some()) {
@@ -462,39 +464,16 @@ impl Writer {
 /// untouched; the error comes with the temp file's path.
 fn replace_with_rows(
     path: &Path,
-    rows: &[super::state::Row],
+    rows: &[Row],
     head: Option<&str>,
 ) -> Result<(), (PathBuf, io::Error)> {
-    let mut tmp_name = path.as_os_str().to_owned();
-    tmp_name.push(".tmp");
-    let tmp = PathBuf::from(tmp_name);
-    let written = (|| {
-        let f = File::create(&tmp)?;
+    replace_file(path, |f| {
         let mut w = BufWriter::with_capacity(256 * 1024, f);
         write_compacted(&mut w, rows, head)?;
-        let f = w.into_inner().map_err(|e| e.into_error())?;
-        f.sync_all()?;
-        drop(f);
-        fs::rename(&tmp, path)
-    })();
-    written.map_err(|e| {
-        let _ = fs::remove_file(&tmp);
-        (tmp, e)
+        w.into_inner().map_err(|e| e.into_error())?;
+        Ok(())
     })
-}
-
-/// True if every file is on the file system of the first (so one `syncfs` covers them all).
-#[cfg(target_os = "linux")]
-fn same_file_system(files: &[&File]) -> bool {
-    use std::os::unix::fs::MetadataExt;
-    let dev = |f: &File| f.metadata().map(|m| m.dev()).ok();
-    let first = files.first().and_then(|f| dev(f));
-    first.is_some() && files.iter().all(|f| dev(f) == first)
-}
-
-#[cfg(not(target_os = "linux"))]
-fn same_file_system(_files: &[&File]) -> bool {
-    false
+    .map_err(|(_, e)| (tmp_path(path), e))
 }
 
 /// Writes back and flushes the whole file system holding `file` (Linux `syncfs(2)`; since Linux 5.8 it
@@ -513,7 +492,7 @@ fn syncfs(file: &File) -> io::Result<()> {
 
 #[cfg(not(target_os = "linux"))]
 fn syncfs(_file: &File) -> io::Result<()> {
-    unreachable!("same_file_system is false off Linux")
+    unreachable!("same_file_system_all is false off Linux")
 }
 
 /// Marks the object failed after an I/O error and logs it.

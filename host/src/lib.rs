@@ -43,17 +43,19 @@ pub async fn run(
     shutdown: impl Future<Output = ()> + Send + 'static,
 ) -> anyhow::Result<()> {
     let args = &config.args;
-    let store = store::Store::open(store::StoreConfig {
-        data_dir: args.data.clone(),
+    let store_config = store::StoreConfig {
         durability: match args.durability {
             DurabilityArg::Fsync => store::Durability::Fsync,
             DurabilityArg::None => store::Durability::None,
         },
         history_versions: args.history,
-        log_max_bytes: 8 << 20,
-        log_keep_files: 3,
-    })
-    .with_context(|| format!("opening the data directory {}", args.data.display()))?;
+        ..store::StoreConfig::new(args.data.clone())
+    };
+    // Opening replays the write-ahead log and recovers files: blocking I/O, off the async workers.
+    let store = tokio::task::spawn_blocking(move || store::Store::open(store_config))
+        .await
+        .context("opening the data directory")?
+        .with_context(|| format!("opening the data directory {}", args.data.display()))?;
     let runtime = runtime::Runtime::new(runtime::RuntimeConfig {
         cache_dir: args.data.join("cache"),
         memory_limit_bytes: (args.memory_mb as usize) << 20,

@@ -1,5 +1,6 @@
 //! The `host` binary: parse the command line, set up logging, dispatch, map errors to exit codes.
 
+use anyhow::Context as _;
 use clap::Parser;
 use host::cli::{Cli, Command, client, scaffold};
 
@@ -103,6 +104,20 @@ async fn dispatch(command: Command) -> anyhow::Result<()> {
                     println!("deploy it: host deploy {name}.wasm");
                 }
             }
+            Ok(())
+        }
+        Command::Repair { data } => {
+            let config = host::store::StoreConfig::new(data.clone());
+            let report = tokio::task::spawn_blocking(move || host::store::repair(&config))
+                .await?
+                .with_context(|| format!("repairing {}", data.display()))?;
+            print!("{}", report.text);
+            println!(
+                "repair: {} damaged file(s), {} batch(es) lost; copies and report in {}",
+                report.damaged_files,
+                report.lost_batches,
+                report.backup_dir.display()
+            );
             Ok(())
         }
         Command::Build { app, output } => {

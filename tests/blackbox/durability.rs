@@ -1,4 +1,4 @@
-//! No lost updates under concurrency; no acknowledged write lost in a crash.
+//! No lost updates under concurrency; no acknowledged write lost in a crash; damage refused, then repaired.
 
 use std::collections::BTreeSet;
 use std::sync::Arc;
@@ -260,4 +260,81 @@ fn a_crash_loses_no_acknowledged_write() {
         let rows = read_state_tsv(&st.data_dir().join(format!("state/{id}/state.tsv")));
         assert!(!rows.is_empty(), "state/{id}/state.tsv has no rows");
     }
+}
+
+#[test]
+fn a_damaged_state_file_answers_503_until_host_repair_keeps_what_is_intact() {
+    let mut st = Station::start(Opts::new().fsync());
+    st.deploy_fixture("counter", "counter");
+    for n in 1..=5 {
+        let v = st.call("POST", "counter", "/", "").expect_json(200);
+        assert_eq!(as_i64(&v["count"]), n);
+    }
+    // A clean stop checkpoints: every batch is synced into state.tsv and the log is emptied, so
+    // damage found later is no crash's doing.
+    st.stop();
+    let data = st.data_dir().to_path_buf();
+    let path = data.join("state/counter/state.tsv");
+    let text = std::fs::read_to_string(&path).unwrap();
+    let fourth = text
+        .lines()
+        .find(|l| l.starts_with("4\t") && l.contains("\tset\t"))
+        .expect("batch 4 in the file")
+        .to_string();
+    let damaged = text.replacen(&fourth, &fourth.replacen("\tset\t", "\tsex\t", 1), 1);
+    std::fs::write(&path, &damaged).unwrap();
+
+    st.restart();
+    let err = st
+        .call("GET", "counter", "/", "")
+        .expect_error(503, "storage_error");
+    let message = err["message"].as_str().unwrap_or_default().to_string();
+    assert!(
+        message.contains("state.tsv") && message.contains("host repair --data"),
+        "{message}"
+    );
+    assert_eq!(
+        std::fs::read_to_string(&path).unwrap(),
+        damaged,
+        "the damaged file is left as it is"
+    );
+    // The directory is locked: a second station on it is refused at once.
+    let data_arg = data.to_string_lossy().to_string();
+    let second = cli(
+        &["serve", "--port", "0", "--no-watch", "--data", &data_arg],
+        &[],
+    );
+    assert!(!second.status.success());
+    assert!(second.stderr.contains("in use"), "{}", second.stderr);
+    // So is a repair while the station runs.
+    let busy = cli(&["repair", "--data", &data_arg], &[]);
+    assert!(!busy.status.success(), "{}", busy.stdout);
+
+    st.stop();
+    let repaired = cli(&["repair", "--data", &data_arg], &[]);
+    assert!(repaired.status.success(), "{}", repaired.stderr);
+    assert!(
+        repaired.stdout.contains("counter:") && repaired.stdout.contains("LOST seqs 4..=5"),
+        "{}",
+        repaired.stdout
+    );
+    let backups: Vec<_> = std::fs::read_dir(data.join("repair")).unwrap().collect();
+    assert_eq!(backups.len(), 1);
+    let backup = backups[0].as_ref().unwrap().path();
+    assert_eq!(
+        std::fs::read_to_string(backup.join("state/counter/state.tsv")).unwrap(),
+        damaged,
+        "repair keeps a copy of what it changed"
+    );
+    assert!(backup.join("report.txt").exists());
+
+    st.restart();
+    let v = st.call("GET", "counter", "/", "").expect_json(200);
+    assert_eq!(
+        as_i64(&v["count"]),
+        3,
+        "the intact batches before the damage"
+    );
+    let v = st.call("POST", "counter", "/", "").expect_json(200);
+    assert_eq!(as_i64(&v["count"]), 4);
 }

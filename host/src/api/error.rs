@@ -170,7 +170,9 @@ impl From<StationError> for ApiError {
                 (StatusCode::TOO_MANY_REQUESTS, "rate_limited", Some(object))
             }
             StationError::BadQuota(_) => (StatusCode::BAD_REQUEST, "bad_quota", None),
-            StationError::Storage(_) => (StatusCode::INTERNAL_SERVER_ERROR, "storage_error", None),
+            // The store refuses writes after an error it cannot prove harmless (fail-stop), or cannot
+            // read an object's files: unavailable until an operator acts, never a silent loss.
+            StationError::Storage(_) => (StatusCode::SERVICE_UNAVAILABLE, "storage_error", None),
             StationError::Internal(_) => {
                 (StatusCode::INTERNAL_SERVER_ERROR, "internal_error", None)
             }

@@ -120,6 +120,14 @@ pub enum Command {
         #[command(flatten)]
         station: StationArgs,
     },
+    /// Repair a data directory a station refuses to open because a file is damaged: keeps what is
+    /// intact, copies everything it changes to DATA/repair/<time>/ and reports what was lost. Run
+    /// it with the station stopped.
+    Repair {
+        /// The data directory.
+        #[arg(long, default_value = "data")]
+        data: PathBuf,
+    },
     /// Build a Python object into a component with componentize-py (reports time and size).
     Build {
         /// The module defining the object and `Handler = export(MyObject)`.

@@ -29,6 +29,34 @@ pub enum Error {
         /// What is wrong with it.
         reason: String,
     },
+    /// A file of the durable path holds damage that a crash cannot explain (a bad record before
+    /// complete ones, a bad write-ahead log round before an intact one, a batch that does not match
+    /// its chain hash where it was synced). Recovery leaves the file as it is: `host repair` keeps a
+    /// copy of what it drops and reports what was lost.
+    #[error(
+        "{} is damaged at byte {offset}: {reason}. It was left as it is: stop the station and run `host repair --data {}`, which keeps a copy of what it removes and reports what was lost",
+        path.display(),
+        data_dir.display()
+    )]
+    Damaged {
+        /// The damaged file.
+        path: PathBuf,
+        /// Byte offset of the damage.
+        offset: u64,
+        /// What is wrong.
+        reason: String,
+        /// The data directory to repair.
+        data_dir: PathBuf,
+    },
+    /// Another store (a running station) or a repair holds the data directory's lock.
+    #[error(
+        "the data directory {} is in use by another station or repair (its LOCK file is locked)",
+        data_dir.display()
+    )]
+    InUse {
+        /// The data directory.
+        data_dir: PathBuf,
+    },
     /// The object has no deployed code on this station (never deployed, or purged).
     #[error("object {object_id} not found")]
     NotFound {
@@ -43,8 +71,10 @@ pub enum Error {
         /// The version asked for.
         version: u32,
     },
-    /// The object's durable writes failed (a write or fsync error); every pending and later commit of this
-    /// object fails with this until the store is reopened, which reloads the object from disk.
+    /// The object's durable writes failed (a write or sync error the store cannot prove harmless); every
+    /// pending and later commit of this object — or of every object, when the write-ahead log or a
+    /// checkpoint failed — fails with this until the store is reopened, which recovers from disk. The
+    /// message names the file.
     #[error("state writer failed: {0}")]
     Failed(String),
     /// The store was shut down; no more writes are accepted.

@@ -2,13 +2,14 @@
 //! system, a bounded cache of open file handles, the object-id guard, and wall-clock milliseconds.
 
 use std::collections::HashMap;
-use std::fs::{self, File, OpenOptions};
+use std::fs;
 use std::hash::Hash;
-use std::io::{self, Write};
+use std::io;
 use std::path::{Path, PathBuf};
 use std::time::{SystemTime, UNIX_EPOCH};
 
 use super::error::{Error, IoContext};
+use super::vfs::{OpenMode, VFile, Vfs};
 
 /// Milliseconds since the Unix epoch (0 if the clock is before it).
 pub(crate) fn now_ms() -> u64 {
@@ -42,24 +43,29 @@ pub(crate) fn is_valid_id(id: &str) -> bool {
 }
 
 /// fsyncs a directory so the entries created, renamed or removed in it survive a crash.
-pub(crate) fn fsync_dir(dir: &Path) -> Result<(), Error> {
+pub(crate) fn fsync_dir(fs: &dyn Vfs, dir: &Path) -> Result<(), Error> {
     // The parent of a relative single-component path (`data`) is the empty path: the cwd.
     let dir = if dir.as_os_str().is_empty() {
         Path::new(".")
     } else {
         dir
     };
-    File::open(dir).and_then(|d| d.sync_all()).at(dir)
+    fs.sync_dir(dir).at(dir)
 }
 
 /// Creates `dir` (and its parents) and makes the new entries durable.
-pub(crate) fn create_dir_durable(dir: &Path) -> Result<(), Error> {
-    if dir.is_dir() {
+pub(crate) fn create_dir_durable(fs: &dyn Vfs, dir: &Path) -> Result<(), Error> {
+    let missing: Vec<&Path> = dir
+        .ancestors()
+        .take_while(|a| !a.as_os_str().is_empty() && !fs.is_dir(a))
+        .collect();
+    if missing.is_empty() {
         return Ok(());
     }
-    fs::create_dir_all(dir).at(dir)?;
-    if let Some(parent) = dir.parent() {
-        fsync_dir(parent)?;
+    fs.create_dir_all(dir).at(dir)?;
+    // Each new entry is made durable by a sync of its parent, from the top down.
+    for created in missing.iter().rev() {
+        fsync_dir(fs, created.parent().unwrap_or(Path::new("")))?;
     }
     Ok(())
 }
@@ -75,46 +81,38 @@ pub(crate) fn tmp_path(path: &Path) -> PathBuf {
 /// over `path`; the caller fsyncs the directory. On failure the temp file is removed and `path` is untouched;
 /// the error comes with the path it concerns (the temp file, or `path` if the rename failed).
 pub(crate) fn replace_file(
+    fs: &dyn Vfs,
     path: &Path,
-    write: impl FnOnce(&mut File) -> io::Result<()>,
+    write: impl FnOnce(&mut dyn VFile) -> io::Result<()>,
 ) -> Result<(), (PathBuf, io::Error)> {
     let tmp = tmp_path(path);
     let result = (|| {
-        let mut f = OpenOptions::new()
-            .write(true)
-            .create(true)
-            .truncate(true)
-            .open(&tmp)
+        let mut f = fs
+            .open(&tmp, OpenMode::CreateTruncate)
             .map_err(|e| (tmp.clone(), e))?;
-        write(&mut f)
+        write(&mut *f)
             .and_then(|()| f.sync_all())
             .map_err(|e| (tmp.clone(), e))?;
         drop(f);
-        fs::rename(&tmp, path).map_err(|e| (path.to_path_buf(), e))
+        fs.rename(&tmp, path).map_err(|e| (path.to_path_buf(), e))
     })();
     if result.is_err() {
-        let _ = fs::remove_file(&tmp);
+        let _ = fs.remove_file(&tmp);
     }
     result
 }
 
 /// Replaces `path` with `bytes` atomically: write `path.tmp`, fsync it, rename it over `path`, fsync the
 /// directory. A crash leaves either the old file or the new one.
-pub(crate) fn write_atomic(path: &Path, bytes: &[u8]) -> Result<(), Error> {
-    replace_file(path, |f| f.write_all(bytes)).map_err(|(at, e)| Error::io(at, e))?;
-    fsync_dir(path.parent().unwrap_or(Path::new(".")))
+pub(crate) fn write_atomic(fs: &dyn Vfs, path: &Path, bytes: &[u8]) -> Result<(), Error> {
+    replace_file(fs, path, |f| f.write_all(bytes)).map_err(|(at, e)| Error::io(at, e))?;
+    fsync_dir(fs, path.parent().unwrap_or(Path::new(".")))
 }
 
 /// Whether two paths are on one file system (so syncing the file system of one covers the other).
 pub(crate) fn same_file_system(a: &Path, b: &Path) -> bool {
     let a = file_system(fs::metadata(a));
     a.is_some() && a == file_system(fs::metadata(b))
-}
-
-/// True if every file is on the file system of the first (so one `syncfs` covers them all).
-pub(crate) fn same_file_system_all(files: &[&File]) -> bool {
-    let first = files.first().and_then(|f| file_system(f.metadata()));
-    first.is_some() && files.iter().all(|f| file_system(f.metadata()) == first)
 }
 
 /// The id of the file system (device) holding a file, from its metadata; `None` if that failed, and off
@@ -188,14 +186,15 @@ impl<K: Hash + Eq + Clone, V> HandleCache<K, V> {
 
 #[cfg(test)]
 mod tests {
+    use super::*;
+    use crate::store::vfs::RealFs;
 
     #[test]
     fn fsync_of_the_empty_parent_means_the_current_directory() {
         // `Path::new("data").parent()` is `Some("")`: a relative --data must work.
         let parent = Path::new("data").parent().unwrap();
-        fsync_dir(parent).unwrap();
+        fsync_dir(&RealFs, parent).unwrap();
     }
-    use super::*;
 
     #[test]
     fn ids_that_could_escape_are_refused() {
@@ -233,8 +232,8 @@ mod tests {
     fn write_atomic_replaces() {
         let dir = tempfile::tempdir().unwrap();
         let p = dir.path().join("f.tsv");
-        write_atomic(&p, b"one").unwrap();
-        write_atomic(&p, b"two").unwrap();
+        write_atomic(&RealFs, &p, b"one").unwrap();
+        write_atomic(&RealFs, &p, b"two").unwrap();
         assert_eq!(fs::read(&p).unwrap(), b"two");
         assert!(!dir.path().join("f.tsv.tmp").exists());
     }

@@ -53,13 +53,17 @@
 //! [`ObjectState::latest_records`] and [`Store::observe_hlc`] are in-memory like `commit`.
 
 mod chain;
+#[cfg(test)]
+mod crash_tests;
 mod error;
 mod fsutil;
 mod logs;
+mod repair;
 mod state;
 mod station;
 mod tsv;
 mod versions;
+mod vfs;
 mod wal;
 mod writer;
 
@@ -73,11 +77,13 @@ use std::thread::JoinHandle;
 
 pub use error::Error;
 pub use logs::{Level, LogQuery, LogRecord, LogStore, ParseLevelError};
+pub use repair::{RepairReport, repair};
 pub use state::{
     Batch, CommitTicket, KeyVersion, ObjectState, Record, Snapshot, SnapshotKey, StateLimits,
     Usage, Write,
 };
 pub use versions::{Placement, Role, VersionRecord, VersionStore};
+pub use vfs::Fs;
 
 pub(crate) use fsutil::now_ms;
 
@@ -134,6 +140,13 @@ pub struct StoreConfig {
     pub log_max_bytes: u64,
     /// Rotated log files kept per object (default 3).
     pub log_keep_files: usize,
+    /// The file system the state path writes through (the real one; tests give a simulated disk).
+    pub fs: Fs,
+    /// Past this many bytes in the write-ahead log the writer checkpoints (default 64 MiB).
+    pub checkpoint_bytes: u64,
+    /// An object's file is compacted once it holds more than `max(this, 4 × kept versions)` records
+    /// (default 4096).
+    pub compaction_min_records: u64,
 }
 
 impl StoreConfig {
@@ -145,6 +158,9 @@ impl StoreConfig {
             history_versions: 16,
             log_max_bytes: 8 << 20,
             log_keep_files: 3,
+            fs: Fs::real(),
+            checkpoint_bytes: wal::CHECKPOINT_BYTES,
+            compaction_min_records: 4096,
         }
     }
 }
@@ -173,13 +189,57 @@ pub struct StoreStats {
     pub failures: u64,
 }
 
-/// What the object states share: settings, the clock, the writer's queue.
+/// What the object states share: settings, the clock, the writer's queue, the store's failure.
 pub(crate) struct Shared {
     pub(crate) config: StoreConfig,
     pub(crate) hlc: uhlc::HLC,
     /// The writer's queue; `None` once shut down. Commits send under the read lock, so nothing can be queued
     /// behind the shutdown message.
     pub(crate) writer_tx: RwLock<Option<mpsc::Sender<Msg>>>,
+    /// Why the whole store refuses writes, once it does (see [`Shared::fail_store`]).
+    failure: Mutex<Option<String>>,
+    /// Set with `failure`, readable without the lock.
+    failed: std::sync::atomic::AtomicBool,
+}
+
+impl Shared {
+    /// Fail-stop: after a write or sync error on the write-ahead log or a checkpoint, nothing the
+    /// store writes can be proven durable any more, so every later commit of every object fails with
+    /// [`Error::Failed`] and `msg` (which names the file) until the store is reopened. The first
+    /// failure is kept.
+    pub(crate) fn fail_store(&self, msg: String) {
+        let mut failure = self.failure.lock().unwrap_or_else(|e| e.into_inner());
+        if failure.is_none() {
+            tracing::error!(error = %msg, "the store stops accepting writes until the station restarts");
+            *failure = Some(msg);
+            self.failed
+                .store(true, std::sync::atomic::Ordering::Release);
+        }
+    }
+
+    /// Why the store refuses writes, if it does.
+    pub(crate) fn store_failure(&self) -> Option<String> {
+        if !self.failed.load(std::sync::atomic::Ordering::Acquire) {
+            return None;
+        }
+        self.failure
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .clone()
+    }
+
+    /// Queues `msg` for the writer thread; [`Error::Closed`] once the store is shut down. Sending
+    /// under the queue's read lock keeps anything from being queued behind the shutdown message.
+    pub(crate) fn send(&self, msg: Msg) -> Result<(), Error> {
+        let tx = self.writer_tx.read().unwrap_or_else(|e| e.into_inner());
+        let tx = tx.as_ref().ok_or(Error::Closed)?;
+        tx.send(msg).map_err(|_| Error::Closed)
+    }
+
+    /// The file system the state path writes through.
+    pub(crate) fn fs(&self) -> &Fs {
+        &self.config.fs
+    }
 }
 
 /// The station's store. Cheap to clone; dropping the last clone shuts it down.
@@ -192,6 +252,8 @@ pub struct Store {
 type Slot = Arc<Mutex<Option<ObjectState>>>;
 
 struct StoreInner {
+    /// Held until the store is shut down: one store per data directory.
+    lock: Mutex<Option<DataDirLock>>,
     shared: Arc<Shared>,
     station: Station,
     states: Mutex<HashMap<String, Slot>>,
@@ -206,35 +268,30 @@ impl Store {
     /// writer and log threads. Object states load lazily, on first [`Store::state`].
     pub fn open(config: StoreConfig) -> Result<Store, Error> {
         let dir = config.data_dir.clone();
-        create_dir_durable(&dir)?;
-        for sub in ["state", "logs", "objects"] {
-            create_dir_durable(&dir.join(sub))?;
+        let real = vfs::RealFs;
+        create_dir_durable(&real, &dir)?;
+        let lock = DataDirLock::take(&dir)?;
+        for sub in ["logs", "objects"] {
+            create_dir_durable(&real, &dir.join(sub))?;
         }
+        create_dir_durable(&*config.fs, &dir.join("state"))?;
         let station = station::load_or_create(&dir)?;
         let hlc = uhlc::HLCBuilder::new()
             .with_id(station::hlc_id(&station.id))
             .build();
         let (tx, rx) = mpsc::channel();
         let stats = Arc::new(WriterStats::default());
-        let durability = config.durability;
         let shared = Arc::new(Shared {
             config,
             hlc,
             writer_tx: RwLock::new(Some(tx)),
+            failure: Mutex::new(None),
+            failed: Default::default(),
         });
         // Batches a crash left only in the write-ahead log go into their object files first.
         let wal_path = dir.join("state").join(wal::WAL_FILE);
-        wal::replay(&wal_path, |id| {
-            // Every object with a batch has its directory (created durably before its first commit): one
-            // without was purged.
-            let object_dir = dir.join("state").join(id);
-            if !object_dir.is_dir() {
-                return Ok(None);
-            }
-            let state = state::load(&shared, id)?;
-            Ok(Some((state.applied_seq(), object_dir.join("state.tsv"))))
-        })?;
-        let writer = writer::spawn(durability, &wal_path, rx, Arc::clone(&stats)).at(&dir)?;
+        let replayed = replay_log(&shared, &wal_path)?;
+        let writer = writer::spawn(&shared, &wal_path, rx, Arc::clone(&stats)).at(&dir)?;
         let config = &shared.config;
         let logs = LogStore::open(
             dir.join("logs"),
@@ -243,11 +300,19 @@ impl Store {
         )?;
         let versions = VersionStore::new(dir.join("objects"));
         tracing::debug!(station_id = %station.id, data_dir = %dir.display(), "store opened");
+        let states = replayed
+            .into_iter()
+            .map(|state| {
+                let id = state.object_id().to_string();
+                (id, Arc::new(Mutex::new(Some(state))))
+            })
+            .collect();
         Ok(Store {
             inner: Arc::new(StoreInner {
+                lock: Mutex::new(Some(lock)),
                 shared,
                 station,
-                states: Mutex::new(HashMap::new()),
+                states: Mutex::new(states),
                 writer: Mutex::new(Some(writer)),
                 stats,
                 logs,
@@ -299,7 +364,7 @@ impl Store {
         if let Some(state) = &*loaded {
             return Ok(state.clone());
         }
-        let state = state::load(&self.inner.shared, object_id)?;
+        let state = state::load(&self.inner.shared, object_id, &[])?;
         *loaded = Some(state.clone());
         Ok(state)
     }
@@ -329,31 +394,22 @@ impl Store {
                 .fail(format!("the state of {object_id} was purged"));
         }
         let (done_tx, done_rx) = mpsc::channel();
-        let sent = {
-            let tx = self
-                .inner
-                .shared
-                .writer_tx
-                .read()
-                .unwrap_or_else(|e| e.into_inner());
-            tx.as_ref().is_some_and(|tx| {
-                tx.send(Msg::Forget {
-                    id: object_id.to_string(),
-                    done: done_tx,
-                })
-                .is_ok()
-            })
-        };
-        if sent {
-            let _ = done_rx.recv();
+        let sent = self.inner.shared.send(Msg::Forget {
+            id: object_id.to_string(),
+            done: done_tx,
+        });
+        if sent.is_ok() {
+            // The writer checkpoints first: no logged batch of the object may outlive its directory.
+            done_rx.recv().unwrap_or(Err(Error::Closed))?;
         }
+        let fs = self.inner.shared.fs();
         let state_dir = self.inner.shared.config.data_dir.join("state");
         let dir = state_dir.join(object_id);
-        match std::fs::remove_dir_all(&dir) {
-            Ok(()) => fsync_dir(&state_dir),
-            Err(e) if e.kind() == std::io::ErrorKind::NotFound => Ok(()),
-            Err(e) => Err(Error::io(&dir, e)),
+        if !fs.is_dir(&dir) {
+            return Ok(());
         }
+        fs.remove_dir_all(&dir).at(&dir)?;
+        fsync_dir(&**fs, &state_dir)
     }
 
     /// The object logs.
@@ -386,10 +442,84 @@ impl Store {
         self.inner.shutdown();
     }
 
+    /// Waits until the writer has written everything queued (object files included).
+    #[cfg(test)]
+    pub(crate) fn writer_idle(&self) {
+        let (tx, rx) = mpsc::channel();
+        if self.inner.shared.send(Msg::Barrier(tx)).is_ok() {
+            let _ = rx.recv();
+        }
+    }
+
     fn slot(&self, object_id: &str) -> Slot {
         let mut states = self.inner.states.lock().unwrap_or_else(|e| e.into_inner());
         Arc::clone(states.entry(object_id.to_string()).or_default())
     }
+}
+
+/// An exclusive lock on a data directory (`LOCK` in it), held by an open store or a repair, so two
+/// stations never write one directory and a repair never runs under a station. Released when
+/// dropped (or when the process dies).
+pub(crate) struct DataDirLock(#[allow(dead_code)] std::fs::File);
+
+impl DataDirLock {
+    /// Takes the lock of `dir` (which exists), or fails with [`Error::InUse`].
+    pub(crate) fn take(dir: &std::path::Path) -> Result<DataDirLock, Error> {
+        let path = dir.join("LOCK");
+        let file = std::fs::OpenOptions::new()
+            .create(true)
+            .truncate(false)
+            .write(true)
+            .open(&path)
+            .at(&path)?;
+        match file.try_lock() {
+            Ok(()) => Ok(DataDirLock(file)),
+            Err(std::fs::TryLockError::WouldBlock) => Err(Error::InUse {
+                data_dir: dir.to_path_buf(),
+            }),
+            Err(std::fs::TryLockError::Error(e)) => Err(Error::io(&path, e)),
+        }
+    }
+}
+
+/// Reads the write-ahead log at `wal_path` and loads every object it has batches of, each
+/// recovered with the log's proof (see `state/recover.rs`): an object file is cut back to its last
+/// proven byte and gets the logged batches it lacks, durably. The log itself is emptied by the
+/// writer when it starts. Objects whose directory is gone were purged (a purge checkpoints first):
+/// their batches are dropped. Returns the loaded objects.
+fn replay_log(shared: &Arc<Shared>, wal_path: &std::path::Path) -> Result<Vec<ObjectState>, Error> {
+    let fs = shared.fs();
+    let data_dir = &shared.config.data_dir;
+    let bytes = match fs.file_len(wal_path).at(wal_path)? {
+        Some(_) => fs.read(wal_path).at(wal_path)?,
+        None => return Ok(Vec::new()),
+    };
+    let contents = wal::read(&bytes).map_err(|damage| Error::Damaged {
+        path: wal_path.to_path_buf(),
+        offset: damage.offset,
+        reason: damage.reason,
+        data_dir: data_dir.clone(),
+    })?;
+    if let Some(at) = contents.torn_at {
+        tracing::warn!(path = %wal_path.display(), offset = at, "the write-ahead log ends with a torn round (a crash during its append; it was never acknowledged)");
+    }
+    let mut by_object: std::collections::BTreeMap<String, Vec<wal::LoggedBatch>> =
+        std::collections::BTreeMap::new();
+    for batch in contents.batches {
+        by_object
+            .entry(batch.object_id.clone())
+            .or_default()
+            .push(batch);
+    }
+    let mut loaded = Vec::new();
+    for (id, batches) in by_object {
+        if !fs.is_dir(&data_dir.join("state").join(&id)) {
+            tracing::info!(object_id = %id, "dropping logged batches of a purged object");
+            continue;
+        }
+        loaded.push(state::load(shared, &id, &batches)?);
+    }
+    Ok(loaded)
 }
 
 impl StoreInner {
@@ -410,6 +540,8 @@ impl StoreInner {
             tracing::error!("the state writer thread panicked");
         }
         self.logs.shutdown();
+        // Nothing writes the directory any more: another store may open it.
+        self.lock.lock().unwrap_or_else(|e| e.into_inner()).take();
     }
 }
 
@@ -465,6 +597,17 @@ mod tests {
             .filter(|l| l.contains("\tcommit\t"))
             .map(|l| l.split('\t').next().unwrap().parse().unwrap())
             .collect()
+    }
+
+    /// The seqs of `id` a restart would find: in its file or in the write-ahead log.
+    fn seqs_durable(dir: &std::path::Path, id: &str) -> Vec<u64> {
+        let mut seqs = seqs_on_disk(dir, id);
+        let log = std::fs::read(dir.join("data/state").join(wal::WAL_FILE)).unwrap_or_default();
+        let logged = wal::read(&log).unwrap().batches;
+        seqs.extend(logged.iter().filter(|b| b.object_id == id).map(|b| b.seq));
+        seqs.sort_unstable();
+        seqs.dedup();
+        seqs
     }
 
     #[test]
@@ -535,7 +678,7 @@ mod tests {
     }
 
     #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
-    async fn group_commit_tickets_resolve_in_seq_order_once_on_disk() {
+    async fn group_commit_tickets_resolve_in_seq_order_once_durable() {
         let dir = tempfile::tempdir().unwrap();
         let store = open(dir.path(), Durability::Fsync);
         let st = store.state("pipe").unwrap();
@@ -555,7 +698,7 @@ mod tests {
             t.durable().await.unwrap();
         }
         assert_eq!(
-            seqs_on_disk(dir.path(), "pipe"),
+            seqs_durable(dir.path(), "pipe"),
             (1..=500).collect::<Vec<_>>()
         );
         let stats = store.stats();
@@ -565,7 +708,8 @@ mod tests {
             "pipelined batches share fsyncs: {stats:?}"
         );
 
-        // Concurrent committers on many objects: each ticket, once resolved, is on disk.
+        // Concurrent committers on many objects: each ticket, once resolved, is on disk (in the log; the
+        // object file follows).
         let mut tasks = Vec::new();
         for o in 0..8 {
             let st = store.state(&format!("obj{o}")).unwrap();
@@ -580,7 +724,7 @@ mod tests {
                     assert!(st.durable_seq() >= seq);
                     let on_disk = tokio::task::spawn_blocking({
                         let dir = dir.clone();
-                        move || seqs_on_disk(&dir, &format!("obj{o}"))
+                        move || seqs_durable(&dir, &format!("obj{o}"))
                     })
                     .await
                     .unwrap();
@@ -663,9 +807,11 @@ mod tests {
         assert_eq!(a2.history("k", 10).len(), 3, "each batch once");
         let b2 = recovered.state("b").unwrap();
         assert_eq!(b2.get("x").as_deref(), Some("1"));
-        assert_eq!(
-            std::fs::metadata(&wal).unwrap().len(),
-            0,
+        assert!(
+            wal::read(&std::fs::read(&wal).unwrap())
+                .unwrap()
+                .batches
+                .is_empty(),
             "replayed, then emptied"
         );
         a2.commit(vec![set("k", "4")])
@@ -730,9 +876,11 @@ mod tests {
     }
 
     #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-    async fn a_failed_write_fails_pending_and_later_commits_of_that_object_only() {
+    async fn without_the_log_a_failed_write_fails_pending_and_later_commits_of_that_object_only() {
+        // With the write-ahead log a failed write fails the whole store (`crash_tests.rs`); without it,
+        // only the object whose file failed.
         let dir = tempfile::tempdir().unwrap();
-        let store = open(dir.path(), Durability::Fsync);
+        let store = open(dir.path(), Durability::None);
         let good = store.state("good").unwrap();
         let bad = store.state("bad").unwrap();
         // The writer opens the file on the first append: take it away so the append fails.

@@ -12,6 +12,7 @@ use sha2::{Digest, Sha256};
 use super::error::Error;
 use super::fsutil::{now_ms, write_atomic};
 use super::tsv;
+use super::vfs::RealFs;
 
 /// The header row of `station.tsv`.
 const STATION_HEADER: [&str; 2] = ["station_id", "created_at"];
@@ -40,7 +41,7 @@ pub(crate) fn load_or_create(data_dir: &Path) -> Result<Station, Error> {
                 &mut out,
                 [station.id.as_str(), &station.created_at.to_string()],
             );
-            write_atomic(&path, &out)?;
+            write_atomic(&RealFs, &path, &out)?;
             tracing::info!(station_id = %station.id, path = %path.display(), "created a new station identity");
             Ok(station)
         }

@@ -21,6 +21,7 @@ use sha2::{Digest, Sha256};
 use super::error::{Error, IoContext};
 use super::fsutil::{check_id, create_dir_durable, fsync_dir, is_valid_id, now_ms, write_atomic};
 use super::tsv;
+use super::vfs::RealFs;
 
 /// The header row of `versions.tsv`.
 const VERSIONS_HEADER: [&str; 7] = [
@@ -165,7 +166,7 @@ impl VersionStore {
         check_id(object_id)?;
         let _write = self.write.lock().unwrap_or_else(|e| e.into_inner());
         let dir = self.object_dir(object_id);
-        create_dir_durable(&dir)?;
+        create_dir_durable(&RealFs, &dir)?;
         let parsed = self.parse(object_id)?;
         let last = parsed
             .as_ref()
@@ -181,7 +182,7 @@ impl VersionStore {
             note: note.to_string(),
             quota: quota.to_string(),
         };
-        write_atomic(&self.wasm_path(object_id, record.version), bytes)?;
+        write_atomic(&RealFs, &self.wasm_path(object_id, record.version), bytes)?;
         self.append_record(&dir, parsed.as_ref(), &record)?;
         self.clear_undeployed(&dir)?;
         Ok(record)
@@ -220,7 +221,7 @@ impl VersionStore {
         }
         let _write = self.write.lock().unwrap_or_else(|e| e.into_inner());
         let dir = self.object_dir(object_id);
-        create_dir_durable(&dir)?;
+        create_dir_durable(&RealFs, &dir)?;
         let parsed = self.parse(object_id)?;
         let held = parsed.as_ref().map_or(&[][..], |p| &p.records[..]);
         let wasm = self.wasm_path(object_id, record.version);
@@ -237,12 +238,12 @@ impl VersionStore {
                     version = record.version,
                     "rewriting the missing bytes of a version"
                 );
-                write_atomic(&wasm, bytes)?;
+                write_atomic(&RealFs, &wasm, bytes)?;
             }
             return Ok(());
         }
         let newest = held.last().is_none_or(|r| r.version < record.version);
-        write_atomic(&wasm, bytes)?;
+        write_atomic(&RealFs, &wasm, bytes)?;
         self.append_record(&dir, parsed.as_ref(), record)?;
         if newest {
             self.clear_undeployed(&dir)?;
@@ -269,7 +270,7 @@ impl VersionStore {
     pub fn set_placement(&self, object_id: &str, placement: &Placement) -> Result<(), Error> {
         check_id(object_id)?;
         let dir = self.object_dir(object_id);
-        create_dir_durable(&dir)?;
+        create_dir_durable(&RealFs, &dir)?;
         let mut bytes = tsv::header_line(&PLACEMENT_HEADER);
         tsv::encode_record(
             &mut bytes,
@@ -281,7 +282,7 @@ impl VersionStore {
         );
         // Serialised with deploys so two writers cannot share the temp file.
         let _write = self.write.lock().unwrap_or_else(|e| e.into_inner());
-        write_atomic(&dir.join(PLACEMENT), &bytes)
+        write_atomic(&RealFs, &dir.join(PLACEMENT), &bytes)
     }
 
     /// The ids with any data under `objects/` (deployed, undeployed, or only a placement or replica versions),
@@ -345,7 +346,7 @@ impl VersionStore {
         file.write_all(&line).at(&path)?;
         file.sync_data().at(&path)?;
         if new_file {
-            fsync_dir(dir)?;
+            fsync_dir(&RealFs, dir)?;
         }
         Ok(())
     }
@@ -362,12 +363,12 @@ impl VersionStore {
         let marker = dir.join(STATELESS);
         match (stateless, marker.exists()) {
             (true, false) => {
-                create_dir_durable(&dir)?;
-                write_atomic(&marker, b"stateless\n")
+                create_dir_durable(&RealFs, &dir)?;
+                write_atomic(&RealFs, &marker, b"stateless\n")
             }
             (false, true) => {
                 fs::remove_file(&marker).at(&marker)?;
-                fsync_dir(&dir)
+                fsync_dir(&RealFs, &dir)
             }
             _ => Ok(()),
         }
@@ -387,7 +388,7 @@ impl VersionStore {
         let marker = dir.join(UNDEPLOYED);
         if marker.exists() {
             fs::remove_file(&marker).at(&marker)?;
-            fsync_dir(dir)?;
+            fsync_dir(&RealFs, dir)?;
         }
         Ok(())
     }
@@ -471,13 +472,13 @@ impl VersionStore {
         }
         if purge {
             fs::remove_dir_all(&dir).at(&dir)?;
-            return fsync_dir(&self.dir);
+            return fsync_dir(&RealFs, &self.dir);
         }
         let marker = dir.join(UNDEPLOYED);
         if marker.exists() || self.parse(object_id)?.is_none_or(|p| p.records.is_empty()) {
             return Err(not_found());
         }
-        write_atomic(&marker, format!("{}\n", now_ms()).as_bytes())
+        write_atomic(&RealFs, &marker, format!("{}\n", now_ms()).as_bytes())
     }
 
     fn object_dir(&self, object_id: &str) -> PathBuf {

@@ -1,37 +1,55 @@
 //! The state writer: one background thread per store that makes committed batches durable.
 //!
 //! [`super::ObjectState::commit`] encodes a batch and sends it here as a [`Job`]. The thread takes everything
-//! queued (a *round*), appends each object's bytes with one write to its `state.tsv` (handles kept open, in
-//! `O_APPEND` mode, at most [`FILE_CACHE`] of them), then fdatasyncs each touched file once and only then
-//! marks the batches durable. Commits arriving while a round syncs form the next round, so concurrent commits
-//! — on one object or many — share fsyncs (group commit).
+//! queued (a *round*) and makes it durable in one of three ways:
 //!
-//! After a round, an object whose file holds more than `max(4096, 4 × kept versions)` records is compacted:
-//! the kept versions are written to `state.tsv.tmp`, fsynced and renamed over `state.tsv`, and the directory
-//! is fsynced. The snapshot covers every batch applied in memory, so queued bytes of batches it includes are
-//! skipped afterwards.
+//! - `--durability fsync` (the default): the round's batches go into the write-ahead log (`wal.rs`) with
+//!   one write and one fdatasync, and are acknowledged; only then are they appended to their objects'
+//!   `state.tsv` (handles kept open, in `O_APPEND` mode, at most [`FILE_CACHE`] of them), without a sync.
+//!   So every byte of an object file past its last sync is covered by a durable log record that says where
+//!   it goes. At a checkpoint — the log past `checkpoint_bytes`, a snapshot install, a purge, shutdown — one
+//!   `syncfs` makes the object files durable and the log is emptied.
+//! - fsync without the log (the state directory is not on one file system with it): each touched file is
+//!   fdatasynced once (one `syncfs` for a round of three or more), then the batches are acknowledged.
+//! - `--durability none`: appended and acknowledged, never synced.
+//!
+//! Commits arriving while a round syncs form the next round, so concurrent commits — on one object or many —
+//! share syncs (group commit).
+//!
+//! After a round, an object whose file holds more than `max(compaction_min_records, 4 × kept versions)`
+//! records is compacted: the kept versions are written to `state.tsv.tmp`, fsynced and renamed over
+//! `state.tsv`, and the directory is fsynced. The snapshot covers every batch applied in memory, so queued
+//! bytes of batches it includes are skipped afterwards.
 //!
 //! An installed snapshot ([`super::ObjectState::install_snapshot`]) comes as a [`Msg::Install`]: the round
-//! queued before it is finished first, then the snapshot's file replaces `state.tsv` the same way.
+//! queued before it is finished and the log checkpointed first, then the snapshot's file replaces `state.tsv`
+//! the same way.
 //!
-//! A failed write or fsync marks that object failed (see [`ObjInner::fail`]); other objects go on.
+//! # Failures: fail-stop
+//!
+//! An error the writer cannot prove harmless stops writes instead of being retried. After a failed sync the
+//! kernel may already have dropped the dirty pages and report success to the next sync ("fsyncgate"), so a
+//! retry proves nothing. A failed append or sync of the log, a failed checkpoint, a failed object-file write
+//! after its batches were acknowledged, or a failed directory sync after a rename fails the whole store
+//! ([`super::Shared::fail_store`]): every later commit is refused with a message naming the file, the log is
+//! never emptied, and the next start recovers from it. Without the log, a failed write or sync fails only the
+//! object it concerns. A compaction whose temp file cannot be written, synced or renamed changes nothing and
+//! is retried once the file has doubled.
 
 use std::collections::HashMap;
-use std::fs::{self, File, OpenOptions};
-use std::io::{self, BufWriter, Write};
+use std::io::{self, BufWriter, Write as _};
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::mpsc::{Receiver, Sender};
 use std::thread::{self, JoinHandle};
 
-use super::Durability;
 use super::error::Error;
-use super::fsutil::{
-    HandleCache, fsync_dir, replace_file, same_file_system, same_file_system_all, tmp_path,
-};
+use super::fsutil::{HandleCache, fsync_dir, replace_file, tmp_path};
 use super::state::{Install, ObjInner, Row, write_compacted};
-use super::wal::{self, Wal};
+use super::vfs::{Fs, OpenMode, VFile};
+use super::wal::{LogEntry, Wal};
+use super::{Durability, Shared};
 
 /// Open `state.tsv` handles the writer keeps.
 pub(crate) const FILE_CACHE: usize = 512;
@@ -69,8 +87,12 @@ pub(crate) struct WriterStats {
 pub(crate) enum Msg {
     /// Append a batch.
     Job(Job),
-    /// Finish what is queued, then close the object's handle and answer (the object is being purged).
-    Forget { id: String, done: Sender<()> },
+    /// Finish what is queued and checkpoint, then close the object's handle and answer (the object is
+    /// being purged: none of its logged batches may outlive its directory).
+    Forget {
+        id: String,
+        done: Sender<Result<(), Error>>,
+    },
     /// Finish what is queued, then replace the object's file with a snapshot and swap its index.
     Install {
         obj: Arc<ObjInner>,
@@ -79,36 +101,53 @@ pub(crate) enum Msg {
     },
     /// Finish what is queued and stop.
     Shutdown,
+    /// Finish what is queued, then answer (tests wait for the writer to be idle).
+    #[cfg(test)]
+    Barrier(Sender<()>),
+}
+
+/// How a round is made durable (see the module doc).
+enum Durably {
+    /// Through the write-ahead log.
+    Log(Wal),
+    /// Each touched file synced.
+    Files,
+    /// Not at all.
+    None,
 }
 
 /// Starts the writer thread.
 ///
-/// With `--durability fsync`, rounds go to the write-ahead log at `wal_path` (see [`super::wal`]) when it is on
-/// the file system of the object files; otherwise each round syncs the files it touched.
+/// With `--durability fsync`, rounds go to the write-ahead log at `wal_path` (created empty: the caller
+/// replayed it) when it is on the file system of the object files; otherwise each round syncs the files it
+/// touched, and a log left from an earlier run is removed (after the replay).
 pub(crate) fn spawn(
-    durability: Durability,
+    shared: &Arc<Shared>,
     wal_path: &Path,
     rx: Receiver<Msg>,
     stats: Arc<WriterStats>,
 ) -> io::Result<JoinHandle<()>> {
-    let fsync = durability == Durability::Fsync;
-    let wal = if fsync {
-        let wal = Wal::open(wal_path)?;
-        let state_dir = wal_path.parent().unwrap_or(Path::new("."));
-        if same_file_system(wal_path, state_dir) {
-            Some(wal)
-        } else {
-            drop(wal);
-            let _ = fs::remove_file(wal_path);
-            None
-        }
+    let fs = shared.fs().clone();
+    let state_dir = wal_path.parent().unwrap_or(Path::new("."));
+    let use_log =
+        shared.config.durability == Durability::Fsync && fs.same_file_system(state_dir, state_dir);
+    let sync = if use_log {
+        Durably::Log(Wal::create(&fs, wal_path)?)
     } else {
-        None
+        if fs.file_len(wal_path)?.is_some() {
+            fs.remove_file(wal_path)?;
+            fs.sync_dir(state_dir)?;
+        }
+        match shared.config.durability {
+            Durability::Fsync => Durably::Files,
+            Durability::None => Durably::None,
+        }
     };
     let writer = Writer {
+        shared: Arc::clone(shared),
+        fs,
         stats,
-        wal,
-        fsync,
+        sync,
         files: HandleCache::new(FILE_CACHE),
         round: Vec::new(),
         slots: HashMap::new(),
@@ -129,15 +168,18 @@ struct Entry {
     batches: Vec<(u64, usize)>,
     last_seq: u64,
     records: u64,
-    file: Option<File>,
+    /// Where `bytes` go in the object's file (its length before this round).
+    offset: u64,
+    /// Set once the bytes are written (or, with the log, logged): the entry is to be acknowledged.
+    ok: bool,
 }
 
 struct Writer {
+    shared: Arc<Shared>,
+    fs: Fs,
     stats: Arc<WriterStats>,
-    /// The write-ahead log, with `--durability fsync` (see [`super::wal`]).
-    wal: Option<Wal>,
-    fsync: bool,
-    files: HandleCache<String, File>,
+    sync: Durably,
+    files: HandleCache<String, Box<dyn VFile>>,
     round: Vec<Entry>,
     /// Object (by `Arc` address) → its entry in `round`.
     slots: HashMap<usize, usize>,
@@ -156,6 +198,7 @@ impl Writer {
         if result.is_err() {
             tracing::error!("the state writer thread panicked; failing the objects it was writing");
             let msg = || "the state writer thread panicked".to_string();
+            self.shared.fail_store(msg());
             let in_flight = self
                 .in_flight
                 .drain(..)
@@ -166,9 +209,12 @@ impl Writer {
             for queued in rx.try_iter() {
                 match queued {
                     Msg::Job(job) => job.obj.fail(msg()),
-                    Msg::Forget { done, .. } => drop(done.send(())),
-                    Msg::Install { done, .. } => drop(done.send(Err(Error::Failed(msg())))),
+                    Msg::Forget { done, .. } | Msg::Install { done, .. } => {
+                        drop(done.send(Err(Error::Failed(msg()))))
+                    }
                     Msg::Shutdown => {}
+                    #[cfg(test)]
+                    Msg::Barrier(done) => drop(done.send(())),
                 }
             }
         }
@@ -182,25 +228,20 @@ impl Writer {
                     Msg::Job(job) => self.push(job),
                     Msg::Forget { id, done } => {
                         self.finish_round();
-                        // Best effort: should the checkpoint fail, replay skips objects whose directory
-                        // is gone, so a purged object is not brought back either way.
-                        let _ = self.checkpoint();
+                        let result = self.checkpoint();
                         self.files.remove(&id);
                         self.retry_compaction_at.remove(&id);
-                        let _ = done.send(());
+                        let _ = done.send(result);
                     }
                     Msg::Install { obj, install, done } => {
                         self.finish_round();
                         // Logged batches of the history the snapshot replaces must not be replayed onto it.
-                        let result = match self.checkpoint() {
-                            Err(e) => Err(Error::io(&obj.path, e)),
-                            Ok(()) => {
-                                self.in_flight.push(Arc::clone(&obj));
-                                let result = self.install(&obj, *install);
-                                self.in_flight.clear();
-                                result
-                            }
-                        };
+                        let result = self.checkpoint().and_then(|()| {
+                            self.in_flight.push(Arc::clone(&obj));
+                            let result = self.install(&obj, *install);
+                            self.in_flight.clear();
+                            result
+                        });
                         let _ = done.send(result);
                     }
                     Msg::Shutdown => {
@@ -208,6 +249,11 @@ impl Writer {
                         // On failure the log stays and is replayed at the next start.
                         let _ = self.checkpoint();
                         return;
+                    }
+                    #[cfg(test)]
+                    Msg::Barrier(done) => {
+                        self.finish_round();
+                        let _ = done.send(());
                     }
                 }
                 next = if self.round_bytes < MAX_ROUND_BYTES {
@@ -224,6 +270,10 @@ impl Writer {
     /// Adds a job to the current round.
     fn push(&mut self, job: Job) {
         let obj = &job.obj;
+        if let Some(why) = self.shared.store_failure() {
+            obj.fail(why);
+            return;
+        }
         if obj.is_failed() || job.seq <= obj.compacted_through.load(Ordering::Acquire) {
             // Failed objects write nothing more; compacted batches are already in the file.
             return;
@@ -241,7 +291,8 @@ impl Writer {
                     batches: Vec::new(),
                     last_seq: 0,
                     records: 0,
-                    file: None,
+                    offset: 0,
+                    ok: false,
                 });
                 self.slots.insert(key, self.round.len() - 1);
                 self.round.len() - 1
@@ -260,7 +311,8 @@ impl Writer {
         self.stats.batches.fetch_add(1, Ordering::Relaxed);
     }
 
-    /// Writes the round, fsyncs each touched file once, marks the batches durable, then compacts what needs it.
+    /// Makes the round durable (see the module doc), acknowledges it, then compacts what needs it and
+    /// checkpoints when the log is full.
     fn finish_round(&mut self) {
         if self.round.is_empty() {
             return;
@@ -274,41 +326,21 @@ impl Writer {
             .bytes
             .fetch_add(self.round_bytes as u64, Ordering::Relaxed);
         self.round_bytes = 0;
-
         for entry in &mut round {
-            if entry.obj.is_failed() {
-                continue;
-            }
-            let obj = &entry.obj;
-            let file = match self.files.remove(&obj.id) {
-                Some(f) => Ok(f),
-                None => OpenOptions::new().append(true).open(&obj.path),
-            };
-            match file.and_then(|mut f| f.write_all(&entry.bytes).map(|()| f)) {
-                Ok(f) => entry.file = Some(f),
-                Err(e) => {
-                    self.stats.failures.fetch_add(1, Ordering::Relaxed);
-                    fail(obj, "writing", &obj.path, &e);
-                }
-            }
+            entry.offset = entry.obj.file_len.load(Ordering::Acquire);
+            entry.ok = !entry.obj.is_failed();
         }
-        if self.fsync {
-            if self.wal.is_some() {
-                self.log_round(&mut round);
-            } else {
-                self.sync(&mut round);
+        if let Some(why) = self.shared.store_failure() {
+            for entry in &round {
+                entry.obj.fail(why.clone());
             }
+        } else if matches!(self.sync, Durably::Log(_)) {
+            self.log_round(&mut round);
+        } else {
+            self.write_round(&mut round);
         }
         let mut written = Vec::with_capacity(round.len());
-        for entry in round {
-            let Some(file) = entry.file else { continue };
-            entry
-                .obj
-                .file_records
-                .fetch_add(entry.records, Ordering::Relaxed);
-            entry.obj.mark_durable(entry.last_seq);
-            // Evicted handles were synced in an earlier round (or need no sync): dropping closes them.
-            self.files.insert(entry.obj.id.clone(), file);
+        for entry in round.into_iter().filter(|e| e.ok) {
             written.push(entry.obj);
         }
         for obj in written {
@@ -318,113 +350,214 @@ impl Writer {
             }
         }
         self.in_flight.clear();
-        if self
-            .wal
-            .as_ref()
-            .is_some_and(|w| w.size() >= wal::CHECKPOINT_BYTES)
-        {
-            // On failure the log keeps growing and the next round tries again.
+        let full = match &self.sync {
+            Durably::Log(log) => log.size() >= self.shared.config.checkpoint_bytes,
+            _ => false,
+        };
+        if full {
             let _ = self.checkpoint();
         }
     }
 
-    /// Makes the round durable through the write-ahead log: every batch written to an object file is appended
-    /// to the log, which is fdatasynced once. If that fails, every object of the round fails.
+    /// With the log: appends and syncs the round there, acknowledges it, then writes the object files.
+    /// A failure of either step fails the store (see the module doc).
     fn log_round(&mut self, round: &mut [Entry]) {
-        let Some(log) = self.wal.as_mut() else {
+        let Durably::Log(log) = &mut self.sync else {
             return;
         };
-        let batches = round.iter().filter(|e| e.file.is_some()).flat_map(|e| {
+        let batches = round.iter().filter(|e| e.ok).flat_map(|e| {
             let mut start = 0;
             e.batches.iter().map(move |&(seq, end)| {
-                let bytes = &e.bytes[start..end];
+                let entry = LogEntry {
+                    object_id: e.obj.id.as_str(),
+                    seq,
+                    offset: e.offset + start as u64,
+                    bytes: &e.bytes[start..end],
+                };
                 start = end;
-                (e.obj.id.as_str(), seq, bytes)
+                entry
             })
         });
         self.stats.fsyncs.fetch_add(1, Ordering::Relaxed);
         if let Err(e) = log.append(batches) {
-            let path = log.path().to_path_buf();
-            for entry in round.iter_mut().filter(|e| e.file.is_some()) {
-                self.stats.failures.fetch_add(1, Ordering::Relaxed);
-                fail(&entry.obj, "appending to the write-ahead log", &path, &e);
-                entry.file = None;
+            let msg = format!(
+                "appending to the write-ahead log {}: {e}",
+                log.path().display()
+            );
+            self.fail_round(round, msg);
+            return;
+        }
+        for entry in round.iter().filter(|e| e.ok) {
+            entry.obj.mark_durable(entry.last_seq);
+        }
+        for i in 0..round.len() {
+            if !round[i].ok {
+                continue;
+            }
+            if let Err(e) = self.append_to_file(&round[i]) {
+                // Acknowledged and safe in the log, but the file now lacks it: no checkpoint may empty
+                // the log, so nothing more is written until a restart replays it.
+                let msg = format!("writing {}: {e}", round[i].obj.path.display());
+                self.fail_round(&mut round[i..], msg);
+                return;
             }
         }
     }
 
-    /// Syncs the object files (one `syncfs` of their file system) and empties the write-ahead log. If the sync
-    /// fails, the log is kept: it still holds every batch since the last checkpoint.
-    fn checkpoint(&mut self) -> io::Result<()> {
-        let Some(log) = self.wal.as_mut() else {
+    /// Without the log: writes the object files, syncs them if asked, acknowledges. A failure fails the
+    /// object it concerns.
+    fn write_round(&mut self, round: &mut [Entry]) {
+        for entry in round.iter_mut().filter(|e| e.ok) {
+            if let Err(e) = self.append_to_file(entry) {
+                fail(&self.stats, &entry.obj, "writing", &entry.obj.path, &e);
+                entry.ok = false;
+            }
+        }
+        if matches!(self.sync, Durably::Files) {
+            self.sync_files(round);
+        }
+        for entry in round.iter().filter(|e| e.ok) {
+            entry.obj.mark_durable(entry.last_seq);
+        }
+    }
+
+    /// Appends an entry's bytes to its object's file (through the handle cache) and counts them.
+    fn append_to_file(&mut self, entry: &Entry) -> io::Result<()> {
+        let obj = &entry.obj;
+        let mut file = match self.files.remove(&obj.id) {
+            Some(f) => f,
+            None => self.fs.open(&obj.path, OpenMode::Append)?,
+        };
+        file.write_all(&entry.bytes)?;
+        obj.file_len
+            .store(entry.offset + entry.bytes.len() as u64, Ordering::Release);
+        obj.file_records.fetch_add(entry.records, Ordering::Relaxed);
+        // Evicted handles need no sync (the log covers them, or their round synced them): dropping closes them.
+        self.files.insert(obj.id.clone(), file);
+        Ok(())
+    }
+
+    /// Fails the store and every object of `round` (their batches were not acknowledged, or the store can
+    /// no longer prove what it writes).
+    fn fail_round(&self, round: &mut [Entry], msg: String) {
+        self.stats.failures.fetch_add(1, Ordering::Relaxed);
+        self.shared.fail_store(msg.clone());
+        for entry in round.iter_mut() {
+            entry.obj.fail(msg.clone());
+            entry.ok = false;
+        }
+    }
+
+    /// Syncs the object files (one `syncfs` of their file system) and empties the write-ahead log. A
+    /// failure fails the store: the log is kept, never emptied, and replayed at the next start.
+    fn checkpoint(&mut self) -> Result<(), Error> {
+        if let Some(why) = self.shared.store_failure() {
+            return Err(Error::Failed(why));
+        }
+        let Durably::Log(log) = &mut self.sync else {
             return Ok(());
         };
-        if log.size() == 0 {
+        if log.size() <= 16 {
             return Ok(());
         }
         self.stats.fsyncs.fetch_add(1, Ordering::Relaxed);
-        let result = syncfs(log.file()).and_then(|()| log.reset());
-        if let Err(e) = &result {
+        let path = log.path().to_path_buf();
+        let state_dir = path.parent().unwrap_or(Path::new("."));
+        let result = self
+            .fs
+            .syncfs(state_dir)
+            .map_err(|e| {
+                format!(
+                    "syncing the state files for a checkpoint (syncfs of {}): {e}",
+                    state_dir.display()
+                )
+            })
+            .and_then(|()| {
+                log.reset()
+                    .map_err(|e| format!("emptying the write-ahead log {}: {e}", path.display()))
+            });
+        result.map_err(|msg| {
             self.stats.failures.fetch_add(1, Ordering::Relaxed);
-            tracing::error!(error = %e, "checkpoint failed; keeping the write-ahead log");
-        }
-        result
+            self.shared.fail_store(msg.clone());
+            Error::Failed(msg)
+        })
     }
 
-    /// Makes the round's appends durable: one fdatasync per file, or, when the round touched several files of
-    /// one file system, a single `syncfs` (each fdatasync costs a device cache flush of its own, so many
-    /// objects committing at once would otherwise pay one flush each, one after the other).
-    fn sync(&mut self, round: &mut [Entry]) {
-        let files: Vec<&File> = round.iter().filter_map(|e| e.file.as_ref()).collect();
-        if files.len() >= SYNCFS_MIN_FILES && same_file_system_all(&files) {
-            self.stats.fsyncs.fetch_add(1, Ordering::Relaxed);
-            if let Err(e) = syncfs(files[0]) {
-                for entry in round.iter_mut().filter(|e| e.file.is_some()) {
-                    self.stats.failures.fetch_add(1, Ordering::Relaxed);
-                    fail(
-                        &entry.obj,
-                        "syncing the file system of",
-                        &entry.obj.path,
-                        &e,
-                    );
-                    entry.file = None;
+    /// Makes the round's appends durable without the log: one fdatasync per file, or, when the round
+    /// touched several files, a single `syncfs` (each fdatasync costs a device cache flush of its own).
+    fn sync_files(&mut self, round: &mut [Entry]) {
+        let touched: Vec<usize> = (0..round.len()).filter(|&i| round[i].ok).collect();
+        if touched.len() >= SYNCFS_MIN_FILES {
+            let first = &round[touched[0]].obj.path;
+            let one_fs = touched
+                .iter()
+                .all(|&i| self.fs.same_file_system(first, &round[i].obj.path));
+            if one_fs {
+                self.stats.fsyncs.fetch_add(1, Ordering::Relaxed);
+                if let Err(e) = self.fs.syncfs(first) {
+                    for &i in &touched {
+                        let obj = &round[i].obj;
+                        fail(
+                            &self.stats,
+                            obj,
+                            "syncing the file system of",
+                            &obj.path,
+                            &e,
+                        );
+                        round[i].ok = false;
+                    }
                 }
+                return;
             }
-            return;
         }
-        for entry in round.iter_mut() {
-            let Some(f) = &entry.file else { continue };
+        for &i in &touched {
+            let obj = Arc::clone(&round[i].obj);
             self.stats.fsyncs.fetch_add(1, Ordering::Relaxed);
-            if let Err(e) = f.sync_data() {
-                self.stats.failures.fetch_add(1, Ordering::Relaxed);
-                fail(&entry.obj, "fsyncing", &entry.obj.path, &e);
-                entry.file = None;
+            let synced = match self.files.get_mut(&obj.id) {
+                Some(f) => f.sync_data(),
+                None => self
+                    .fs
+                    .open(&obj.path, OpenMode::Append)
+                    .and_then(|f| f.sync_data()),
+            };
+            if let Err(e) = synced {
+                fail(&self.stats, &obj, "fsyncing", &obj.path, &e);
+                round[i].ok = false;
             }
         }
     }
 
     /// Replaces the object's file with an installed snapshot (temp file, fsync, rename, directory fsync) and
-    /// swaps its index. A failed write leaves the old file and index; a failed directory fsync fails the object.
+    /// swaps its index. A failed write leaves the old file and index; a failed directory fsync fails the
+    /// store (the rename may or may not be durable).
     fn install(&mut self, obj: &Arc<ObjInner>, install: Install) -> Result<(), Error> {
         if let Some(msg) = obj.failure() {
             return Err(Error::Failed(msg));
         }
-        if let Err((tmp, e)) = replace_with_rows(&obj.path, &install.rows, install.head.as_deref())
-        {
-            tracing::warn!(object_id = %obj.id, path = %tmp.display(), error = %e, "writing an installed snapshot failed");
-            return Err(Error::io(&tmp, e));
-        }
+        let len = match replace_with_rows(
+            &self.fs,
+            &obj.path,
+            &install.rows,
+            install.head.as_deref(),
+        ) {
+            Ok(len) => len,
+            Err((tmp, e)) => {
+                tracing::warn!(object_id = %obj.id, path = %tmp.display(), error = %e, "writing an installed snapshot failed");
+                return Err(Error::io(&tmp, e));
+            }
+        };
         // The old handle points at the replaced file; the next round opens the new one.
         self.files.remove(&obj.id);
         self.retry_compaction_at.remove(&obj.id);
         let dir = obj.path.parent().unwrap_or(Path::new("."));
-        if let Err(e) = fsync_dir(dir) {
+        if let Err(e) = fsync_dir(&*self.fs, dir) {
             self.stats.failures.fetch_add(1, Ordering::Relaxed);
             let msg = format!("installing a snapshot in {}: {e}", obj.path.display());
-            tracing::error!(object_id = %obj.id, error = %msg, "an installed snapshot could not be made durable");
+            self.shared.fail_store(msg.clone());
             obj.fail(msg.clone());
             return Err(Error::Failed(msg));
         }
+        obj.file_len.store(len, Ordering::Release);
         obj.finish_install(install);
         Ok(())
     }
@@ -435,22 +568,29 @@ impl Writer {
             return;
         };
         let before = obj.file_records.load(Ordering::Relaxed);
-        if let Err((tmp, e)) = replace_with_rows(&obj.path, &rows, head.as_deref()) {
-            // The original file is intact: keep appending to it and try again once it has doubled.
-            tracing::warn!(object_id = %obj.id, path = %tmp.display(), error = %e, "state compaction failed");
-            self.retry_compaction_at
-                .insert(obj.id.clone(), before.saturating_mul(2));
-            return;
-        }
+        let len = match replace_with_rows(&self.fs, &obj.path, &rows, head.as_deref()) {
+            Ok(len) => len,
+            Err((tmp, e)) => {
+                // The original file is intact: keep appending to it and try again once it has doubled.
+                tracing::warn!(object_id = %obj.id, path = %tmp.display(), error = %e, "state compaction failed");
+                self.retry_compaction_at
+                    .insert(obj.id.clone(), before.saturating_mul(2));
+                return;
+            }
+        };
         // The old handle points at the replaced file; the next round opens the new one.
         self.files.remove(&obj.id);
         self.retry_compaction_at.remove(&obj.id);
         obj.compacted_through.store(seq, Ordering::Release);
         obj.file_records.store(rows.len() as u64, Ordering::Relaxed);
+        obj.file_len.store(len, Ordering::Release);
         let dir = obj.path.parent().unwrap_or(Path::new("."));
-        if let Err(e) = fsync_dir(dir) {
-            obj.fail(format!("compacting {}: {e}", obj.path.display()));
-            tracing::error!(object_id = %obj.id, error = %e, "state compaction could not be made durable");
+        if let Err(e) = fsync_dir(&*self.fs, dir) {
+            // Which file survives a crash is unknown now: later batches could be logged against the other.
+            let msg = format!("compacting {}: {e}", obj.path.display());
+            self.stats.failures.fetch_add(1, Ordering::Relaxed);
+            self.shared.fail_store(msg.clone());
+            obj.fail(msg);
             return;
         }
         obj.mark_durable(seq);
@@ -460,43 +600,50 @@ impl Writer {
 }
 
 /// Replaces the state file at `path` with `rows`: written to `{path}.tmp`, fsynced, renamed over
-/// `path` (the caller fsyncs the directory). On failure the temp file is removed and `path` is
-/// untouched; the error comes with the temp file's path.
+/// `path` (the caller fsyncs the directory); returns the new file's length. On failure the temp file
+/// is removed and `path` is untouched; the error comes with the temp file's path.
 fn replace_with_rows(
+    fs: &Fs,
     path: &Path,
     rows: &[Row],
     head: Option<&str>,
-) -> Result<(), (PathBuf, io::Error)> {
-    replace_file(path, |f| {
-        let mut w = BufWriter::with_capacity(256 * 1024, f);
+) -> Result<u64, (PathBuf, io::Error)> {
+    let mut len = 0;
+    replace_file(&**fs, path, |f| {
+        let mut w = Counting {
+            inner: BufWriter::with_capacity(256 * 1024, f),
+            written: 0,
+        };
         write_compacted(&mut w, rows, head)?;
-        w.into_inner().map_err(|e| e.into_error())?;
+        len = w.written;
+        w.inner.into_inner().map_err(|e| e.into_error())?;
         Ok(())
     })
-    .map_err(|(_, e)| (tmp_path(path), e))
+    .map_err(|(_, e)| (tmp_path(path), e))?;
+    Ok(len)
 }
 
-/// Writes back and flushes the whole file system holding `file` (Linux `syncfs(2)`; since Linux 5.8 it
-/// reports write-back errors of that file system).
-#[cfg(target_os = "linux")]
-fn syncfs(file: &File) -> io::Result<()> {
-    use std::os::fd::AsRawFd;
-    // SAFETY: `file` keeps the descriptor open for the duration of the call, and syncfs only uses it to find
-    // the file system.
-    if unsafe { libc::syncfs(file.as_raw_fd()) } == 0 {
-        Ok(())
-    } else {
-        Err(io::Error::last_os_error())
+/// A writer that counts the bytes written through it.
+struct Counting<W> {
+    inner: W,
+    written: u64,
+}
+
+impl<W: io::Write> io::Write for Counting<W> {
+    fn write(&mut self, buf: &[u8]) -> io::Result<usize> {
+        let n = self.inner.write(buf)?;
+        self.written += n as u64;
+        Ok(n)
+    }
+
+    fn flush(&mut self) -> io::Result<()> {
+        self.inner.flush()
     }
 }
 
-#[cfg(not(target_os = "linux"))]
-fn syncfs(_file: &File) -> io::Result<()> {
-    unreachable!("same_file_system_all is false off Linux")
-}
-
 /// Marks the object failed after an I/O error and logs it.
-fn fail(obj: &ObjInner, doing: &str, path: &Path, e: &io::Error) {
+fn fail(stats: &WriterStats, obj: &ObjInner, doing: &str, path: &Path, e: &io::Error) {
+    stats.failures.fetch_add(1, Ordering::Relaxed);
     let msg = format!("{doing} {}: {e}", path.display());
     tracing::error!(object_id = %obj.id, error = %msg, "state write failed; the object refuses commits until restart");
     obj.fail(msg);

@@ -69,7 +69,8 @@ impl ObjectState {
     /// While it runs, reads see the old state and writes fail with [`Error::Busy`]. A snapshot that breaks the
     /// index's rules (a key without versions or twice, versions out of seq order or beyond `seq`, no version at
     /// `seq`) fails with [`Error::Invalid`] and changes nothing; so does a failed write of the new file (as
-    /// [`Error::Io`]). If the directory fsync after the rename fails, the object fails ([`Error::Failed`]).
+    /// [`Error::Io`]). If the checkpoint before it or the directory fsync after the rename fails, the store fails
+    /// ([`Error::Failed`]).
     pub fn install_snapshot(&self, snapshot: &Snapshot) -> Result<(), Error> {
         let install = self.prepare_install(snapshot)?;
         let max_hlc = install.index.last_hlc;
@@ -79,19 +80,11 @@ impl ObjectState {
             self.check_writable(&locked)?;
             // Send under the object's lock: every batch queued before is ahead of it in the writer's queue,
             // and none can be queued after it until the install is done.
-            let tx = self
-                .inner
-                .shared
-                .writer_tx
-                .read()
-                .unwrap_or_else(|e| e.into_inner());
-            let tx = tx.as_ref().ok_or(Error::Closed)?;
-            tx.send(Msg::Install {
+            self.inner.shared.send(Msg::Install {
                 obj: Arc::clone(&self.inner),
                 install: Box::new(install),
                 done: done_tx,
-            })
-            .map_err(|_| Error::Closed)?;
+            })?;
             locked.installing = true;
         }
         let result = done_rx.recv().unwrap_or(Err(Error::Closed));

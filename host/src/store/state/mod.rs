@@ -49,7 +49,7 @@ pub(crate) use hlc::observe_hlc;
 pub(crate) use index::Row;
 pub(crate) use install::Install;
 pub(crate) use object::ObjInner;
-pub(crate) use recover::load;
+pub(crate) use recover::{Salvage, load, salvage};
 
 #[cfg(test)]
 mod tests {

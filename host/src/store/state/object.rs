@@ -49,6 +49,8 @@ pub(crate) struct ObjInner {
     failed: AtomicBool,
     /// `set`/`del` records in the file (maintained by the writer thread).
     pub(crate) file_records: AtomicU64,
+    /// The file's length as the writer left it: where the next batch goes (logged with it).
+    pub(crate) file_len: AtomicU64,
     /// Batches up to this seq are already in a compacted (or installed) file: the writer skips their queued
     /// bytes.
     pub(crate) compacted_through: AtomicU64,
@@ -92,10 +94,11 @@ impl ObjInner {
         });
     }
 
-    /// True when the file holds more than `max(4096, 4 × kept)` records.
+    /// True when the file holds more than `max(compaction_min_records, 4 × kept)` records.
     pub(crate) fn needs_compaction(&self) -> bool {
         let kept = self.lock().index.kept as u64;
-        self.file_records.load(Ordering::Relaxed) > (4 * kept).max(4096)
+        let floor = self.shared.config.compaction_min_records;
+        self.file_records.load(Ordering::Relaxed) > (4 * kept).max(floor)
     }
 
     /// The versions compaction keeps, the applied seq they cover and the chain hash there (None if the
@@ -115,13 +118,13 @@ impl ObjInner {
 
 impl ObjectState {
     /// A handle on a state just loaded from `path`: `index` as recovered, with `file_records` `set`/`del`
-    /// records in the file, all of it durable.
+    /// records in the file of `file_len` bytes, all of it durable.
     pub(super) fn new(
         shared: &Arc<Shared>,
         id: &str,
         path: PathBuf,
         index: Index,
-        file_records: u64,
+        (file_records, file_len): (u64, u64),
     ) -> ObjectState {
         let applied = index.applied_seq;
         let inner = ObjInner {
@@ -140,6 +143,7 @@ impl ObjectState {
             }),
             failed: AtomicBool::new(false),
             file_records: AtomicU64::new(file_records),
+            file_len: AtomicU64::new(file_len),
             compacted_through: AtomicU64::new(applied),
         };
         ObjectState {
@@ -358,10 +362,13 @@ impl ObjectState {
         }
     }
 
-    /// Refuses a write while the object is failed or installing a snapshot.
+    /// Refuses a write while the object or the whole store is failed, or a snapshot is being installed.
     pub(super) fn check_writable(&self, locked: &Locked) -> Result<(), Error> {
         if let Some(msg) = &locked.failed {
             return Err(Error::Failed(msg.clone()));
+        }
+        if let Some(msg) = self.inner.shared.store_failure() {
+            return Err(Error::Failed(msg));
         }
         if locked.installing {
             return Err(Error::Busy {
@@ -406,23 +413,14 @@ impl ObjectState {
         batch.prev = locked.index.head.clone();
         let head = batch.chain_hash();
         let bytes = encode_batch(&batch, &head);
-        {
-            // Assign the seq and enqueue under the object's lock: the writer sees this object's batches in
-            // seq order.
-            let tx = inner
-                .shared
-                .writer_tx
-                .read()
-                .unwrap_or_else(|e| e.into_inner());
-            let tx = tx.as_ref().ok_or(Error::Closed)?;
-            tx.send(Msg::Job(Job {
-                obj: Arc::clone(inner),
-                seq: batch.seq,
-                bytes,
-                records: batch.records.len() as u64,
-            }))
-            .map_err(|_| Error::Closed)?;
-        }
+        // Assign the seq and enqueue under the object's lock: the writer sees this object's batches in seq
+        // order.
+        inner.shared.send(Msg::Job(Job {
+            obj: Arc::clone(inner),
+            seq: batch.seq,
+            bytes,
+            records: batch.records.len() as u64,
+        }))?;
         locked.index.apply(
             batch.seq,
             batch

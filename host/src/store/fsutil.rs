@@ -1,8 +1,6 @@
-//! Small file-system helpers: durable directory entries, atomic file replacement, whether files share a file
-//! system, a bounded cache of open file handles, the object-id guard, and wall-clock milliseconds.
+//! Small file-system helpers: durable directory entries, atomic file replacement, a bounded cache of open file handles, the object-id guard, and wall-clock milliseconds.
 
 use std::collections::HashMap;
-use std::fs;
 use std::hash::Hash;
 use std::io;
 use std::path::{Path, PathBuf};
@@ -109,27 +107,6 @@ pub(crate) fn write_atomic(fs: &dyn Vfs, path: &Path, bytes: &[u8]) -> Result<()
     fsync_dir(fs, path.parent().unwrap_or(Path::new(".")))
 }
 
-/// Whether two paths are on one file system (so syncing the file system of one covers the other).
-pub(crate) fn same_file_system(a: &Path, b: &Path) -> bool {
-    let a = file_system(fs::metadata(a));
-    a.is_some() && a == file_system(fs::metadata(b))
-}
-
-/// The id of the file system (device) holding a file, from its metadata; `None` if that failed, and off
-/// Linux (where the store never syncs a whole file system).
-fn file_system(metadata: io::Result<fs::Metadata>) -> Option<u64> {
-    #[cfg(target_os = "linux")]
-    {
-        use std::os::unix::fs::MetadataExt;
-        metadata.ok().map(|m| m.dev())
-    }
-    #[cfg(not(target_os = "linux"))]
-    {
-        let _ = metadata;
-        None
-    }
-}
-
 /// A map of open handles bounded to `capacity` entries; inserting past it drops (closes) the least recently
 /// used one. There may be 10,000 objects on a station, far more than a process may keep open.
 pub(crate) struct HandleCache<K, V> {
@@ -234,7 +211,7 @@ mod tests {
         let p = dir.path().join("f.tsv");
         write_atomic(&RealFs, &p, b"one").unwrap();
         write_atomic(&RealFs, &p, b"two").unwrap();
-        assert_eq!(fs::read(&p).unwrap(), b"two");
+        assert_eq!(std::fs::read(&p).unwrap(), b"two");
         assert!(!dir.path().join("f.tsv.tmp").exists());
     }
 }

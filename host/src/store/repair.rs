@@ -41,6 +41,15 @@ pub struct RepairReport {
 
 /// Repairs the data directory of `config` (see the module doc).
 pub fn repair(config: &StoreConfig) -> Result<RepairReport, Error> {
+    if !config.data_dir.join("station.tsv").is_file() {
+        return Err(Error::io(
+            &config.data_dir,
+            std::io::Error::new(
+                std::io::ErrorKind::NotFound,
+                "not a station's data directory (it has no station.tsv)",
+            ),
+        ));
+    }
     let _lock = DataDirLock::take(&config.data_dir)?;
     let fs = &config.fs;
     let state_dir = config.data_dir.join("state");
@@ -315,6 +324,14 @@ mod tests {
             "what is not kept is reported: {}",
             report.text
         );
+    }
+
+    #[test]
+    fn repair_refuses_what_is_not_a_data_directory() {
+        let dir = tempfile::tempdir().unwrap();
+        let err = repair(&config(dir.path())).unwrap_err();
+        assert!(err.to_string().contains("data"), "{err}");
+        assert!(!dir.path().join("data").exists(), "nothing is created");
     }
 
     #[test]

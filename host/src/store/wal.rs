@@ -98,6 +98,11 @@ impl Wal {
         self.size
     }
 
+    /// True if the log holds no round (nothing to checkpoint).
+    pub(crate) fn is_empty(&self) -> bool {
+        self.size <= FILE_HEADER as u64
+    }
+
     /// Where the log is.
     pub(crate) fn path(&self) -> &Path {
         &self.path

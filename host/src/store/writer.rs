@@ -9,8 +9,6 @@
 //!   So every byte of an object file past its last sync is covered by a durable log record that says where
 //!   it goes. At a checkpoint — the log past `checkpoint_bytes`, a snapshot install, a purge, shutdown — one
 //!   `syncfs` makes the object files durable and the log is emptied.
-//! - fsync without the log (the state directory is not on one file system with it): each touched file is
-//!   fdatasynced once (one `syncfs` for a round of three or more), then the batches are acknowledged.
 //! - `--durability none`: appended and acknowledged, never synced.
 //!
 //! Commits arriving while a round syncs form the next round, so concurrent commits — on one object or many —
@@ -32,8 +30,8 @@
 //! retry proves nothing. A failed append or sync of the log, a failed checkpoint, a failed object-file write
 //! after its batches were acknowledged, or a failed directory sync after a rename fails the whole store
 //! ([`super::Shared::fail_store`]): every later commit is refused with a message naming the file, the log is
-//! never emptied, and the next start recovers from it. Without the log, a failed write or sync fails only the
-//! object it concerns. A compaction whose temp file cannot be written, synced or renamed changes nothing and
+//! never emptied, and the next start recovers from it. With `--durability none`, a failed write fails only
+//! the object it concerns. A compaction whose temp file cannot be written, synced or renamed changes nothing and
 //! is retried once the file has doubled.
 
 use std::collections::HashMap;
@@ -55,8 +53,6 @@ use super::{Durability, Shared};
 pub(crate) const FILE_CACHE: usize = 512;
 /// Objects in one round at most (bounds the handles open at once).
 const MAX_ROUND_OBJECTS: usize = 256;
-/// A round touching at least this many files syncs them with one `syncfs` instead of one fdatasync each.
-const SYNCFS_MIN_FILES: usize = 3;
 /// Bytes buffered in one round at most before it is written.
 const MAX_ROUND_BYTES: usize = 32 << 20;
 
@@ -110,8 +106,6 @@ pub(crate) enum Msg {
 enum Durably {
     /// Through the write-ahead log.
     Log(Wal),
-    /// Each touched file synced.
-    Files,
     /// Not at all.
     None,
 }
@@ -119,8 +113,7 @@ enum Durably {
 /// Starts the writer thread.
 ///
 /// With `--durability fsync`, rounds go to the write-ahead log at `wal_path` (created empty: the caller
-/// replayed it) when it is on the file system of the object files; otherwise each round syncs the files it
-/// touched, and a log left from an earlier run is removed (after the replay).
+/// replayed it); with `none`, a log left from an earlier run is removed (after the replay).
 pub(crate) fn spawn(
     shared: &Arc<Shared>,
     wal_path: &Path,
@@ -128,19 +121,14 @@ pub(crate) fn spawn(
     stats: Arc<WriterStats>,
 ) -> io::Result<JoinHandle<()>> {
     let fs = shared.fs().clone();
-    let state_dir = wal_path.parent().unwrap_or(Path::new("."));
-    let use_log =
-        shared.config.durability == Durability::Fsync && fs.same_file_system(state_dir, state_dir);
-    let sync = if use_log {
-        Durably::Log(Wal::create(&fs, wal_path)?)
-    } else {
-        if fs.file_len(wal_path)?.is_some() {
-            fs.remove_file(wal_path)?;
-            fs.sync_dir(state_dir)?;
-        }
-        match shared.config.durability {
-            Durability::Fsync => Durably::Files,
-            Durability::None => Durably::None,
+    let sync = match shared.config.durability {
+        Durability::Fsync => Durably::Log(Wal::create(&fs, wal_path)?),
+        Durability::None => {
+            if fs.file_len(wal_path)?.is_some() {
+                fs.remove_file(wal_path)?;
+                fs.sync_dir(wal_path.parent().unwrap_or(Path::new(".")))?;
+            }
+            Durably::None
         }
     };
     let writer = Writer {
@@ -404,7 +392,7 @@ impl Writer {
         }
     }
 
-    /// Without the log: writes the object files, syncs them if asked, acknowledges. A failure fails the
+    /// Without the log (`--durability none`): writes the object files and acknowledges. A failure fails the
     /// object it concerns.
     fn write_round(&mut self, round: &mut [Entry]) {
         for entry in round.iter_mut().filter(|e| e.ok) {
@@ -412,9 +400,6 @@ impl Writer {
                 fail(&self.stats, &entry.obj, "writing", &entry.obj.path, &e);
                 entry.ok = false;
             }
-        }
-        if matches!(self.sync, Durably::Files) {
-            self.sync_files(round);
         }
         for entry in round.iter().filter(|e| e.ok) {
             entry.obj.mark_durable(entry.last_seq);
@@ -457,7 +442,7 @@ impl Writer {
         let Durably::Log(log) = &mut self.sync else {
             return Ok(());
         };
-        if log.size() <= 16 {
+        if log.is_empty() {
             return Ok(());
         }
         self.stats.fsyncs.fetch_add(1, Ordering::Relaxed);
@@ -481,50 +466,6 @@ impl Writer {
             self.shared.fail_store(msg.clone());
             Error::Failed(msg)
         })
-    }
-
-    /// Makes the round's appends durable without the log: one fdatasync per file, or, when the round
-    /// touched several files, a single `syncfs` (each fdatasync costs a device cache flush of its own).
-    fn sync_files(&mut self, round: &mut [Entry]) {
-        let touched: Vec<usize> = (0..round.len()).filter(|&i| round[i].ok).collect();
-        if touched.len() >= SYNCFS_MIN_FILES {
-            let first = &round[touched[0]].obj.path;
-            let one_fs = touched
-                .iter()
-                .all(|&i| self.fs.same_file_system(first, &round[i].obj.path));
-            if one_fs {
-                self.stats.fsyncs.fetch_add(1, Ordering::Relaxed);
-                if let Err(e) = self.fs.syncfs(first) {
-                    for &i in &touched {
-                        let obj = &round[i].obj;
-                        fail(
-                            &self.stats,
-                            obj,
-                            "syncing the file system of",
-                            &obj.path,
-                            &e,
-                        );
-                        round[i].ok = false;
-                    }
-                }
-                return;
-            }
-        }
-        for &i in &touched {
-            let obj = Arc::clone(&round[i].obj);
-            self.stats.fsyncs.fetch_add(1, Ordering::Relaxed);
-            let synced = match self.files.get_mut(&obj.id) {
-                Some(f) => f.sync_data(),
-                None => self
-                    .fs
-                    .open(&obj.path, OpenMode::Append)
-                    .and_then(|f| f.sync_data()),
-            };
-            if let Err(e) = synced {
-                fail(&self.stats, &obj, "fsyncing", &obj.path, &e);
-                round[i].ok = false;
-            }
-        }
     }
 
     /// Replaces the object's file with an installed snapshot (temp file, fsync, rename, directory fsync) and

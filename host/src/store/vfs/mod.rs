@@ -66,8 +66,6 @@ pub trait Vfs: Send + Sync + fmt::Debug {
     fn sync_dir(&self, dir: &Path) -> io::Result<()>;
     /// Writes back and flushes the whole file system holding `path` (Linux `syncfs(2)`).
     fn syncfs(&self, path: &Path) -> io::Result<()>;
-    /// True if one [`Vfs::syncfs`] of `a` also covers `b`.
-    fn same_file_system(&self, a: &Path, b: &Path) -> bool;
     /// The names in `dir`.
     fn read_dir(&self, dir: &Path) -> io::Result<Vec<OsString>>;
 
@@ -165,10 +163,6 @@ impl Vfs for RealFs {
 
     fn syncfs(&self, path: &Path) -> io::Result<()> {
         syncfs(&File::open(path)?)
-    }
-
-    fn same_file_system(&self, a: &Path, b: &Path) -> bool {
-        super::fsutil::same_file_system(a, b)
     }
 
     fn read_dir(&self, dir: &Path) -> io::Result<Vec<OsString>> {

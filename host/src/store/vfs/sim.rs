@@ -691,10 +691,6 @@ impl Vfs for SimFs {
         Ok(())
     }
 
-    fn same_file_system(&self, _a: &Path, _b: &Path) -> bool {
-        true
-    }
-
     fn read_dir(&self, dir: &Path) -> io::Result<Vec<OsString>> {
         let disk = self.disk();
         disk.check()?;

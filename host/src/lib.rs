@@ -61,22 +61,26 @@ pub async fn run(
         memory_limit_bytes: (args.memory_mb as usize) << 20,
         max_instances: args.max_instances,
     })?;
-    let station = station::Station::open(
-        runtime,
-        store.clone(),
-        station::StationConfig {
-            call_deadline: config.deadline,
-            idle_timeout: Duration::from_secs(args.idle_secs),
-            quota: station::Quota {
-                state_bytes: args.quota_state_mb.saturating_mul(1 << 20),
-                keys: args.quota_keys,
-                write_bytes: args.quota_write_mb.saturating_mul(1 << 20),
-                log_bytes_per_sec: args.quota_log_kb_s.saturating_mul(1 << 10),
-                queue: args.quota_queue,
-                rate: args.quota_rate,
-            },
+    let station_config = station::StationConfig {
+        call_deadline: config.deadline,
+        idle_timeout: Duration::from_secs(args.idle_secs),
+        quota: station::Quota {
+            state_bytes: args.quota_state_mb.saturating_mul(1 << 20),
+            keys: args.quota_keys,
+            write_bytes: args.quota_write_mb.saturating_mul(1 << 20),
+            log_bytes_per_sec: args.quota_log_kb_s.saturating_mul(1 << 10),
+            queue: args.quota_queue,
+            rate: args.quota_rate,
         },
-    )?;
+    };
+    // Registering the deployed objects reads every object's versions and replica states: off the
+    // async workers too.
+    let station = {
+        let store = store.clone();
+        tokio::task::spawn_blocking(move || station::Station::open(runtime, store, station_config))
+            .await
+            .context("registering the deployed objects")??
+    };
     let reaper = station.spawn_idle_reaper();
     let warm_up = station.spawn_warm_up();
     let address = listener.local_addr()?;

@@ -10,9 +10,7 @@ use serde::Serialize;
 use crate::runtime;
 use crate::station::Error as StationError;
 
-/// Set on every error the station itself produces (never on an object's own answer), so a
-/// station receiving a forwarded answer can tell the two apart.
-pub const ERROR_HEADER: &str = "x-op-error";
+pub use crate::cluster::forward::ERROR_HEADER;
 
 /// An error on its way to the client.
 #[derive(Debug)]

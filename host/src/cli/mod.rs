@@ -121,7 +121,7 @@ pub enum Command {
         station: StationArgs,
     },
     /// Repair a data directory a station refuses to open because a file is damaged: keeps what is
-    /// intact, copies everything it changes to DATA/repair/<time>/ and reports what was lost. Run
+    /// intact, copies everything it changes to DATA/repair/TIME/ and reports what was lost. Run
     /// it with the station stopped.
     Repair {
         /// The data directory.

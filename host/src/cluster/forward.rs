@@ -16,6 +16,9 @@ pub const DEADLINE_HEADER: &str = "x-op-deadline-ms";
 pub const FORWARDED_BY_HEADER: &str = "x-op-forwarded-by";
 /// The shared cluster secret on station-to-station routes.
 pub const SECRET_HEADER: &str = "x-op-cluster-secret";
+/// Set on every error a station itself produces (never on an object's own answer), so a station
+/// receiving a forwarded answer can tell the two apart.
+pub const ERROR_HEADER: &str = "x-op-error";
 
 /// Headers that belong to one connection and are not forwarded.
 const HOP_BY_HOP: &[&str] = &[

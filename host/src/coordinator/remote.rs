@@ -118,7 +118,7 @@ async fn call_remote(
     // call-error the caller would have seen locally.
     if let Some(code) = forwarded
         .headers
-        .get(crate::api::error::ERROR_HEADER)
+        .get(crate::cluster::forward::ERROR_HEADER)
         .and_then(|v| v.to_str().ok())
     {
         let message = serde_json::from_slice::<serde_json::Value>(&forwarded.body)

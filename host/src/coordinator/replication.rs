@@ -22,12 +22,19 @@ use tokio::sync::{Notify, oneshot};
 use crate::cluster::Cluster;
 use crate::cluster::forward::SECRET_HEADER;
 use crate::station::ApplyOutcome;
-use crate::store::{Batch, Store, VersionRecord};
+use crate::store::{Batch, Store, VersionRecord, batch_cost};
 
-/// Batches kept in memory per object for catching replicas up without a snapshot.
+/// Batches kept in memory per object for catching replicas up without a snapshot...
 const RECENT_BATCHES: usize = 4096;
+/// ...and their bytes at most, per object...
+const RECENT_BYTES: usize = 16 << 20;
+/// ...and over every object this station homes (past it, the stream just written to gives up its oldest
+/// batches: a replica that far behind gets a snapshot).
+const RECENT_BYTES_TOTAL: usize = 256 << 20;
 /// Batches sent per object in one request.
 const BATCHES_PER_REQUEST: usize = 512;
+/// Bytes of batches in one request at most (its first batch always goes, however large).
+const REQUEST_BYTES: usize = 8 << 20;
 /// How often every stream is checked even without new commits (a replica that came back).
 const SWEEP_EVERY: Duration = Duration::from_secs(2);
 /// How long an in-sync replica may leave a write waiting before it is removed from the set.
@@ -69,7 +76,10 @@ type Waiter = (u64, std::time::Instant, oneshot::Sender<Result<(), String>>);
 
 struct Stream {
     epoch: u64,
+    /// The latest batches, with their cost ([`batch_cost`]), oldest first.
     recent: VecDeque<Arc<Batch>>,
+    /// The summed cost of `recent`.
+    recent_bytes: usize,
     last_seq: u64,
     /// Highest seq durable on this home: only batches up to it are shipped, so a power loss
     /// here can never leave a replica holding a batch the home lost.
@@ -106,6 +116,8 @@ struct Inner {
     store: Store,
     sync_replicas: usize,
     streams: Mutex<HashMap<String, Stream>>,
+    /// The summed `recent_bytes` of every stream (changed under the streams lock).
+    recent_bytes: std::sync::atomic::AtomicUsize,
     peers: Mutex<HashMap<String, Arc<Peer>>>,
     tasks: Mutex<Vec<tokio::task::JoinHandle<()>>>,
 }
@@ -119,6 +131,7 @@ impl Replicator {
                 store,
                 sync_replicas,
                 streams: Mutex::new(HashMap::new()),
+                recent_bytes: Default::default(),
                 peers: Mutex::new(HashMap::new()),
                 tasks: Mutex::new(Vec::new()),
             }),
@@ -128,7 +141,7 @@ impl Replicator {
             let mut tick = tokio::time::interval(SWEEP_EVERY);
             loop {
                 tick.tick().await;
-                sweeper.sweep();
+                sweeper.sweep().await;
             }
         });
         let checker = replicator.clone();
@@ -168,13 +181,12 @@ impl Replicator {
             let stream = streams
                 .entry(object.to_string())
                 .or_insert_with(|| Stream::new(epoch));
-            stream.begin_epoch(epoch, batch.seq.saturating_sub(1));
+            let freed = stream.begin_epoch(epoch, batch.seq.saturating_sub(1));
+            self.freed_recent(freed);
             stream.last_seq = stream.last_seq.max(batch.seq);
             let seq = batch.seq;
-            stream.recent.push_back(batch);
-            while stream.recent.len() > RECENT_BATCHES {
-                stream.recent.pop_front();
-            }
+            self.keep_recent(stream, batch);
+            stream.prune_waiters();
             let in_sync = self.in_sync(object);
             if self.inner.sync_replicas == 0 {
                 None
@@ -203,6 +215,42 @@ impl Replicator {
         })
     }
 
+    /// Keeps `batch` among the stream's recent ones, within [`RECENT_BATCHES`], [`RECENT_BYTES`] and,
+    /// over all streams, [`RECENT_BYTES_TOTAL`].
+    fn keep_recent(&self, stream: &mut Stream, batch: Arc<Batch>) {
+        use std::sync::atomic::Ordering::Relaxed;
+        let total = &self.inner.recent_bytes;
+        let cost = batch_cost(&batch);
+        stream.recent.push_back(batch);
+        stream.recent_bytes += cost;
+        total.fetch_add(cost, Relaxed);
+        while stream.recent.len() > 1
+            && (stream.recent.len() > RECENT_BATCHES
+                || stream.recent_bytes > RECENT_BYTES
+                || total.load(Relaxed) > RECENT_BYTES_TOTAL)
+        {
+            let dropped = stream.recent.pop_front().map_or(0, |b| batch_cost(&b));
+            stream.recent_bytes -= dropped;
+            total.fetch_sub(dropped, Relaxed);
+        }
+    }
+
+    /// Counts `bytes` of recent batches a stream dropped.
+    fn freed_recent(&self, bytes: usize) {
+        self.inner
+            .recent_bytes
+            .fetch_sub(bytes, std::sync::atomic::Ordering::Relaxed);
+    }
+
+    /// Empties a stream's recent batches (its object is no longer homed here).
+    fn forget_recent(&self, stream: &mut Stream) {
+        self.inner
+            .recent_bytes
+            .fetch_sub(stream.recent_bytes, std::sync::atomic::Ordering::Relaxed);
+        stream.recent.clear();
+        stream.recent_bytes = 0;
+    }
+
     /// Batches of `object` up to `seq` are durable here: ship them.
     pub fn durable(&self, object: &str, seq: u64) {
         {
@@ -217,13 +265,24 @@ impl Replicator {
         }
     }
 
-    /// The seq this station has applied for `object` (0 if it cannot tell).
-    fn applied_here(&self, object: &str) -> u64 {
+    /// The seq this station has applied for `object`, if its state is loaded (never does I/O).
+    fn applied_if_loaded(&self, object: &str) -> Option<u64> {
         self.inner
             .store
-            .state(object)
+            .cached_state(object)
             .map(|s| s.applied_seq())
-            .unwrap_or(0)
+    }
+
+    /// The seq this station has applied for `object`, loading its state off the async workers if
+    /// needed (0 if it cannot be read: the replicas then say where they are).
+    async fn applied_here(&self, object: &str) -> u64 {
+        match self.inner.store.state_async(object).await {
+            Ok(state) => state.applied_seq(),
+            Err(e) => {
+                tracing::debug!(object, "reading the applied seq: {e}");
+                0
+            }
+        }
     }
 
     /// The in-sync replicas the directory lists for `object` while this station homes it.
@@ -254,6 +313,7 @@ impl Replicator {
         {
             let mut streams = self.inner.streams.lock().expect("streams lock");
             for (object, stream) in streams.iter_mut() {
+                stream.prune_waiters();
                 let Some(&(oldest, since, _)) = stream.waiters.first() else {
                     continue;
                 };
@@ -367,8 +427,11 @@ impl Replicator {
                 .entry(object.to_string())
                 .or_insert_with(|| Stream::new(epoch));
             if epoch > stream.epoch || stream.last_seq == 0 {
-                let base = self.applied_here(object);
-                stream.begin_epoch(epoch, base);
+                // Not loaded: the next sweep starts the epoch once it has read the seq.
+                if let Some(base) = self.applied_if_loaded(object) {
+                    let freed = stream.begin_epoch(epoch, base);
+                    self.freed_recent(freed);
+                }
             }
         }
         for replica in self.replicas(object) {
@@ -376,31 +439,64 @@ impl Replicator {
         }
     }
 
-    /// Marks every object this station homes as needing a check with each of its replicas.
-    fn sweep(&self) {
+    /// Marks every object this station homes as needing a check with each of its replicas, and
+    /// drops the streams of objects it no longer homes.
+    async fn sweep(&self) {
         let me = self.inner.cluster.station_id().to_string();
         let applied = self.inner.cluster.directory().applied();
-        for (object, entry) in applied.directory.homed_at(&me) {
-            let replicas = entry.replicas.clone();
+        let homed: Vec<(String, crate::cluster::ObjectEntry)> = applied
+            .directory
+            .homed_at(&me)
+            .map(|(object, entry)| (object.clone(), entry.clone()))
+            .collect();
+        for (object, entry) in &homed {
+            let needs_base = {
+                let streams = self.inner.streams.lock().expect("streams lock");
+                streams
+                    .get(object)
+                    .is_none_or(|s| entry.epoch > s.epoch || s.last_seq == 0)
+            };
+            // Read before taking the lock: loading a state reads its file.
+            let base = match needs_base {
+                true => Some(self.applied_here(object).await),
+                false => None,
+            };
             let mut streams = self.inner.streams.lock().expect("streams lock");
             let stream = streams
                 .entry(object.clone())
                 .or_insert_with(|| Stream::new(entry.epoch));
-            if entry.epoch > stream.epoch || stream.last_seq == 0 {
-                let base = self.applied_here(object);
-                stream.begin_epoch(entry.epoch, base);
+            if let Some(base) = base
+                && (entry.epoch > stream.epoch || stream.last_seq == 0)
+            {
+                let freed = stream.begin_epoch(entry.epoch, base);
                 stream.last_seq = stream.last_seq.max(base);
+                self.freed_recent(freed);
             }
-            let stale: Vec<String> = replicas
-                .into_iter()
+            let stale: Vec<String> = entry
+                .replicas
+                .iter()
                 .filter(|r| {
-                    stream.acked.get(r).is_none_or(|&a| a < stream.last_seq)
-                        || stream.versions.get(r).is_none_or(|&v| v < entry.version)
+                    stream.acked.get(*r).is_none_or(|&a| a < stream.last_seq)
+                        || stream.versions.get(*r).is_none_or(|&v| v < entry.version)
                 })
+                .cloned()
                 .collect();
             drop(streams);
             for replica in stale {
                 self.mark_dirty(&replica, object);
+            }
+        }
+        let mut streams = self.inner.streams.lock().expect("streams lock");
+        let gone: Vec<String> = streams
+            .iter()
+            .filter(|(object, stream)| {
+                stream.waiters.is_empty() && !homed.iter().any(|(o, _)| o == *object)
+            })
+            .map(|(object, _)| object.clone())
+            .collect();
+        for object in gone {
+            if let Some(mut stream) = streams.remove(&object) {
+                self.forget_recent(&mut stream);
             }
         }
     }
@@ -466,34 +562,13 @@ impl Replicator {
             .filter(|m| m.is_live())
             .ok_or_else(|| anyhow::anyhow!("replica {replica} is not live"))?;
         let address = member.address.clone();
-        let items: Vec<ReplicateItem> = {
+        let mut again = Vec::new();
+        let items = {
             let streams = self.inner.streams.lock().expect("streams lock");
-            objects
-                .iter()
-                .filter_map(|object| {
-                    let stream = streams.get(object)?;
-                    let from = stream.acked.get(replica).map(|a| a + 1);
-                    let batches = match from {
-                        // Unknown position: a probe, the replica says where it is.
-                        None => Vec::new(),
-                        Some(from) => stream
-                            .recent
-                            .iter()
-                            .filter(|b| b.seq >= from && b.seq <= stream.durable_seq)
-                            .take(BATCHES_PER_REQUEST)
-                            .map(|b| (**b).clone())
-                            .collect(),
-                    };
-                    Some(ReplicateItem {
-                        object: object.clone(),
-                        epoch: stream.epoch,
-                        batches,
-                    })
-                })
-                .collect()
+            request_items(&streams, replica, objects, &mut again)
         };
         if items.is_empty() {
-            return Ok(Vec::new());
+            return Ok(again);
         }
         let request = ReplicateRequest {
             home: self.inner.cluster.station_id().to_string(),
@@ -507,7 +582,6 @@ impl Replicator {
             Duration::from_secs(30),
         )
         .await?;
-        let mut again = Vec::new();
         for result in results {
             match self.handle_result(replica, &address, &result).await {
                 Ok(true) => again.push(result.object),
@@ -744,6 +818,53 @@ impl Replicator {
     }
 }
 
+/// The items of one request to `replica` for `objects`: from each object's stream, the durable
+/// batches the replica lacks (none for a replica whose position is unknown: a probe), within
+/// [`BATCHES_PER_REQUEST`] per object and [`REQUEST_BYTES`] in all. Objects left out for the byte
+/// bound, or cut short by it, are added to `again`.
+fn request_items(
+    streams: &HashMap<String, Stream>,
+    replica: &str,
+    objects: &[String],
+    again: &mut Vec<String>,
+) -> Vec<ReplicateItem> {
+    let mut budget = REQUEST_BYTES;
+    let mut items = Vec::with_capacity(objects.len());
+    for object in objects {
+        let Some(stream) = streams.get(object) else {
+            continue;
+        };
+        if budget == 0 {
+            again.push(object.clone());
+            continue;
+        }
+        let mut batches = Vec::new();
+        if let Some(&acked) = stream.acked.get(replica) {
+            let pending = stream
+                .recent
+                .iter()
+                .filter(|b| b.seq > acked && b.seq <= stream.durable_seq)
+                .take(BATCHES_PER_REQUEST);
+            for batch in pending {
+                let cost = batch_cost(batch);
+                if cost > budget && !(batches.is_empty() && items.is_empty()) {
+                    budget = 0;
+                    again.push(object.clone());
+                    break;
+                }
+                budget = budget.saturating_sub(cost);
+                batches.push((**batch).clone());
+            }
+        }
+        items.push(ReplicateItem {
+            object: object.clone(),
+            epoch: stream.epoch,
+            batches,
+        });
+    }
+    items
+}
+
 /// Header carrying a version's metadata (JSON) when its bytes are shipped.
 pub const VERSION_HEADER: &str = "x-op-version";
 
@@ -756,6 +877,7 @@ impl Stream {
             acked: HashMap::new(),
             versions: HashMap::new(),
             waiters: Vec::new(),
+            recent_bytes: 0,
             isr_change: false,
             durable_seq: 0,
             base_seq: 0,
@@ -763,12 +885,16 @@ impl Stream {
         }
     }
 
-    /// Starts (or restarts) the stream at `epoch` from the home's seq `base`.
-    fn begin_epoch(&mut self, epoch: u64, base: u64) {
+    /// Starts (or restarts) the stream at `epoch` from the home's seq `base`. Returns the bytes of
+    /// recent batches it dropped.
+    #[must_use]
+    fn begin_epoch(&mut self, epoch: u64, base: u64) -> usize {
+        let mut freed = 0;
         if epoch > self.epoch {
             // The batches kept belong to an earlier epoch: this station may have homed the object
             // before under another history, so they can no longer be shipped.
             self.recent.clear();
+            freed = std::mem::take(&mut self.recent_bytes);
             self.last_seq = base;
         }
         if epoch > self.epoch || self.contacted.is_empty() && self.last_seq == 0 {
@@ -778,6 +904,12 @@ impl Stream {
             self.contacted.clear();
             self.acked.clear();
         }
+        freed
+    }
+
+    /// Drops the waiters whose caller gave up (its deadline passed, its client went away).
+    fn prune_waiters(&mut self) {
+        self.waiters.retain(|(_, _, tx)| !tx.is_closed());
     }
 
     /// This home's chain hash at `seq`, if a batch kept in memory tells it.
@@ -860,5 +992,105 @@ mod tests {
         }
         assert_eq!(stream.hash_at(7), None, "beyond the last seq");
         assert_eq!(Stream::new(1).hash_at(0), None);
+    }
+
+    fn big(seq: u64, bytes: usize) -> Arc<Batch> {
+        Arc::new(Batch {
+            seq,
+            records: vec![Record {
+                key: "k".into(),
+                value: Some("v".repeat(bytes)),
+                hlc: seq,
+            }],
+            prev: None,
+        })
+    }
+
+    fn stream_at(acked: u64, batches: impl IntoIterator<Item = Arc<Batch>>) -> Stream {
+        let mut stream = Stream::new(1);
+        stream.recent.extend(batches);
+        stream.last_seq = stream.recent.back().map_or(0, |b| b.seq);
+        stream.durable_seq = stream.last_seq;
+        stream.acked.insert("r".into(), acked);
+        stream
+    }
+
+    #[test]
+    fn a_request_stays_within_its_byte_bound_and_names_what_it_left_for_the_next() {
+        let mb = 1 << 20;
+        let mut streams = HashMap::new();
+        streams.insert(
+            "a".to_string(),
+            stream_at(0, (1..=6).map(|s| big(s, 3 * mb))),
+        );
+        streams.insert("b".to_string(), stream_at(0, [big(1, 10)]));
+        let mut again = Vec::new();
+        let objects = ["a".to_string(), "b".to_string()];
+        let items = request_items(&streams, "r", &objects, &mut again);
+        let bytes: usize = items.iter().flat_map(|i| &i.batches).map(batch_cost).sum();
+        assert!(bytes <= REQUEST_BYTES, "{bytes} bytes in one request");
+        assert_eq!(items.len(), 1, "b waits for the next request");
+        assert_eq!(
+            items[0].batches.iter().map(|b| b.seq).collect::<Vec<_>>(),
+            [1, 2]
+        );
+        assert_eq!(again, ["a", "b"]);
+    }
+
+    #[test]
+    fn a_batch_larger_than_the_bound_still_goes_alone() {
+        let mut streams = HashMap::new();
+        streams.insert(
+            "a".to_string(),
+            stream_at(0, [big(1, REQUEST_BYTES * 2), big(2, 1)]),
+        );
+        let mut again = Vec::new();
+        let items = request_items(&streams, "r", &["a".to_string()], &mut again);
+        assert_eq!(items[0].batches.len(), 1);
+        assert_eq!(again, ["a"]);
+    }
+
+    #[test]
+    fn only_durable_batches_the_replica_lacks_are_sent_and_an_unknown_replica_is_probed() {
+        let mut streams = HashMap::new();
+        let mut stream = stream_at(2, (1..=5).map(|s| big(s, 1)));
+        stream.durable_seq = 4;
+        streams.insert("a".to_string(), stream);
+        let mut again = Vec::new();
+        let items = request_items(&streams, "r", &["a".to_string()], &mut again);
+        assert_eq!(
+            items[0].batches.iter().map(|b| b.seq).collect::<Vec<_>>(),
+            [3, 4]
+        );
+        let probe = request_items(&streams, "other", &["a".to_string()], &mut again);
+        assert!(probe[0].batches.is_empty());
+        assert!(again.is_empty());
+    }
+
+    #[test]
+    fn waiters_whose_caller_gave_up_are_pruned_and_the_rest_released_in_order() {
+        let mut stream = Stream::new(1);
+        let mut receivers = Vec::new();
+        for seq in 1..=4 {
+            let (tx, rx) = oneshot::channel();
+            stream.waiters.push((seq, std::time::Instant::now(), tx));
+            receivers.push(rx);
+        }
+        // The callers of seqs 1 and 3 gave up.
+        drop(receivers.remove(2));
+        drop(receivers.remove(0));
+        stream.prune_waiters();
+        assert_eq!(
+            stream.waiters.iter().map(|w| w.0).collect::<Vec<_>>(),
+            [2, 4]
+        );
+        stream.acked.insert("r".into(), 2);
+        stream.release_waiters(&["r".to_string()], 1);
+        assert_eq!(receivers[0].try_recv().unwrap(), Ok(()));
+        assert!(
+            receivers[1].try_recv().is_err(),
+            "seq 4 is not replicated yet"
+        );
+        assert_eq!(stream.waiters.len(), 1);
     }
 }

@@ -348,6 +348,9 @@ impl Station {
                 let Some(state) = &state else {
                     return Ok(response);
                 };
+                // Room in the writer's queue first: while the disk is behind, the call waits here
+                // (holding its turn) instead of queueing without bound.
+                let permit = state.reserve(store::write_cost(&writes)).await?;
                 // The lease may have lapsed while the handler ran: then nothing is committed.
                 self.check_writer(object)?;
                 let quota = &slot.meters.quota;
@@ -356,7 +359,7 @@ impl Station {
                     bytes: quota.state_bytes,
                 };
                 let ticket = state
-                    .commit_within(writes, Some(limits))
+                    .commit_reserved(writes, Some(limits), permit)
                     .map_err(|e| match e {
                         store::Error::QuotaExceeded { .. } => Error::StateQuotaExceeded {
                             object: object.id.clone(),

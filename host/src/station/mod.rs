@@ -6,11 +6,24 @@
 //! commits the call's writes as one batch when the status is below 500, releases the turn so the
 //! next call can run while the batch is being made durable, and answers only once it is durable.
 //! It knows nothing of HTTP routes or the CLI.
+//!
+//! Where things are: `call.rs` the path of one call; `deploy.rs` deploys, rollbacks and undeploys;
+//! `live.rs` a deployed object's live parts; `lifecycle.rs` warm-up, idle deactivation, shutdown;
+//! `replica.rs` the copies this station keeps for other homes; `migration.rs` and `failover.rs` an
+//! object changing home; `ownership.rs` who may serve and write (the directory's answer);
+//! `quota.rs` per-object limits; `services.rs` calls to objects elsewhere; `events.rs` what the
+//! cluster hears; `error.rs` the one error type; `id.rs` object ids.
 
 mod admin_locks;
 mod call;
 mod deploy;
+mod error;
+mod events;
+mod failover;
 mod id;
+mod lifecycle;
+mod live;
+mod migration;
 mod ownership;
 mod quota;
 mod replica;
@@ -23,12 +36,17 @@ use std::time::Duration;
 
 pub use call::{CallResult, CallSummary};
 pub use deploy::{DeployOptions, DeployOutcome};
+pub use error::Error;
+pub use events::ObjectEvent;
 pub use id::{IdError, validate_object_id};
+pub use migration::{Copied, ObjectExport, Paused, Precopy};
 pub use ownership::{Elsewhere, Ownership, OwnershipError};
-pub use replica::{ApplyOutcome, Copied, ObjectExport, Paused, Precopy, ReplicationSink};
+pub use replica::{ApplyOutcome, ReplicationSink};
 pub use services::RemoteCalls;
 
-use crate::runtime::{self, Activation, CompiledObject, Runtime};
+use live::{LiveObject, VersionSlot};
+
+use crate::runtime::Runtime;
 use crate::store::{self, ObjectState, Store, VersionRecord, now_ms};
 
 pub use quota::{BadQuota, Quota, QuotaOverrides};
@@ -42,255 +60,6 @@ pub struct StationConfig {
     pub idle_timeout: Duration,
     /// The quotas of objects deployed without overrides.
     pub quota: Quota,
-}
-
-/// Errors a station operation reports; the API maps each to a status and a stable code.
-#[derive(Debug, thiserror::Error)]
-pub enum Error {
-    /// The object id is malformed.
-    #[error(transparent)]
-    InvalidId(#[from] IdError),
-    /// No object with this id is deployed here.
-    #[error("no object `{0}` is deployed")]
-    ObjectNotFound(String),
-    /// The object has no such version.
-    #[error("object `{object}` has no version {version}")]
-    VersionNotFound {
-        /// Object id.
-        object: String,
-        /// Requested version.
-        version: u32,
-    },
-    /// The object is homed on this station (so it cannot receive it from another).
-    #[error("object `{0}` is homed on this station")]
-    HomedHere(String),
-    /// The deploy would switch an object between stateful and stateless.
-    #[error(
-        "object `{object}` is deployed {}; undeploy it first to deploy it {}",
-        if *stateless { "stateless" } else { "with state" },
-        if *stateless { "with state" } else { "stateless" }
-    )]
-    ModeConflict {
-        /// Object id.
-        object: String,
-        /// Whether it is stateless now.
-        stateless: bool,
-    },
-    /// The component was refused at deploy.
-    #[error(transparent)]
-    Component(runtime::Error),
-    /// The object could not be instantiated to serve a call.
-    #[error("object `{object}` could not start: {source}")]
-    Activation {
-        /// Object id.
-        object: String,
-        /// Why.
-        source: runtime::Error,
-    },
-    /// The call trapped; nothing was committed.
-    #[error("object `{object}` trapped: {message}")]
-    Trapped {
-        /// Object id.
-        object: String,
-        /// The trap.
-        message: String,
-        /// The guest backtrace, for the log.
-        backtrace: String,
-    },
-    /// The call ran out of time; nothing was committed.
-    #[error("object `{object}` did not answer within {deadline_ms} ms")]
-    DeadlineExceeded {
-        /// Object id.
-        object: String,
-        /// The deadline that applied.
-        deadline_ms: u64,
-    },
-    /// The object moved to another station while the call waited; it must be sent there.
-    #[error("object `{object}` moved to {address}")]
-    Moved {
-        /// Object id.
-        object: String,
-        /// The new home's address.
-        address: String,
-    },
-    /// Replicas did not acknowledge the write in time (`--sync-replicas`). The write is durable
-    /// here but was not acknowledged.
-    #[error(
-        "object `{object}`: the write is durable on its home but no replica acknowledged it: {message}"
-    )]
-    ReplicationFailed {
-        /// Object id.
-        object: String,
-        /// Why.
-        message: String,
-    },
-    /// The object answered with something that is not a valid HTTP response.
-    #[error("object `{object}` answered with an invalid response: {message}")]
-    InvalidResponse {
-        /// Object id.
-        object: String,
-        /// What was wrong.
-        message: String,
-    },
-    /// Another station homes the object; the request belongs there.
-    #[error("object `{object}` is homed on station {}", .home.station)]
-    HomedElsewhere {
-        /// Object id.
-        object: String,
-        /// Its home.
-        home: Elsewhere,
-    },
-    /// This station may not serve the object right now (not its home at this epoch in the
-    /// directory, or its write lease lapsed): retry; the cluster routes it.
-    #[error("object `{object}` cannot be served here right now: {reason}")]
-    NotWriter {
-        /// Object id.
-        object: String,
-        /// Why.
-        reason: String,
-    },
-    /// The cluster directory cannot commit the change now.
-    #[error("the cluster directory is unavailable: {0}")]
-    DirectoryUnavailable(String),
-    /// The store failed; the write may not be durable, so the call is reported as failed.
-    #[error("storage error: {0}")]
-    Storage(#[from] store::Error),
-    /// A call would grow the object's state past its quota; nothing was committed.
-    #[error("{message}")]
-    StateQuotaExceeded {
-        /// Object id.
-        object: String,
-        /// Which limit, and by how much.
-        message: String,
-    },
-    /// A call wrote more than its write quota; nothing was committed.
-    #[error("object `{object}`: {message}; nothing committed")]
-    WriteQuotaExceeded {
-        /// Object id.
-        object: String,
-        /// What it wrote, and the quota.
-        message: String,
-    },
-    /// The object already has its quota of calls running or waiting for its turn.
-    #[error("object `{object}` has {limit} calls running or queued, its quota; retry shortly")]
-    TooBusy {
-        /// Object id.
-        object: String,
-        /// The queue quota.
-        limit: u32,
-    },
-    /// The object is over its quota of calls per second.
-    #[error("object `{object}` is over its quota of {rate} calls per second")]
-    RateLimited {
-        /// Object id.
-        object: String,
-        /// The quota.
-        rate: u32,
-        /// When a call would be admitted.
-        retry_after: Duration,
-    },
-    /// A deploy's quota overrides do not parse.
-    #[error(transparent)]
-    BadQuota(#[from] BadQuota),
-    /// A blocking task panicked or was cancelled.
-    #[error("internal error: {0}")]
-    Internal(String),
-}
-
-/// A deployed object and its live parts.
-struct LiveObject {
-    id: String,
-    /// The version calls run; swapped by deploys, read at the start of every turn.
-    version: Mutex<Arc<VersionSlot>>,
-    /// The turn queue and the live activation it guards.
-    turn: Arc<tokio::sync::Mutex<Option<Activation>>>,
-    /// Set when the object was handed off to another station: its address.
-    moved_to: Mutex<Option<String>>,
-    /// Committed state, opened on first use.
-    state: tokio::sync::OnceCell<ObjectState>,
-    calls: AtomicU64,
-    traps: AtomicU64,
-    /// Calls running or waiting for the turn (bounded by the queue quota).
-    queued: std::sync::atomic::AtomicU32,
-    /// Placement epoch: increases whenever the object changes home.
-    epoch: AtomicU64,
-    /// Deployed stateless: no state, writes trap, runs on any station holding its code. Fixed for
-    /// the life of the object (switching needs an undeploy).
-    stateless: bool,
-}
-
-/// One deployed version: its record and, once loaded, its compiled component.
-struct VersionSlot {
-    record: VersionRecord,
-    compiled: tokio::sync::OnceCell<CompiledObject>,
-    /// The quota this version runs under, with its rate meters.
-    meters: quota::Meters,
-}
-
-impl LiveObject {
-    fn new(
-        id: &str,
-        record: VersionRecord,
-        compiled: Option<CompiledObject>,
-        stateless: bool,
-        defaults: &Quota,
-    ) -> LiveObject {
-        LiveObject {
-            id: id.to_string(),
-            version: Mutex::new(Arc::new(VersionSlot::new(record, compiled, defaults))),
-            turn: Arc::new(tokio::sync::Mutex::new(None)),
-            moved_to: Mutex::new(None),
-            state: tokio::sync::OnceCell::new(),
-            calls: AtomicU64::new(0),
-            traps: AtomicU64::new(0),
-            queued: std::sync::atomic::AtomicU32::new(0),
-            epoch: AtomicU64::new(1),
-            stateless,
-        }
-    }
-
-    /// What the cluster should gossip about a stateless object: the version of the code this
-    /// station holds. Stateful objects are the directory's, not gossip's.
-    fn code_event(&self) -> Option<ObjectEvent> {
-        if !self.stateless {
-            return None;
-        }
-        let slot = self.current();
-        Some(ObjectEvent::Code {
-            id: self.id.clone(),
-            version: slot.record.version,
-            sha256: Some(slot.record.sha256.clone()),
-        })
-    }
-
-    fn current(&self) -> Arc<VersionSlot> {
-        self.version.lock().expect("version lock").clone()
-    }
-}
-
-impl VersionSlot {
-    fn new(
-        record: VersionRecord,
-        compiled: Option<CompiledObject>,
-        defaults: &Quota,
-    ) -> VersionSlot {
-        let cell = tokio::sync::OnceCell::new();
-        if let Some(compiled) = compiled {
-            let _ = cell.set(compiled);
-        }
-        let overrides = record.quota.parse::<QuotaOverrides>().unwrap_or_else(|e| {
-            tracing::warn!(
-                version = record.version,
-                "{e}; the station's default quota applies"
-            );
-            QuotaOverrides::default()
-        });
-        VersionSlot {
-            meters: quota::Meters::new(overrides.over(defaults)),
-            record,
-            compiled: cell,
-        }
-    }
 }
 
 /// The handle to this station's objects. Cheap to clone.
@@ -320,22 +89,6 @@ struct Inner {
     replicas: Mutex<HashMap<String, replica::ReplicaObject>>,
     /// Objects that moved away: id → new home's address, for forwarding.
     moved: Mutex<HashMap<String, String>>,
-}
-
-/// A change in the stateless code this station holds, for the cluster to gossip.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub enum ObjectEvent {
-    /// This station holds (`sha256` set) or has undeployed (`None`) version `version` of a
-    /// stateless object's code. Stateless objects have no home: every station holding the newest
-    /// code serves them, and stations fetch code they lack from one that holds it.
-    Code {
-        /// Object id.
-        id: String,
-        /// Version number.
-        version: u32,
-        /// sha256 of the code, or `None` for an undeploy (a tombstone).
-        sha256: Option<String>,
-    },
 }
 
 /// What `GET /objects` lists for one object.
@@ -444,27 +197,6 @@ impl Station {
     /// The counter of calls in flight (running or queued), for load reports.
     pub fn in_flight_counter(&self) -> Arc<AtomicU64> {
         self.inner.in_flight.clone()
-    }
-
-    /// Subscribes to changes of the stateless code held here; the receiver first gets a `Code`
-    /// event for every stateless object held now. There is one subscriber: a new one replaces the
-    /// previous one.
-    pub fn subscribe(&self) -> tokio::sync::mpsc::UnboundedReceiver<ObjectEvent> {
-        let (tx, rx) = tokio::sync::mpsc::unbounded_channel();
-        let mut events = self.inner.events.lock().expect("events lock");
-        for object in self.inner.objects.lock().expect("objects lock").values() {
-            if let Some(event) = object.code_event() {
-                let _ = tx.send(event);
-            }
-        }
-        *events = Some(tx);
-        rx
-    }
-
-    fn announce(&self, event: ObjectEvent) {
-        if let Some(tx) = self.inner.events.lock().expect("events lock").as_ref() {
-            let _ = tx.send(event);
-        }
     }
 
     /// Sets who decides ownership (the cluster's directory). Set once, before serving.
@@ -658,69 +390,6 @@ impl Station {
         let id = id.to_string();
         let list = blocking(move || store.versions().list(&id)).await??;
         Ok((current, list))
-    }
-
-    /// Drops live instances idle for longer than the configured time. Returns how many.
-    pub fn deactivate_idle(&self) -> usize {
-        self.deactivate_where(|a| a.last_used.elapsed() >= self.inner.config.idle_timeout)
-    }
-
-    /// Drops idle live instances matching `pred` (objects in a call are skipped).
-    fn deactivate_where(&self, pred: impl Fn(&Activation) -> bool) -> usize {
-        let objects: Vec<Arc<LiveObject>> = self.live_objects();
-        let mut dropped = 0;
-        for object in objects {
-            if let Ok(mut turn) = object.turn.try_lock()
-                && turn.as_ref().is_some_and(&pred)
-            {
-                *turn = None;
-                dropped += 1;
-            }
-        }
-        dropped
-    }
-
-    /// Loads every deployed object's compiled component in the background, one at a time (from
-    /// the artifact cache after a restart), so first calls after a start do not pay for it.
-    pub fn spawn_warm_up(&self) -> tokio::task::JoinHandle<()> {
-        let station = self.clone();
-        tokio::spawn(async move {
-            let objects: Vec<Arc<LiveObject>> = station.live_objects();
-            for object in objects {
-                let slot = object.current();
-                if let Err(e) = station.compiled(&object, &slot).await {
-                    tracing::warn!(object = %object.id, "could not load at start-up: {e}");
-                }
-            }
-        })
-    }
-
-    /// Runs the idle reaper until the returned task is aborted.
-    pub fn spawn_idle_reaper(&self) -> tokio::task::JoinHandle<()> {
-        let station = self.clone();
-        let every = (self.inner.config.idle_timeout / 4)
-            .clamp(Duration::from_millis(250), Duration::from_secs(30));
-        tokio::spawn(async move {
-            let mut tick = tokio::time::interval(every);
-            loop {
-                tick.tick().await;
-                let dropped = station.deactivate_idle();
-                if dropped > 0 {
-                    tracing::debug!(dropped, "deactivated idle objects");
-                }
-            }
-        })
-    }
-
-    /// Waits for in-flight calls to finish, then flushes and closes the store.
-    pub async fn shutdown(&self) {
-        let objects: Vec<Arc<LiveObject>> = self.live_objects();
-        for object in objects {
-            let mut turn = object.turn.lock().await;
-            *turn = None;
-        }
-        let store = self.inner.store.clone();
-        let _ = tokio::task::spawn_blocking(move || store.shutdown()).await;
     }
 }
 

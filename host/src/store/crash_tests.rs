@@ -521,3 +521,49 @@ fn damage_a_crash_cannot_explain_refuses_to_open_and_names_the_repair() {
     );
     assert_eq!(image.read(&path).unwrap(), damaged, "left as it is");
 }
+
+// ---------------------------------------------------------------------------------------------
+// Bounded memory: a disk slower than the commits slows the commits down.
+
+#[test]
+fn commits_wait_for_a_slow_disk_once_the_writer_queue_is_full() {
+    use futures::FutureExt as _;
+    let dir = tempfile::tempdir().unwrap();
+    let disk = SimFs::new();
+    let store = Store::open(StoreConfig {
+        writer_queue_bytes: 1 << 20,
+        checkpoint_bytes: 64 << 20,
+        ..config(dir.path(), &disk)
+    })
+    .unwrap();
+    let state = store.state("a").unwrap();
+    let big = |value: &str| {
+        vec![Write::Set {
+            key: "blob".into(),
+            value: value.repeat(600 << 10),
+        }]
+    };
+    disk.hold_syncs();
+    // The first batch takes 600 KiB of the 1 MiB queue; the writer holds it while its log sync waits.
+    let first = state.commit(big("a")).unwrap();
+    disk.wait_for_held_sync();
+    assert!(store.stats().queued_bytes >= 600 << 10);
+    // A second one does not fit until the disk has taken the first.
+    let cost = super::write_cost(&big("b"));
+    assert!(
+        state.reserve(cost).now_or_never().is_none(),
+        "room was granted while the queue was full"
+    );
+    disk.release_syncs();
+    let permit = block_on(state.reserve(cost)).unwrap();
+    let second = state.commit_reserved(big("b"), None, permit).unwrap();
+    block_on(first.durable()).unwrap();
+    block_on(second.durable()).unwrap();
+    store.writer_idle();
+    assert_eq!(
+        store.stats().queued_bytes,
+        0,
+        "written batches give their room back"
+    );
+    assert_eq!(state.get("blob").unwrap(), "b".repeat(600 << 10));
+}

@@ -58,6 +58,7 @@ mod crash_tests;
 mod error;
 mod fsutil;
 mod logs;
+mod queue;
 mod repair;
 mod state;
 mod station;
@@ -77,6 +78,7 @@ use std::thread::JoinHandle;
 
 pub use error::Error;
 pub use logs::{Level, LogQuery, LogRecord, LogStore, ParseLevelError};
+pub use queue::{WritePermit, batch_cost, write_cost};
 pub use repair::{RepairReport, repair};
 pub use state::{
     Batch, CommitTicket, KeyVersion, ObjectState, Record, Snapshot, SnapshotKey, StateLimits,
@@ -147,6 +149,9 @@ pub struct StoreConfig {
     /// An object's file is compacted once it holds more than `max(this, 4 × kept versions)` records
     /// (default 4096).
     pub compaction_min_records: u64,
+    /// Bytes of committed batches the writer may have queued and not yet written (default 64 MiB): past
+    /// it, commits wait for the disk (see `queue.rs`).
+    pub writer_queue_bytes: usize,
 }
 
 impl StoreConfig {
@@ -161,6 +166,7 @@ impl StoreConfig {
             fs: Fs::real(),
             checkpoint_bytes: wal::CHECKPOINT_BYTES,
             compaction_min_records: 4096,
+            writer_queue_bytes: 64 << 20,
         }
     }
 }
@@ -187,6 +193,10 @@ pub struct StoreStats {
     pub compactions: u64,
     /// Write or fsync failures (each fails one object).
     pub failures: u64,
+    /// Bytes of committed batches queued for the writer and not yet written.
+    pub queued_bytes: u64,
+    /// The most the queue holds before commits wait (`StoreConfig::writer_queue_bytes`).
+    pub queue_capacity: u64,
 }
 
 /// What the object states share: settings, the clock, the writer's queue, the store's failure.
@@ -196,6 +206,8 @@ pub(crate) struct Shared {
     /// The writer's queue; `None` once shut down. Commits send under the read lock, so nothing can be queued
     /// behind the shutdown message.
     pub(crate) writer_tx: RwLock<Option<mpsc::Sender<Msg>>>,
+    /// Room in the writer's queue: each queued batch holds a permit for its bytes.
+    pub(crate) queue: queue::WriteQueue,
     /// Why the whole store refuses writes, once it does (see [`Shared::fail_store`]).
     failure: Mutex<Option<String>>,
     /// Set with `failure`, readable without the lock.
@@ -282,6 +294,7 @@ impl Store {
         let (tx, rx) = mpsc::channel();
         let stats = Arc::new(WriterStats::default());
         let shared = Arc::new(Shared {
+            queue: queue::WriteQueue::new(config.writer_queue_bytes),
             config,
             hlc,
             writer_tx: RwLock::new(Some(tx)),
@@ -382,6 +395,18 @@ impl Store {
         loaded.clone()
     }
 
+    /// [`Store::state`] for async callers: a loaded state at once, otherwise loaded on the blocking pool
+    /// (loading reads the object's file).
+    pub async fn state_async(&self, object_id: &str) -> Result<ObjectState, Error> {
+        if let Some(state) = self.cached_state(object_id) {
+            return Ok(state);
+        }
+        let (store, id) = (self.clone(), object_id.to_string());
+        tokio::task::spawn_blocking(move || store.state(&id))
+            .await
+            .map_err(|e| Error::Failed(format!("loading the state of {object_id}: {e}")))?
+    }
+
     /// Drops the object's cached state and removes `data/state/{id}`. Batches queued before are written first
     /// (then deleted); tickets still pending and handles still held fail with [`Error::Failed`].
     pub fn purge_state(&self, object_id: &str) -> Result<(), Error> {
@@ -425,6 +450,7 @@ impl Store {
     /// Counters of the state writer's work since the store opened.
     pub fn stats(&self) -> StoreStats {
         let s = &self.inner.stats;
+        let queue = &self.inner.shared.queue;
         let get = |c: &std::sync::atomic::AtomicU64| c.load(std::sync::atomic::Ordering::Relaxed);
         StoreStats {
             batches_written: get(&s.batches),
@@ -433,6 +459,8 @@ impl Store {
             fsyncs: get(&s.fsyncs),
             compactions: get(&s.compactions),
             failures: get(&s.failures),
+            queued_bytes: (queue.capacity() - queue.available()) as u64,
+            queue_capacity: queue.capacity() as u64,
         }
     }
 

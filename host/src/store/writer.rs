@@ -44,6 +44,7 @@ use std::thread::{self, JoinHandle};
 
 use super::error::Error;
 use super::fsutil::{HandleCache, fsync_dir, replace_file, tmp_path};
+use super::queue::WritePermit;
 use super::state::{Install, ObjInner, Row, write_compacted};
 use super::vfs::{Fs, OpenMode, VFile};
 use super::wal::{LogEntry, Wal};
@@ -66,6 +67,8 @@ pub(crate) struct Job {
     pub(crate) bytes: Vec<u8>,
     /// Its `set`/`del` record count.
     pub(crate) records: u64,
+    /// Its room in the queue, released once it is written.
+    pub(crate) permit: WritePermit,
 }
 
 /// Counters of the writer's work, read by [`super::Store::stats`].
@@ -160,6 +163,8 @@ struct Entry {
     offset: u64,
     /// Set once the bytes are written (or, with the log, logged): the entry is to be acknowledged.
     ok: bool,
+    /// The queue room its batches hold, released when the round is done with them.
+    permit: Option<WritePermit>,
 }
 
 struct Writer {
@@ -281,6 +286,7 @@ impl Writer {
                     records: 0,
                     offset: 0,
                     ok: false,
+                    permit: None,
                 });
                 self.slots.insert(key, self.round.len() - 1);
                 self.round.len() - 1
@@ -296,6 +302,10 @@ impl Writer {
         entry.batches.push((job.seq, entry.bytes.len()));
         entry.last_seq = job.seq;
         entry.records += job.records;
+        match &mut entry.permit {
+            Some(permit) => permit.merge(job.permit),
+            None => entry.permit = Some(job.permit),
+        }
         self.stats.batches.fetch_add(1, Ordering::Relaxed);
     }
 

@@ -8,6 +8,7 @@ use super::object::ObjectState;
 use super::ticket::CommitTicket;
 use super::types::{Batch, Record};
 use crate::store::error::Error;
+use crate::store::queue::batch_cost;
 
 impl ObjectState {
     /// Last-writer-wins merge of records from a history that diverged (after a failover or a partition): each
@@ -17,7 +18,15 @@ impl ObjectState {
     /// commit as one new batch (the next seq), queued like [`ObjectState::commit`]; `Ok(None)` if nothing won.
     /// Deterministic: the same state and records give the same result on every station. Moves the station's
     /// clock past the winners' hlcs.
+    ///
+    /// Blocks the thread while the writer's queue is full.
     pub fn merge_lww(&self, records: &[Record]) -> Result<Option<CommitTicket>, Error> {
+        let cost = batch_cost(&Batch {
+            seq: 0,
+            records: records.to_vec(),
+            prev: None,
+        });
+        let permit = self.inner.shared.queue.reserve_blocking(cost)?;
         let mut locked = self.inner.lock();
         self.check_writable(&locked)?;
         let mut winners: BTreeMap<&str, &Record> = BTreeMap::new();
@@ -42,7 +51,7 @@ impl ObjectState {
             prev: None,
         };
         let max_hlc = batch.records.iter().map(|r| r.hlc).max().unwrap_or(0);
-        let ticket = self.append_locked(&mut locked, batch)?;
+        let ticket = self.append_locked(&mut locked, batch, permit)?;
         drop(locked);
         self.observe(max_hlc);
         Ok(Some(ticket))

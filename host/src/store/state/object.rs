@@ -16,6 +16,7 @@ use super::ticket::{CommitTicket, Durable};
 use super::types::{Batch, KeyVersion, Record, StateLimits, Usage, Write};
 use crate::store::Shared;
 use crate::store::error::Error;
+use crate::store::queue::{WritePermit, batch_cost, write_cost};
 use crate::store::writer::{Job, Msg};
 
 /// A handle on one object's state. Cheap to clone; all clones share the same index.
@@ -243,10 +244,35 @@ impl ObjectState {
 
     /// [`ObjectState::commit`], refused with [`Error::QuotaExceeded`] (nothing applied) when the batch
     /// would grow the state past `limits`.
+    ///
+    /// Takes room in the writer's queue first, blocking the thread while it is full: async callers use
+    /// [`ObjectState::reserve`] and [`ObjectState::commit_reserved`] instead.
     pub fn commit_within(
         &self,
         writes: Vec<Write>,
         limits: Option<StateLimits>,
+    ) -> Result<CommitTicket, Error> {
+        let permit = self
+            .inner
+            .shared
+            .queue
+            .reserve_blocking(write_cost(&writes))?;
+        self.commit_reserved(writes, limits, permit)
+    }
+
+    /// Waits for room in the writer's queue for a batch of `cost` bytes ([`crate::store::write_cost`],
+    /// [`crate::store::batch_cost`]): the backpressure that keeps commits from outrunning the disk.
+    pub async fn reserve(&self, cost: usize) -> Result<WritePermit, Error> {
+        self.inner.shared.queue.reserve(cost).await
+    }
+
+    /// [`ObjectState::commit_within`] with room already reserved; never blocks. The permit is held until
+    /// the writer has written the batch (dropped at once for an empty batch or a refusal).
+    pub fn commit_reserved(
+        &self,
+        writes: Vec<Write>,
+        limits: Option<StateLimits>,
+        permit: WritePermit,
     ) -> Result<CommitTicket, Error> {
         let inner = &self.inner;
         let mut locked = inner.lock();
@@ -273,6 +299,7 @@ impl ObjectState {
                 records,
                 prev: None,
             },
+            permit,
         )
     }
 
@@ -286,7 +313,24 @@ impl ObjectState {
     /// fails with [`Error::Diverged`] (the sender should send a snapshot). A copy without a hash (a history
     /// older than chains) takes the batch's. Also fails like `commit`. Moves the station's clock past the
     /// batch's hlcs.
+    ///
+    /// Blocks the thread while the writer's queue is full: async callers use
+    /// [`ObjectState::apply_reserved`].
     pub fn apply_replicated(&self, batch: &Batch) -> Result<Option<CommitTicket>, Error> {
+        let permit = self
+            .inner
+            .shared
+            .queue
+            .reserve_blocking(batch_cost(batch))?;
+        self.apply_reserved(batch, permit)
+    }
+
+    /// [`ObjectState::apply_replicated`] with room in the writer's queue already reserved; never blocks.
+    pub fn apply_reserved(
+        &self,
+        batch: &Batch,
+        permit: WritePermit,
+    ) -> Result<Option<CommitTicket>, Error> {
         let mut locked = self.inner.lock();
         self.check_writable(&locked)?;
         let applied = locked.index.applied_seq;
@@ -317,7 +361,7 @@ impl ObjectState {
             (None, Some(prev)) => locked.index.head = Some(prev.clone()),
             _ => {}
         }
-        let ticket = self.append_locked(&mut locked, batch.clone())?;
+        let ticket = self.append_locked(&mut locked, batch.clone(), permit)?;
         drop(locked);
         self.observe(batch.records.iter().map(|r| r.hlc).max().unwrap_or(0));
         Ok(Some(ticket))
@@ -406,6 +450,7 @@ impl ObjectState {
         &self,
         locked: &mut Locked,
         mut batch: Batch,
+        permit: WritePermit,
     ) -> Result<CommitTicket, Error> {
         let inner = &self.inner;
         debug_assert_eq!(batch.seq, locked.index.applied_seq + 1);
@@ -420,6 +465,7 @@ impl ObjectState {
             seq: batch.seq,
             bytes,
             records: batch.records.len() as u64,
+            permit,
         }))?;
         locked.index.apply(
             batch.seq,

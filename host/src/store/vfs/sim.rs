@@ -28,6 +28,33 @@ use super::{OpenMode, VFile, Vfs};
 #[derive(Clone, Debug, Default)]
 pub(crate) struct SimFs {
     disk: Arc<Mutex<Disk>>,
+    /// While closed, file syncs wait (a disk slower than the commits); see [`SimFs::hold_syncs`].
+    gate: Arc<SyncGate>,
+}
+
+/// Holds file syncs back while closed.
+#[derive(Debug, Default)]
+struct SyncGate {
+    closed: Mutex<bool>,
+    opened: std::sync::Condvar,
+    /// Syncs waiting at the gate now.
+    waiting: Mutex<usize>,
+    arrived: std::sync::Condvar,
+}
+
+impl SyncGate {
+    fn pass(&self) {
+        let mut closed = self.closed.lock().unwrap_or_else(|e| e.into_inner());
+        if !*closed {
+            return;
+        }
+        *self.waiting.lock().unwrap_or_else(|e| e.into_inner()) += 1;
+        self.arrived.notify_all();
+        while *closed {
+            closed = self.opened.wait(closed).unwrap_or_else(|e| e.into_inner());
+        }
+        *self.waiting.lock().unwrap_or_else(|e| e.into_inner()) -= 1;
+    }
 }
 
 /// What a crash keeps of the writes that were not synced.
@@ -252,6 +279,29 @@ impl SimFs {
         self.disk.lock().unwrap_or_else(|e| e.into_inner())
     }
 
+    /// Makes every file sync wait until [`SimFs::release_syncs`] (a disk that cannot keep up).
+    pub(crate) fn hold_syncs(&self) {
+        *self.gate.closed.lock().unwrap_or_else(|e| e.into_inner()) = true;
+    }
+
+    /// Lets held syncs, and later ones, through.
+    pub(crate) fn release_syncs(&self) {
+        *self.gate.closed.lock().unwrap_or_else(|e| e.into_inner()) = false;
+        self.gate.opened.notify_all();
+    }
+
+    /// Waits until a sync is held at the gate.
+    pub(crate) fn wait_for_held_sync(&self) {
+        let mut waiting = self.gate.waiting.lock().unwrap_or_else(|e| e.into_inner());
+        while *waiting == 0 {
+            waiting = self
+                .gate
+                .arrived
+                .wait(waiting)
+                .unwrap_or_else(|e| e.into_inner());
+        }
+    }
+
     /// Arms a fault (see [`Fault`]).
     pub(crate) fn inject(&self, fault: Fault) {
         self.disk().faults.push(fault);
@@ -343,6 +393,7 @@ fn image_of(disk: &Disk, rng: &mut impl Rng, mode: CrashMode) -> SimFs {
             crash_at: None,
             crash_image: None,
         })),
+        gate: Arc::default(),
     }
 }
 
@@ -389,6 +440,7 @@ fn survive(op: &DataOp, bytes: &mut Vec<u8>, rng: &mut impl Rng, mode: CrashMode
 /// An open file of a [`SimFs`].
 struct SimFile {
     disk: Arc<Mutex<Disk>>,
+    gate: Arc<SyncGate>,
     ino: u64,
     /// The path it was opened by (for faults).
     path: PathBuf,
@@ -402,6 +454,7 @@ impl SimFile {
     }
 
     fn sync(&self) -> io::Result<()> {
+        self.gate.pass();
         let mut disk = self.disk();
         disk.tick()?;
         if let Some(fault) = disk.fault(FaultOp::Sync, &self.path) {
@@ -567,6 +620,7 @@ impl Vfs for SimFs {
         };
         Ok(Box::new(SimFile {
             disk: Arc::clone(&self.disk),
+            gate: Arc::clone(&self.gate),
             ino,
             path: path.to_path_buf(),
             pos: 0,

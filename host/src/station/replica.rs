@@ -140,26 +140,33 @@ impl Station {
                 }
                 Some(replica) => {
                     let moved = epoch > replica.placement.epoch || replica.placement.home != home;
-                    if moved {
-                        replica.placement = Placement {
-                            epoch,
-                            role: Role::Replica,
-                            home: home.to_string(),
-                        };
-                    }
-                    Some((
-                        replica.state.clone(),
-                        moved.then(|| replica.placement.clone()),
-                    ))
+                    let placement = Placement {
+                        epoch,
+                        role: Role::Replica,
+                        home: home.to_string(),
+                    };
+                    Some((replica.state.clone(), moved.then_some(placement)))
                 }
             }
         };
         if let Some((state, moved)) = known {
             if let Some(placement) = moved {
-                // The new home and epoch are on disk before this copy takes the home's batches: a
-                // restart must fence the old home, not take it back.
-                let (store, id) = (self.inner.store.clone(), id.to_string());
-                blocking(move || store.versions().set_placement(&id, &placement)).await??;
+                // The new home and epoch are on disk before this copy takes the home's batches (a
+                // restart must fence the old home, not take it back), and in memory only once they
+                // are: a failed write is retried by the home's next request.
+                let (store, id_owned, on_disk) =
+                    (self.inner.store.clone(), id.to_string(), placement.clone());
+                blocking(move || store.versions().set_placement(&id_owned, &on_disk)).await??;
+                if let Some(replica) = self
+                    .inner
+                    .replicas
+                    .lock()
+                    .expect("replicas lock")
+                    .get_mut(id)
+                    && placement.epoch >= replica.placement.epoch
+                {
+                    replica.placement = placement;
+                }
             }
             return Ok(Ok(state));
         }
@@ -340,5 +347,83 @@ impl Station {
             .lock()
             .expect("replicas lock")
             .contains_key(id)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use std::time::Duration;
+
+    use crate::runtime::{Runtime, RuntimeConfig};
+    use crate::station::{ApplyOutcome, Quota, Station, StationConfig};
+    use crate::store::{Batch, Durability, Record, Store, StoreConfig};
+
+    fn batch(seq: u64, prev: Option<String>) -> Batch {
+        Batch {
+            seq,
+            records: vec![Record {
+                key: "k".into(),
+                value: Some(seq.to_string()),
+                hlc: seq,
+            }],
+            prev,
+        }
+    }
+
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn a_placement_that_cannot_be_written_fails_the_apply_and_is_written_by_the_retry() {
+        let dir = tempfile::tempdir().unwrap();
+        let data = dir.path().join("data");
+        let store = Store::open(StoreConfig {
+            durability: Durability::None,
+            ..StoreConfig::new(&data)
+        })
+        .unwrap();
+        let runtime = Runtime::new(RuntimeConfig {
+            cache_dir: dir.path().join("cache"),
+            memory_limit_bytes: 16 << 20,
+            max_instances: 2,
+        })
+        .unwrap();
+        let station = Station::open(
+            runtime,
+            store.clone(),
+            StationConfig {
+                call_deadline: Duration::from_secs(10),
+                idle_timeout: Duration::from_secs(60),
+                quota: Quota::default(),
+            },
+        )
+        .unwrap();
+        let first = batch(1, None);
+        let applied = station
+            .apply_replicated("obj", "a", 1, std::slice::from_ref(&first))
+            .await;
+        assert!(
+            matches!(applied, Ok(ApplyOutcome::Applied { applied_seq: 1, .. })),
+            "{applied:?}"
+        );
+        // The placement's temp file cannot be created: the write of the new home fails.
+        let blocker = data.join("objects/obj/placement.tsv.tmp");
+        std::fs::create_dir(&blocker).unwrap();
+        let second = batch(2, Some(first.chain_hash()));
+        let refused = station
+            .apply_replicated("obj", "b", 2, std::slice::from_ref(&second))
+            .await;
+        assert!(
+            refused.is_err(),
+            "a lost placement write was answered {refused:?}"
+        );
+        let on_disk = store.versions().placement("obj").unwrap().unwrap();
+        assert_eq!((on_disk.epoch, on_disk.home.as_str()), (1, "a"));
+        // Once the disk takes it again, the home's retry writes it before applying.
+        std::fs::remove_dir(&blocker).unwrap();
+        let retried = station.apply_replicated("obj", "b", 2, &[second]).await;
+        assert!(
+            matches!(retried, Ok(ApplyOutcome::Applied { applied_seq: 2, .. })),
+            "{retried:?}"
+        );
+        let on_disk = store.versions().placement("obj").unwrap().unwrap();
+        assert_eq!((on_disk.epoch, on_disk.home.as_str()), (2, "b"));
     }
 }

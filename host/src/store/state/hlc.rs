@@ -16,3 +16,43 @@ pub(crate) fn observe_hlc(clock: &uhlc::HLC, hlc: u64) -> Result<(), uhlc::Excee
 pub(super) fn hlc_ms(hlc: u64) -> u64 {
     NTP64(hlc).to_duration().as_millis() as u64
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use std::time::{Duration, SystemTime, UNIX_EPOCH};
+
+    fn clock() -> uhlc::HLC {
+        uhlc::HLCBuilder::new()
+            .with_max_delta(Duration::from_millis(500))
+            .build()
+    }
+
+    #[test]
+    fn observing_a_later_timestamp_moves_the_clock_past_it() {
+        let clock = clock();
+        let ahead = clock.new_timestamp().get_time().as_u64() + (100u64 << 32) / 1000;
+        observe_hlc(&clock, ahead).unwrap();
+        assert!(clock.new_timestamp().get_time().as_u64() > ahead);
+        // 0 is "no timestamp" (a record written before clocks), not a time to observe.
+        observe_hlc(&clock, 0).unwrap();
+    }
+
+    #[test]
+    fn a_timestamp_too_far_ahead_is_refused_and_leaves_the_clock_alone() {
+        let clock = clock();
+        let far = clock.new_timestamp().get_time().as_u64() + (3600u64 << 32);
+        assert!(observe_hlc(&clock, far).is_err());
+        assert!(clock.new_timestamp().get_time().as_u64() < far);
+    }
+
+    #[test]
+    fn hlc_ms_reads_the_wall_clock_milliseconds_of_a_timestamp() {
+        let now_ms = SystemTime::now()
+            .duration_since(UNIX_EPOCH)
+            .unwrap()
+            .as_millis() as u64;
+        let ms = hlc_ms(clock().new_timestamp().get_time().as_u64());
+        assert!(ms.abs_diff(now_ms) < 1000, "{ms} vs {now_ms}");
+    }
+}

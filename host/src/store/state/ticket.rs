@@ -86,3 +86,58 @@ impl Durable {
         self.generation != generation || self.seq >= seq
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use futures::FutureExt as _;
+
+    fn ticket(seq: u64, tx: &watch::Sender<Durable>) -> CommitTicket {
+        CommitTicket::new(seq, None, tx.subscribe())
+    }
+
+    #[tokio::test]
+    async fn a_ticket_resolves_once_its_seq_is_durable_and_not_before() {
+        let (tx, _) = watch::channel(Durable::default());
+        let t = ticket(2, &tx);
+        assert!(!t.is_durable());
+        tx.send_modify(|d| d.seq = 1);
+        let waiting = tokio::spawn(t.durable());
+        tokio::task::yield_now().await;
+        assert!(!waiting.is_finished(), "resolved at seq 1 for seq 2");
+        tx.send_modify(|d| d.seq = 2);
+        waiting.await.unwrap().unwrap();
+    }
+
+    #[tokio::test]
+    async fn a_failed_object_fails_its_pending_tickets_with_the_reason() {
+        let (tx, _) = watch::channel(Durable::default());
+        let t = ticket(1, &tx);
+        tx.send_modify(|d| d.failed = Some("writing state.tsv: EIO".into()));
+        match t.durable().await {
+            Err(Error::Failed(why)) => assert!(why.contains("EIO"), "{why}"),
+            other => panic!("{other:?}"),
+        }
+    }
+
+    #[tokio::test]
+    async fn an_installed_snapshot_resolves_tickets_of_the_history_it_replaced() {
+        let (tx, _) = watch::channel(Durable::default());
+        let t = ticket(5, &tx);
+        // The install moves the durable seq back, in a new generation: the batch was written first.
+        tx.send_modify(|d| {
+            d.generation += 1;
+            d.seq = 3;
+        });
+        assert!(t.is_durable());
+        assert!(t.durable().now_or_never().unwrap().is_ok());
+    }
+
+    #[tokio::test]
+    async fn a_ticket_whose_store_went_away_reports_closed() {
+        let (tx, _) = watch::channel(Durable::default());
+        let t = ticket(1, &tx);
+        drop(tx);
+        assert!(matches!(t.durable().await, Err(Error::Closed)));
+    }
+}

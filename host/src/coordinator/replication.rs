@@ -457,9 +457,10 @@ impl Replicator {
                     .is_none_or(|s| entry.epoch > s.epoch || s.last_seq == 0)
             };
             // Read before taking the lock: loading a state reads its file.
-            let base = match needs_base {
-                true => Some(self.applied_here(object).await),
-                false => None,
+            let base = if needs_base {
+                Some(self.applied_here(object).await)
+            } else {
+                None
             };
             let mut streams = self.inner.streams.lock().expect("streams lock");
             let stream = streams

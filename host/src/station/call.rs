@@ -348,9 +348,13 @@ impl Station {
                 let Some(state) = &state else {
                     return Ok(response);
                 };
-                // Room in the writer's queue first: while the disk is behind, the call waits here
-                // (holding its turn) instead of queueing without bound.
-                let permit = state.reserve(store::write_cost(&writes)).await?;
+                // Room in the writer's queue first: while the disk is behind, a call that writes
+                // waits here (holding its turn) instead of queueing without bound. A read takes none.
+                let permit = if writes.is_empty() {
+                    None
+                } else {
+                    Some(state.reserve(store::write_cost(&writes)).await?)
+                };
                 // The lease may have lapsed while the handler ran: then nothing is committed.
                 self.check_writer(object)?;
                 let quota = &slot.meters.quota;
@@ -358,15 +362,17 @@ impl Station {
                     keys: quota.keys,
                     bytes: quota.state_bytes,
                 };
-                let ticket = state
-                    .commit_reserved(writes, Some(limits), permit)
-                    .map_err(|e| match e {
-                        store::Error::QuotaExceeded { .. } => Error::StateQuotaExceeded {
-                            object: object.id.clone(),
-                            message: format!("{e}; nothing committed"),
-                        },
-                        other => other.into(),
-                    })?;
+                let committed = match permit {
+                    Some(permit) => state.commit_reserved(writes, Some(limits), permit),
+                    None => state.barrier(),
+                };
+                let ticket = committed.map_err(|e| match e {
+                    store::Error::QuotaExceeded { .. } => Error::StateQuotaExceeded {
+                        object: object.id.clone(),
+                        message: format!("{e}; nothing committed"),
+                    },
+                    other => other.into(),
+                })?;
                 // Hand the batch to replication while still holding the turn, so batches of one
                 // object reach the replicator in seq order.
                 let batch = ticket.batch();

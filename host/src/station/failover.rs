@@ -5,7 +5,7 @@ use std::sync::Arc;
 use std::sync::atomic::Ordering;
 
 use super::{Error, LiveObject, Station, blocking};
-use crate::store::{self, Placement, Role};
+use crate::store::{self, Placement};
 
 impl Station {
     /// Makes this station the home of a replicated object at `epoch` (failover).
@@ -23,14 +23,9 @@ impl Station {
         let station_id = self.station_id().to_string();
         let id_owned = id.to_string();
         let current = blocking(move || -> Result<_, store::Error> {
-            store.versions().set_placement(
-                &id_owned,
-                &Placement {
-                    epoch,
-                    role: Role::Home,
-                    home: station_id,
-                },
-            )?;
+            store
+                .versions()
+                .set_placement(&id_owned, &Placement::home(epoch, station_id))?;
             store.versions().current(&id_owned)
         })
         .await??;

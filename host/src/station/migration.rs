@@ -10,7 +10,7 @@ use serde::{Deserialize, Serialize};
 
 use super::replica::ReplicaObject;
 use super::{Error, LiveObject, Station, blocking};
-use crate::store::{self, LogRecord, Placement, Role, Snapshot, VersionRecord};
+use crate::store::{self, LogRecord, Placement, Snapshot, VersionRecord};
 
 /// Everything that moves with an object in a migration.
 #[derive(Debug, Clone, Serialize, Deserialize)]
@@ -178,11 +178,7 @@ impl Station {
         *paused.guard = None;
         drop(paused);
         let store = self.inner.store.clone();
-        let placement = Placement {
-            epoch,
-            role: Role::Replica,
-            home: new_home.to_string(),
-        };
+        let placement = Placement::replica_of(new_home, epoch);
         let id_owned = id.clone();
         let state = blocking(move || -> Result<_, store::Error> {
             store.versions().set_placement(&id_owned, &placement)?;
@@ -222,14 +218,9 @@ impl Station {
                 store.logs().purge(&id_owned)?;
             }
             store.logs().import(&id_owned, &logs)?;
-            store.versions().set_placement(
-                &id_owned,
-                &Placement {
-                    epoch,
-                    role: Role::Home,
-                    home: station_id,
-                },
-            )?;
+            store
+                .versions()
+                .set_placement(&id_owned, &Placement::home(epoch, station_id))?;
             let current = store.versions().current(&id_owned)?;
             Ok((state, current))
         })

@@ -368,14 +368,13 @@ impl Station {
     }
 
     async fn state_of(&self, object: &LiveObject) -> Result<ObjectState, Error> {
-        let store = self.inner.store.clone();
-        let id = object.id.clone();
         let state = object
             .state
-            .get_or_try_init(|| async move {
-                tokio::task::spawn_blocking(move || store.state(&id))
+            .get_or_try_init(|| async {
+                self.inner
+                    .store
+                    .state_async(&object.id)
                     .await
-                    .map_err(|e| Error::Internal(format!("opening state: {e}")))?
                     .map_err(Error::Storage)
             })
             .await?;

@@ -13,7 +13,7 @@ use futures::future::BoxFuture;
 use serde::{Deserialize, Serialize};
 
 use super::{Error, Station, blocking};
-use crate::store::{self, Batch, ObjectState, Placement, Role, Snapshot, VersionRecord};
+use crate::store::{self, Batch, ObjectState, Placement, Snapshot, VersionRecord};
 
 /// Where committed batches of homed objects go (the cluster's replicator).
 pub trait ReplicationSink: Send + Sync + 'static {
@@ -140,11 +140,7 @@ impl Station {
                 }
                 Some(replica) => {
                     let moved = epoch > replica.placement.epoch || replica.placement.home != home;
-                    let placement = Placement {
-                        epoch,
-                        role: Role::Replica,
-                        home: home.to_string(),
-                    };
+                    let placement = Placement::replica_of(home, epoch);
                     Some((replica.state.clone(), moved.then_some(placement)))
                 }
             }
@@ -179,11 +175,7 @@ impl Station {
         let store = self.inner.store.clone();
         let (id_owned, home_owned) = (id.to_string(), home.to_string());
         let (state, placement) = blocking(move || -> Result<_, store::Error> {
-            let placement = Placement {
-                epoch,
-                role: Role::Replica,
-                home: home_owned,
-            };
+            let placement = Placement::replica_of(home_owned, epoch);
             store.versions().set_placement(&id_owned, &placement)?;
             Ok((store.state(&id_owned)?, placement))
         })

@@ -55,6 +55,26 @@ pub struct Placement {
     pub home: String,
 }
 
+impl Placement {
+    /// This station homes the object at `epoch` (`station` is this station's id).
+    pub fn home(epoch: u64, station: impl Into<String>) -> Placement {
+        Placement {
+            epoch,
+            role: Role::Home,
+            home: station.into(),
+        }
+    }
+
+    /// This station keeps a replica for `home` at `epoch`.
+    pub fn replica_of(home: impl Into<String>, epoch: u64) -> Placement {
+        Placement {
+            epoch,
+            role: Role::Replica,
+            home: home.into(),
+        }
+    }
+}
+
 /// This station's role for an object.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
 #[serde(rename_all = "lowercase")]

@@ -252,12 +252,23 @@ impl ObjectState {
         writes: Vec<Write>,
         limits: Option<StateLimits>,
     ) -> Result<CommitTicket, Error> {
+        if writes.is_empty() {
+            return self.barrier();
+        }
         let permit = self
             .inner
             .shared
             .queue
             .reserve_blocking(write_cost(&writes))?;
         self.commit_reserved(writes, limits, permit)
+    }
+
+    /// A read barrier: a ticket that resolves once everything applied so far is durable (no disk
+    /// write, no room in the writer's queue). Fails like [`ObjectState::commit`].
+    pub fn barrier(&self) -> Result<CommitTicket, Error> {
+        let locked = self.inner.lock();
+        self.check_writable(&locked)?;
+        Ok(self.ticket(locked.index.applied_seq, None))
     }
 
     /// Waits for room in the writer's queue for a batch of `cost` bytes ([`crate::store::write_cost`],
@@ -274,12 +285,12 @@ impl ObjectState {
         limits: Option<StateLimits>,
         permit: WritePermit,
     ) -> Result<CommitTicket, Error> {
+        if writes.is_empty() {
+            return self.barrier();
+        }
         let inner = &self.inner;
         let mut locked = inner.lock();
         self.check_writable(&locked)?;
-        if writes.is_empty() {
-            return Ok(self.ticket(locked.index.applied_seq, None));
-        }
         if let Some(limits) = limits {
             self.check_limits(&locked.index, &writes, limits)?;
         }

@@ -34,9 +34,21 @@ pub struct ApiConfig {
     pub admin_token: Option<String>,
 }
 
-/// What every handler receives.
+/// What every handler receives: one shared [`ApiShared`] (every middleware layer and handler
+/// takes a copy of the state, so a copy is one reference count).
 #[derive(Clone)]
-pub struct ApiState {
+pub struct ApiState(Arc<ApiShared>);
+
+impl std::ops::Deref for ApiState {
+    type Target = ApiShared;
+
+    fn deref(&self) -> &ApiShared {
+        &self.0
+    }
+}
+
+/// The station's parts the handlers use.
+pub struct ApiShared {
     station: Station,
     cluster: Cluster,
     coordinator: Coordinator,
@@ -51,14 +63,14 @@ pub struct ApiState {
 pub fn router(coordinator: Coordinator, config: ApiConfig) -> Router {
     let station_header = axum::http::HeaderValue::try_from(coordinator.station().station_id())
         .unwrap_or_else(|_| axum::http::HeaderValue::from_static("invalid-station-id"));
-    let state = ApiState {
+    let state = ApiState(Arc::new(ApiShared {
         station_header,
         station: coordinator.station().clone(),
         cluster: coordinator.cluster().clone(),
         coordinator,
         config: Arc::new(config),
         link_router: Arc::new(std::sync::OnceLock::new()),
-    };
+    }));
     let link_router = state.link_router.clone();
     let internal_routes = Router::new()
         .route("/cluster/internal/replicate", post(internal::replicate))

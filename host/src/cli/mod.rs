@@ -310,6 +310,10 @@ pub struct ServeArgs {
     /// roots): the cluster's own CA.
     #[arg(long, value_name = "FILE")]
     pub tls_ca: Option<PathBuf>,
+    /// Threads that run calls and network I/O (default: one per CPU). Lower it when stations
+    /// share a machine: threads beyond the cores it has cost a context switch on every hand-off.
+    #[arg(long, value_name = "N", value_parser = clap::value_parser!(u16).range(1..=1024))]
+    pub workers: Option<u16>,
 }
 
 /// `serve` settings after validation.

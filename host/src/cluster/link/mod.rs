@@ -7,38 +7,39 @@
 //! pair of stations, opened with an HTTP upgrade on the station's own port (`GET
 //! /cluster/internal/link`, authenticated with the cluster secret like every internal route),
 //! then carrying binary [`frame`]s: requests and responses matched by id, many in flight at
-//! once, written in batches (all the frames queued while a write was under way go out in the
-//! next one). The receiving station runs each request through its own router, so a call arrives
+//! once. The task that sends a frame writes it itself when the connection takes it at once, and
+//! frames queued while it does not go out together ([`outbox`]). The receiving station runs each request through its own router, so a call arrives
 //! exactly as it would over HTTP, minus the parsing.
 //!
 //! A link that breaks fails the calls in flight on it (the caller answers 502, as for a broken
 //! HTTP connection: the call may or may not have run) and is opened again by the next call.
 
 pub mod frame;
+mod outbox;
 
 use std::collections::HashMap;
 use std::future::Future;
 use std::net::{IpAddr, SocketAddr};
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
-use std::time::Duration;
+use std::time::{Duration, Instant};
 
 use bytes::BytesMut;
 use tokio::io::{AsyncRead, AsyncReadExt, AsyncWrite, AsyncWriteExt};
-use tokio::sync::{mpsc, oneshot};
+use tokio::sync::oneshot;
 
 pub use frame::{Frame, LinkRequest, LinkResponse};
+use outbox::{LinkWriter, Outbox};
 
 /// The path a link is opened on.
 pub const LINK_PATH: &str = "/cluster/internal/link";
 /// The protocol named in the upgrade.
 pub const LINK_PROTOCOL: &str = "op-link/1";
-/// Frames queued per link before senders wait.
-const QUEUE: usize = 4096;
-/// Bytes gathered into one write at most.
-const WRITE_BATCH: usize = 1 << 20;
 /// Bound on opening a link (connect and upgrade).
 const CONNECT_TIMEOUT: Duration = Duration::from_secs(2);
+/// How often a link fails the calls past their deadline: a call's timeout is honoured to
+/// within this.
+const SWEEP_EVERY: Duration = Duration::from_millis(20);
 
 /// Why a request over a link failed.
 #[derive(Debug, thiserror::Error)]
@@ -64,24 +65,42 @@ struct LinksInner {
     secret: Option<String>,
     /// Trust for `https://` stations.
     tls: Option<Arc<rustls::ClientConfig>>,
-    /// Station base URL → its link (or the one being opened).
-    peers: Mutex<HashMap<String, Slot>>,
+    /// Station base URL → its link.
+    peers: Mutex<HashMap<String, Peer>>,
 }
 
-/// The link to one station: empty until opened, or after it closed; locked while opening.
-type Slot = Arc<tokio::sync::Mutex<Option<Arc<Conn>>>>;
+/// This station's link to one other station.
+#[derive(Default)]
+struct Peer {
+    /// The open link, if there is one (a closed one stays until it is replaced).
+    open: Option<Arc<Conn>>,
+    /// Held while a link to this station is being opened: one opening at a time.
+    opening: Arc<tokio::sync::Mutex<()>>,
+}
+
+/// A call waiting for its answer on a link.
+struct Waiter {
+    answer: oneshot::Sender<Result<LinkResponse, LinkError>>,
+    /// When the call gives up with [`LinkError::Timeout`].
+    deadline: Instant,
+    timeout: Duration,
+    /// The link's frame count when the call was sent.
+    received_before: u64,
+}
 
 /// One open link.
 struct Conn {
-    frames: mpsc::Sender<Frame>,
-    pending: Mutex<HashMap<u64, oneshot::Sender<LinkResponse>>>,
+    outbox: Arc<Outbox>,
+    /// Calls in flight by request id. Their deadlines are checked by the link's sweeper every
+    /// [`SWEEP_EVERY`] (one timer per link instead of one per call).
+    pending: Mutex<HashMap<u64, Waiter>>,
     next_id: AtomicU64,
     closed: std::sync::atomic::AtomicBool,
     /// Frames received so far: a link that received none through a whole request timeout is
     /// taken for dead (a peer that vanished without closing its connections, a partition) and
     /// replaced.
     received: AtomicU64,
-    /// Its reader and writer tasks, stopped when it closes.
+    /// Its reader, writer and sweeper tasks, stopped when it closes.
     tasks: Mutex<Vec<tokio::task::JoinHandle<()>>>,
 }
 
@@ -94,6 +113,41 @@ impl Conn {
         }
         // Dropping the waiters fails the calls still in flight.
         self.pending.lock().expect("pending lock").clear();
+    }
+
+    fn is_open(&self) -> bool {
+        !self.closed.load(Ordering::Acquire)
+    }
+
+    /// Fails the calls past their deadline with [`LinkError::Timeout`]; closes the link when one
+    /// of them saw no frame at all arrive while it waited.
+    fn expire(&self, now: Instant, peer: &str) {
+        let expired: Vec<Waiter> = {
+            let mut pending = self.pending.lock().expect("pending lock");
+            let ids: Vec<u64> = pending
+                .iter()
+                .filter(|(_, waiter)| waiter.deadline <= now)
+                .map(|(id, _)| *id)
+                .collect();
+            ids.iter().filter_map(|id| pending.remove(id)).collect()
+        };
+        let received = self.received.load(Ordering::Acquire);
+        let mut silent = false;
+        for waiter in expired {
+            silent |= waiter.received_before == received;
+            let _ = waiter.answer.send(Err(LinkError::Timeout(waiter.timeout)));
+        }
+        if silent {
+            tracing::debug!(peer, "no frame through a whole timeout: replacing the link");
+            self.close();
+        }
+    }
+}
+
+impl Drop for Conn {
+    fn drop(&mut self) {
+        // A link nobody holds any more: its writer task ends.
+        self.outbox.close();
     }
 }
 
@@ -115,60 +169,72 @@ impl Links {
     }
 
     /// Sends `request` to the station at `base_url` (`http://host:port`) and waits for its
-    /// answer, at most `timeout`.
+    /// answer, at most `timeout` (checked every [`SWEEP_EVERY`]).
     pub async fn send(
         &self,
         base_url: &str,
         request: LinkRequest,
         timeout: Duration,
     ) -> Result<LinkResponse, LinkError> {
-        let conn = tokio::time::timeout(timeout.min(CONNECT_TIMEOUT), self.conn(base_url))
-            .await
-            .map_err(|_| {
-                LinkError::Unavailable(format!("opening a link to {base_url} timed out"))
-            })??;
+        let conn = match self.open_conn(base_url) {
+            Some(conn) => conn,
+            None => tokio::time::timeout(timeout.min(CONNECT_TIMEOUT), self.connect(base_url))
+                .await
+                .map_err(|_| {
+                    LinkError::Unavailable(format!("opening a link to {base_url} timed out"))
+                })??,
+        };
         let id = conn.next_id.fetch_add(1, Ordering::Relaxed);
-        let received_before = conn.received.load(Ordering::Acquire);
-        let (tx, rx) = oneshot::channel();
-        conn.pending.lock().expect("pending lock").insert(id, tx);
-        if conn.frames.send(Frame::Request(id, request)).await.is_err() {
+        let (answer, rx) = oneshot::channel();
+        let waiter = Waiter {
+            answer,
+            deadline: Instant::now() + timeout,
+            timeout,
+            received_before: conn.received.load(Ordering::Acquire),
+        };
+        conn.pending
+            .lock()
+            .expect("pending lock")
+            .insert(id, waiter);
+        if conn
+            .outbox
+            .push(&Frame::Request(id, request))
+            .await
+            .is_err()
+        {
             conn.pending.lock().expect("pending lock").remove(&id);
             return Err(LinkError::Unavailable(format!(
                 "the link to {base_url} closed"
             )));
         }
-        match tokio::time::timeout(timeout, rx).await {
-            Ok(Ok(response)) => Ok(response),
-            Ok(Err(_)) => Err(LinkError::Unavailable(format!(
+        match rx.await {
+            Ok(answer) => answer,
+            Err(_) => Err(LinkError::Unavailable(format!(
                 "the link to {base_url} broke before the answer"
             ))),
-            Err(_) => {
-                conn.pending.lock().expect("pending lock").remove(&id);
-                if conn.received.load(Ordering::Acquire) == received_before {
-                    tracing::debug!(
-                        peer = base_url,
-                        "no frame through a whole timeout: replacing the link"
-                    );
-                    conn.close();
-                }
-                Err(LinkError::Timeout(timeout))
-            }
         }
     }
 
-    /// The open link to `base_url`, opening it if there is none (one opening at a time).
-    async fn conn(&self, base_url: &str) -> Result<Arc<Conn>, LinkError> {
-        let slot = self
+    /// The open link to `base_url`, if there is one.
+    fn open_conn(&self, base_url: &str) -> Option<Arc<Conn>> {
+        let peers = self.inner.peers.lock().expect("peers lock");
+        peers.get(base_url)?.open.clone().filter(|c| c.is_open())
+    }
+
+    /// Opens a link to `base_url`, unless another call opened one meanwhile.
+    async fn connect(&self, base_url: &str) -> Result<Arc<Conn>, LinkError> {
+        let opening = self
             .inner
             .peers
             .lock()
             .expect("peers lock")
             .entry(base_url.to_string())
             .or_default()
+            .opening
             .clone();
-        let mut slot = slot.lock().await;
-        if let Some(conn) = slot.as_ref().filter(|c| !c.closed.load(Ordering::Acquire)) {
-            return Ok(conn.clone());
+        let _opening = opening.lock().await;
+        if let Some(conn) = self.open_conn(base_url) {
+            return Ok(conn);
         }
         let (reader, writer, leftover) = open(
             base_url,
@@ -178,49 +244,74 @@ impl Links {
         )
         .await
         .map_err(|e| LinkError::Unavailable(format!("cannot open a link to {base_url}: {e}")))?;
-        let (frames, queue) = mpsc::channel(QUEUE);
-        let conn = Arc::new(Conn {
-            frames,
-            pending: Mutex::new(HashMap::new()),
-            next_id: AtomicU64::new(1),
-            closed: std::sync::atomic::AtomicBool::new(false),
-            received: AtomicU64::new(0),
-            tasks: Mutex::new(Vec::new()),
-        });
-        let url = base_url.to_string();
-        let writing = Arc::downgrade(&conn);
-        let write_task = tokio::spawn(async move {
-            if let Err(e) = write_frames(writer, queue).await {
-                tracing::debug!(peer = %url, "link write failed: {e}");
-            }
-            if let Some(conn) = writing.upgrade() {
-                conn.close();
-            }
-        });
-        let reading = Arc::downgrade(&conn);
-        let url = base_url.to_string();
-        let read_task = tokio::spawn(async move {
-            let result = read_responses(reader, leftover, &reading).await;
-            if let Some(conn) = reading.upgrade() {
-                conn.close();
-            }
-            if let Err(e) = result {
-                tracing::debug!(peer = %url, "link closed: {e}");
-            }
-        });
-        conn.tasks
+        let conn = start(base_url, reader, writer, leftover);
+        if let Some(peer) = self
+            .inner
+            .peers
             .lock()
-            .expect("tasks lock")
-            .extend([write_task, read_task]);
-        *slot = Some(conn.clone());
+            .expect("peers lock")
+            .get_mut(base_url)
+        {
+            peer.open = Some(conn.clone());
+        }
         Ok(conn)
     }
 }
 
+/// Starts a link's reader, writer and sweeper tasks on an opened connection.
+fn start(base_url: &str, reader: LinkReader, writer: LinkWriter, leftover: BytesMut) -> Arc<Conn> {
+    let outbox = Outbox::new(writer);
+    let conn = Arc::new(Conn {
+        outbox: outbox.clone(),
+        pending: Mutex::new(HashMap::new()),
+        next_id: AtomicU64::new(1),
+        closed: std::sync::atomic::AtomicBool::new(false),
+        received: AtomicU64::new(0),
+        tasks: Mutex::new(Vec::new()),
+    });
+    let url = base_url.to_string();
+    let writing = Arc::downgrade(&conn);
+    let write_task = tokio::spawn(async move {
+        if let Err(e) = outbox.run().await {
+            tracing::debug!(peer = %url, "link write failed: {e}");
+        }
+        if let Some(conn) = writing.upgrade() {
+            conn.close();
+        }
+    });
+    let reading = Arc::downgrade(&conn);
+    let url = base_url.to_string();
+    let read_task = tokio::spawn(async move {
+        let result = read_responses(reader, leftover, &reading).await;
+        if let Some(conn) = reading.upgrade() {
+            conn.close();
+        }
+        if let Err(e) = result {
+            tracing::debug!(peer = %url, "link closed: {e}");
+        }
+    });
+    let sweeping = Arc::downgrade(&conn);
+    let url = base_url.to_string();
+    let sweep_task = tokio::spawn(async move {
+        let mut every = tokio::time::interval(SWEEP_EVERY);
+        every.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+        loop {
+            every.tick().await;
+            match sweeping.upgrade() {
+                Some(conn) => conn.expire(Instant::now(), &url),
+                None => return,
+            }
+        }
+    });
+    conn.tasks
+        .lock()
+        .expect("tasks lock")
+        .extend([write_task, read_task, sweep_task]);
+    conn
+}
+
 /// The read half of a link's connection (plain TCP or TLS).
 type LinkReader = Box<dyn AsyncRead + Send + Unpin>;
-/// The write half of a link's connection.
-type LinkWriter = Box<dyn AsyncWrite + Send + Unpin>;
 
 /// Connects to `base_url` (`http://` or, with `tls`, `https://`) and upgrades the connection to a
 /// link; returns its two halves and any bytes read past the upgrade answer.
@@ -313,29 +404,6 @@ where
     Ok((Box::new(reader), Box::new(writer), leftover))
 }
 
-/// Writes the frames queued on `queue`, gathering all that are waiting into one write.
-async fn write_frames(
-    mut writer: impl AsyncWrite + Unpin,
-    mut queue: mpsc::Receiver<Frame>,
-) -> std::io::Result<()> {
-    let mut buf = BytesMut::with_capacity(64 * 1024);
-    while let Some(frame) = queue.recv().await {
-        frame::encode(&frame, &mut buf);
-        // Let the calls that are ready to run queue their frames too: one write then carries
-        // them all (on loopback each write also pays for the receiver's TCP work).
-        tokio::task::yield_now().await;
-        while buf.len() < WRITE_BATCH {
-            match queue.try_recv() {
-                Ok(frame) => frame::encode(&frame, &mut buf),
-                Err(_) => break,
-            }
-        }
-        writer.write_all(&buf).await?;
-        buf.clear();
-    }
-    writer.shutdown().await
-}
-
 /// Reads response frames from a link and hands each to the call waiting for it (until the link
 /// closes or is dropped).
 async fn read_responses(
@@ -353,7 +421,7 @@ async fn read_responses(
                 Frame::Response(id, response) => {
                     let waiter = conn.pending.lock().expect("pending lock").remove(&id);
                     if let Some(waiter) = waiter {
-                        let _ = waiter.send(response);
+                        let _ = waiter.answer.send(Ok(response));
                     }
                 }
                 Frame::Request(..) => {
@@ -377,21 +445,27 @@ where
     F: Future<Output = LinkResponse> + Send + 'static,
 {
     let (mut reader, writer) = tokio::io::split(io);
-    let (frames, queue) = mpsc::channel(QUEUE);
-    tokio::spawn(async move {
-        if let Err(e) = write_frames(writer, queue).await {
-            tracing::debug!("link write failed: {e}");
+    let outbox = Outbox::new(Box::new(writer));
+    tokio::spawn({
+        let outbox = outbox.clone();
+        async move {
+            if let Err(e) = outbox.run().await {
+                tracing::debug!("link write failed: {e}");
+            }
         }
     });
+    // The outbox closes (its queued answers written, then the stream ended) once the reader
+    // below and every request it started are done.
+    let open = Arc::new(CloseOnDrop(outbox));
     let mut buf = BytesMut::with_capacity(64 * 1024);
     loop {
         loop {
             match frame::decode(&mut buf) {
                 Ok(Some(Frame::Request(id, request))) => {
-                    let (frames, handle) = (frames.clone(), handle.clone());
+                    let (open, handle) = (open.clone(), handle.clone());
                     tokio::spawn(async move {
                         let response = handle(request).await;
-                        let _ = frames.send(Frame::Response(id, response)).await;
+                        let _ = open.0.push(&Frame::Response(id, response)).await;
                     });
                 }
                 Ok(None) => break,
@@ -405,6 +479,15 @@ where
             Ok(0) | Err(_) => return,
             Ok(_) => {}
         }
+    }
+}
+
+/// Closes the outbox it holds when dropped.
+struct CloseOnDrop(Arc<Outbox>);
+
+impl Drop for CloseOnDrop {
+    fn drop(&mut self) {
+        self.0.close();
     }
 }
 

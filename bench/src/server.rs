@@ -252,9 +252,25 @@ pub async fn deploy(
     id: &str,
     bytes: &[u8],
 ) -> anyhow::Result<Duration> {
+    deploy_with(client, station, id, "", bytes).await
+}
+
+/// Like [`deploy`], with a query string for the deploy (`quota=readers%3D4`, ...).
+pub async fn deploy_with(
+    client: &reqwest::Client,
+    station: &str,
+    id: &str,
+    query: &str,
+    bytes: &[u8],
+) -> anyhow::Result<Duration> {
     let started = Instant::now();
+    let query = if query.is_empty() {
+        String::new()
+    } else {
+        format!("?{query}")
+    };
     let response = client
-        .put(format!("{station}/admin/objects/{id}"))
+        .put(format!("{station}/admin/objects/{id}{query}"))
         .body(bytes.to_vec())
         .send()
         .await

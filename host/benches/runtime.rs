@@ -135,6 +135,7 @@ fn context(object_id: &str) -> CallContext {
         state: Arc::new(MemoryState::default()),
         services: Arc::new(NoServices),
         stateless: false,
+        read_only: false,
         write_quota_bytes: u64::MAX,
     }
 }

@@ -71,7 +71,9 @@ pub async fn run(
             log_bytes_per_sec: args.quota_log_kb_s.saturating_mul(1 << 10),
             queue: args.quota_queue,
             rate: args.quota_rate,
+            readers: 0,
         },
+        idempotency_ttl: Duration::from_secs(args.idempotency_ttl_secs),
     };
     // Registering the deployed objects reads every object's versions and replica states: off the
     // async workers too.

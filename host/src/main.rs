@@ -51,8 +51,15 @@ async fn dispatch(command: Command) -> anyhow::Result<()> {
             place,
             stateless,
             quota,
+            parallel_reads,
             station,
         } => {
+            let quota = match (quota, parallel_reads) {
+                (quota, None) => quota,
+                (None, Some(n)) => Some(format!("readers={n}")),
+                (Some(quota), Some(n)) if quota == "default" => Some(format!("readers={n}")),
+                (Some(quota), Some(n)) => Some(format!("{quota},readers={n}")),
+            };
             let options = client::DeployArgs {
                 id,
                 note,

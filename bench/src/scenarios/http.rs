@@ -23,6 +23,8 @@ pub const BASELINE: &str = "hello GET, native axum (baseline)";
 pub const HELLO: &str = "hello GET, Rust object";
 /// Hello object, Python.
 pub const PY_HELLO: &str = "hello GET, Python object";
+/// Hello deployed with parallel reads (quota `readers=4`), against the plain hello.
+pub const HELLO_PARALLEL: &str = "hello GET, Rust object, parallel reads (readers=4)";
 /// Calculator object.
 pub const CALCULATOR: &str = "calculator GET";
 /// Counter, one object, fsync.
@@ -45,6 +47,7 @@ pub async fn run(ctx: &Ctx) -> Vec<ScenarioResult> {
         for name in [
             BASELINE,
             HELLO,
+            HELLO_PARALLEL,
             CALCULATOR,
             COUNTER_FSYNC,
             COUNTER_SPREAD,
@@ -81,7 +84,13 @@ pub async fn run(ctx: &Ctx) -> Vec<ScenarioResult> {
     results.push(baseline);
 
     // One station with fsync for the object scenarios.
-    let fsync_names = [HELLO, CALCULATOR, COUNTER_FSYNC, COUNTER_SPREAD];
+    let fsync_names = [
+        HELLO,
+        HELLO_PARALLEL,
+        CALCULATOR,
+        COUNTER_FSYNC,
+        COUNTER_SPREAD,
+    ];
     match start_station(ctx, "fsync").await {
         Err(e) => {
             for name in fsync_names {
@@ -105,6 +114,32 @@ pub async fn run(ctx: &Ctx) -> Vec<ScenarioResult> {
                         baseline_rps,
                         Some(Target::ratio_at_least(0.7, "≥ 0.7× baseline")),
                     ))
+                })
+                .await,
+            );
+            let hello_rps = results
+                .last()
+                .and_then(|r| r.figures.first())
+                .map(|f| f.value);
+            results.push(
+                guarded(HELLO_PARALLEL, limit, async {
+                    let bytes = ctx.require_component("hello")?;
+                    server::deploy_with(
+                        &ctx.client,
+                        &station.url,
+                        "hello-par",
+                        "quota=readers%3D4",
+                        &bytes,
+                    )
+                    .await?;
+                    let load = measure(
+                        ctx,
+                        &station,
+                        Method::GET,
+                        Paths::One("/objects/hello-par".into()),
+                    )
+                    .await?;
+                    Ok(http_result(HELLO_PARALLEL, &load, hello_rps, None))
                 })
                 .await,
             );

@@ -370,9 +370,14 @@ pub(super) async fn view(
                 .state(id)
                 .await
                 .map_err(|e| ApiError::from(e).for_object(id))?;
+            let mut snapshot = state.snapshot();
+            // The host's own keys (idempotent answers) are not the object's state.
+            snapshot.retain(|key, _| !crate::station::idempotency::is_reserved(key));
             let mut body =
-                json!({ "object_id": id, "seq": state.applied_seq(), "state": state.snapshot() });
-            if let Some(key) = param(query, "key") {
+                json!({ "object_id": id, "seq": state.applied_seq(), "state": snapshot });
+            if let Some(key) = param(query, "key")
+                && !crate::station::idempotency::is_reserved(key)
+            {
                 let limit = parse_param(query, "limit")?.unwrap_or(DEFAULT_LOG_LIMIT);
                 let history: Vec<_> = state
                     .history(key, limit)

@@ -124,6 +124,16 @@ impl From<StationError> for ApiError {
             StationError::Trapped { object, .. } => {
                 (StatusCode::INTERNAL_SERVER_ERROR, "trapped", Some(object))
             }
+            StationError::InvalidIdempotencyKey { object, .. } => (
+                StatusCode::BAD_REQUEST,
+                "invalid_idempotency_key",
+                Some(object),
+            ),
+            StationError::IdempotencyMismatch { object, .. } => (
+                StatusCode::UNPROCESSABLE_ENTITY,
+                "idempotency_mismatch",
+                Some(object),
+            ),
             StationError::DeadlineExceeded { object, .. } => (
                 StatusCode::GATEWAY_TIMEOUT,
                 "deadline_exceeded",

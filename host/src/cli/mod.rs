@@ -49,6 +49,12 @@ pub enum Command {
         /// clear them. Without it the current version's overrides carry over.
         #[arg(long, value_name = "NAME=N,...")]
         quota: Option<String>,
+        /// Serve GET calls side by side on up to N instances (default 4), outside the turn
+        /// queue: each sees the state as committed when it starts, and a state write in a GET
+        /// traps. The quota override `readers=N` (added to --quota, which it joins).
+        #[arg(long, value_name = "N", num_args = 0..=1, default_missing_value = "4",
+              value_parser = clap::value_parser!(u32).range(1..=64))]
+        parallel_reads: Option<u32>,
         #[command(flatten)]
         station: StationArgs,
     },
@@ -310,6 +316,10 @@ pub struct ServeArgs {
     /// roots): the cluster's own CA.
     #[arg(long, value_name = "FILE")]
     pub tls_ca: Option<PathBuf>,
+    /// Seconds the answer to a call with an `Idempotency-Key` header is kept: a retry with the
+    /// same key within it gets that answer back instead of running again.
+    #[arg(long, default_value_t = 86_400)]
+    pub idempotency_ttl_secs: u64,
     /// Threads that run calls and network I/O (default: one per CPU). Lower it when stations
     /// share a machine: threads beyond the cores it has cost a context switch on every hand-off.
     #[arg(long, value_name = "N", value_parser = clap::value_parser!(u16).range(1..=1024))]

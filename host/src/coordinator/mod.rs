@@ -51,6 +51,10 @@ impl ReplicationSink for Sink {
     fn durable(&self, object: &str, seq: u64) {
         self.0.durable(object, seq);
     }
+
+    fn replicated(&self, object: &str, seq: u64) -> Option<BoxFuture<'static, Result<(), String>>> {
+        self.0.replicated(object, seq)
+    }
 }
 
 impl Coordinator {

@@ -215,6 +215,45 @@ impl Replicator {
         })
     }
 
+    /// With `--sync-replicas`, a future that resolves once the in-sync replicas hold `object`'s
+    /// batches up to `seq` (at once if they do already); `None` without.
+    pub fn replicated(
+        &self,
+        object: &str,
+        seq: u64,
+    ) -> Option<BoxFuture<'static, Result<(), String>>> {
+        if self.inner.sync_replicas == 0 || seq == 0 {
+            return None;
+        }
+        let in_sync = self.in_sync(object);
+        if in_sync.len() < self.inner.sync_replicas {
+            return Some(
+                futures::future::ready(Err(format!(
+                    "--sync-replicas {} needs that many in-sync replicas; the directory lists {}",
+                    self.inner.sync_replicas,
+                    in_sync.len()
+                )))
+                .boxed(),
+            );
+        }
+        let rx = {
+            let mut streams = self.inner.streams.lock().expect("streams lock");
+            let stream = streams.get_mut(object)?;
+            let (tx, rx) = oneshot::channel();
+            stream.waiters.push((seq, std::time::Instant::now(), tx));
+            stream.waiters.sort_by_key(|(seq, ..)| *seq);
+            stream.release_waiters(&in_sync, self.inner.sync_replicas);
+            rx
+        };
+        Some(
+            async move {
+                rx.await
+                    .unwrap_or_else(|_| Err("replication stopped".into()))
+            }
+            .boxed(),
+        )
+    }
+
     /// Keeps `batch` among the stream's recent ones, within [`RECENT_BATCHES`], [`RECENT_BYTES`] and,
     /// over all streams, [`RECENT_BYTES_TOTAL`].
     fn keep_recent(&self, stream: &mut Stream, batch: Arc<Batch>) {

@@ -10,7 +10,16 @@ pub const MAX_KEY_BYTES: usize = 4096;
 /// Largest value accepted, in bytes.
 pub const MAX_VALUE_BYTES: usize = 16 << 20;
 
+/// Keys starting with this belong to the host (it keeps idempotent answers there); an object
+/// cannot write them (and never reads them: the station hides them).
+pub const RESERVED_PREFIX: &str = "\u{0}op/";
+
 fn check_key(key: &str) -> wasmtime::Result<()> {
+    if key.starts_with(RESERVED_PREFIX) {
+        wasmtime::bail!(
+            "state key {key:?} starts with {RESERVED_PREFIX:?}, which the host reserves"
+        );
+    }
     if key.len() > MAX_KEY_BYTES {
         wasmtime::bail!(
             "state key is {} bytes; the limit is {MAX_KEY_BYTES}",
@@ -49,6 +58,14 @@ impl StoreData {
             wasmtime::bail!(
                 "state.{operation}: object `{}` is deployed stateless, so it cannot write state \
                  (deploy it without --stateless to give it durable state)",
+                call.ctx.object_id
+            );
+        }
+        if call.ctx.read_only {
+            wasmtime::bail!(
+                "state.{operation}: this GET of `{}` ran as a parallel read (the object is deployed \
+                 with parallel reads: readers run side by side and cannot write state); write in \
+                 POST, PUT, DELETE or PATCH, or deploy without --parallel-reads",
                 call.ctx.object_id
             );
         }

@@ -19,6 +19,7 @@ mod component;
 mod host_log;
 mod host_runtime;
 mod host_state;
+pub use host_state::RESERVED_PREFIX;
 
 use std::path::PathBuf;
 use std::sync::Arc;
@@ -119,7 +120,7 @@ pub struct ObjectRequest {
 }
 
 /// The object's answer, passed through to the client unchanged.
-#[derive(Debug, Clone, Default)]
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
 pub struct ObjectResponse {
     /// HTTP status.
     pub status: u16,
@@ -238,6 +239,9 @@ pub struct CallContext {
     pub services: Arc<dyn HostServices>,
     /// The object is deployed stateless: every state write traps.
     pub stateless: bool,
+    /// The call is a parallel read (a GET beside others, outside the turn queue): every state
+    /// write traps.
+    pub read_only: bool,
     /// Most bytes (keys and values) the call may write; past it the call traps with
     /// [`CallFailure::WriteQuotaExceeded`].
     pub write_quota_bytes: u64,

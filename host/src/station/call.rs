@@ -7,12 +7,12 @@ use std::time::Instant;
 use tokio::time::Instant as TokioInstant;
 
 use super::services::Services;
-use super::{Error, LiveObject, Station, blocking};
+use super::{Error, LiveObject, Station, blocking, idempotency};
 use crate::runtime::{
     self, Activation, CallChain, CallContext, CallFailure, LogLevel, ObjectRequest, ObjectResponse,
     StateReader, StateVersion,
 };
-use crate::store::{self, LogRecord, ObjectState, Write};
+use crate::store::{self, LogRecord, ObjectState, Write, now_ms};
 
 /// A finished call: the object's response plus what the host adds to it.
 #[derive(Debug)]
@@ -120,19 +120,28 @@ impl StateReader for NoState {
     }
 }
 
-/// The object's committed state, as the runtime reads it.
+/// The object's committed state, as the runtime reads it: without the keys the host keeps in it
+/// for itself ([`idempotency::RESERVED_PREFIX`]).
 struct CommittedState(ObjectState);
 
 impl StateReader for CommittedState {
     fn get(&self, key: &str) -> Option<String> {
+        if idempotency::is_reserved(key) {
+            return None;
+        }
         self.0.get(key)
     }
 
     fn keys(&self, prefix: &str) -> Vec<String> {
-        self.0.keys(prefix)
+        let mut keys = self.0.keys(prefix);
+        keys.retain(|key| !idempotency::is_reserved(key));
+        keys
     }
 
     fn history(&self, key: &str, limit: usize) -> Vec<StateVersion> {
+        if idempotency::is_reserved(key) {
+            return Vec::new();
+        }
         self.0
             .history(key, limit)
             .into_iter()
@@ -278,6 +287,22 @@ impl Station {
         } else {
             Some(self.state_of(object).await?)
         };
+        // A GET of an object deployed with parallel reads runs beside the others, outside the
+        // turn (unless it has an idempotency key: keeping its answer is a write).
+        // With a key it takes the turn, still unable to write state.
+        let slot = object.current();
+        let read_only = request.method == "GET" && slot.meters.quota.readers > 0;
+        if read_only
+            && !request
+                .headers
+                .iter()
+                .any(|(name, _)| name.eq_ignore_ascii_case(idempotency::HEADER))
+        {
+            return self
+                .run_parallel_read(object, slot, state, request, chain, deadline)
+                .await;
+        }
+        drop(slot);
         let mut turn =
             tokio::time::timeout_at(TokioInstant::from_std(deadline), object.turn.lock())
                 .await
@@ -290,6 +315,18 @@ impl Station {
             });
         }
         self.wait_writer(object, deadline).await?;
+        // A call with an Idempotency-Key runs once: a retry, in its own turn, finds the first
+        // answer and waits for it to be as durable as the first call did.
+        let idempotent = match &state {
+            Some(state) => match self.idempotency_check(object, state, &request)? {
+                IdempotencyCheck::Run(key) => key,
+                IdempotencyCheck::Replay(response) => {
+                    drop(turn);
+                    return self.replay(object, state, response, deadline).await;
+                }
+            },
+            None => None,
+        };
         // The version is read at the start of the turn: a deploy lets calls in flight finish on
         // the old version, and the next turn switches.
         let slot = object.current();
@@ -310,6 +347,7 @@ impl Station {
             state: reader,
             services: Arc::new(Services::new(self)),
             stateless: object.stateless,
+            read_only,
             write_quota_bytes: slot.meters.quota.write_bytes,
         };
         let outcome = {
@@ -333,7 +371,7 @@ impl Station {
                 }
                 // A status >= 500 means the object failed: its writes are discarded. An empty
                 // batch is a read barrier: the answer may show state not yet durable.
-                let writes = if response.status < 500 {
+                let mut writes: Vec<Write> = if response.status < 500 {
                     outcome
                         .writes
                         .into_iter()
@@ -348,6 +386,17 @@ impl Station {
                 let Some(state) = &state else {
                     return Ok(response);
                 };
+                // The answer is kept in the same batch as the writes it reports.
+                if let Some((key, fingerprint)) = &idempotent {
+                    writes.extend(idempotency::record_writes(
+                        state,
+                        key,
+                        fingerprint,
+                        &response,
+                        now_ms(),
+                        self.idempotency_ttl_ms(),
+                    ));
+                }
                 // Room in the writer's queue first: while the disk is behind, a call that writes
                 // waits here (holding its turn) instead of queueing without bound. A read takes none.
                 let permit = if writes.is_empty() {
@@ -388,18 +437,7 @@ impl Station {
             Err(failure) => {
                 *turn = None;
                 drop(turn);
-                return Err(match failure {
-                    CallFailure::DeadlineExceeded => timed_out(),
-                    CallFailure::WriteQuotaExceeded { message } => Error::WriteQuotaExceeded {
-                        object: object.id.clone(),
-                        message,
-                    },
-                    CallFailure::Trapped { message, backtrace } => Error::Trapped {
-                        object: object.id.clone(),
-                        message,
-                        backtrace,
-                    },
-                });
+                return Err(failure_error(object, failure, deadline_ms));
             }
         };
         // Release the turn before waiting for durability: the next call runs while this batch
@@ -427,6 +465,136 @@ impl Station {
                     });
                 }
             }
+        }
+        Ok(response)
+    }
+
+    /// Runs a GET on one of the version's reader instances, beside other reads and outside the
+    /// turn queue: it sees the state as committed when it starts, a state write traps it, and
+    /// its answer waits (like any read) until what it saw is durable.
+    async fn run_parallel_read(
+        &self,
+        object: &Arc<LiveObject>,
+        slot: Arc<super::live::VersionSlot>,
+        state: Option<ObjectState>,
+        request: ObjectRequest,
+        chain: CallChain,
+        deadline: Instant,
+    ) -> Result<ObjectResponse, Error> {
+        let deadline_ms = self.inner.config.call_deadline.as_millis() as u64;
+        let timed_out = || Error::DeadlineExceeded {
+            object: object.id.clone(),
+            deadline_ms,
+        };
+        let _reader =
+            tokio::time::timeout_at(TokioInstant::from_std(deadline), slot.readers.enter())
+                .await
+                .map_err(|_| timed_out())?;
+        if let Some(address) = object.moved_to.lock().expect("moved lock").clone() {
+            return Err(Error::Moved {
+                object: object.id.clone(),
+                address,
+            });
+        }
+        self.wait_writer(object, deadline).await?;
+        let compiled = self.compiled(object, &slot).await?;
+        let mut activation = match slot.readers.take() {
+            Some(activation) => activation,
+            None => self.activate(object, &compiled).await?,
+        };
+        let reader: Arc<dyn StateReader> = match &state {
+            Some(state) => Arc::new(CommittedState(state.clone())),
+            None => Arc::new(NoState),
+        };
+        let ctx = CallContext {
+            object_id: object.id.clone(),
+            chain,
+            state: reader,
+            services: Arc::new(Services::new(self)),
+            stateless: object.stateless,
+            read_only: true,
+            write_quota_bytes: slot.meters.quota.write_bytes,
+        };
+        // Dropped half-way (the client went away), the instance goes with the future.
+        let response = match activation.call(request, ctx).await {
+            Ok(outcome) => outcome.response,
+            Err(failure) => {
+                return Err(failure_error(object, failure, deadline_ms));
+            }
+        };
+        slot.readers.put(activation);
+        if !(200..=599).contains(&response.status) {
+            return Err(Error::InvalidResponse {
+                object: object.id.clone(),
+                message: format!("status {} is outside 200–599", response.status),
+            });
+        }
+        if let Some(state) = &state {
+            state.barrier()?.durable().await?;
+        }
+        Ok(response)
+    }
+
+    /// What the `Idempotency-Key` of `request` (if any) says: run it (keeping its answer under
+    /// the key and fingerprint returned), or replay the answer kept from the first run.
+    fn idempotency_check(
+        &self,
+        object: &LiveObject,
+        state: &ObjectState,
+        request: &ObjectRequest,
+    ) -> Result<IdempotencyCheck, Error> {
+        let key = idempotency::key_of(request).map_err(|e| Error::InvalidIdempotencyKey {
+            object: object.id.clone(),
+            message: e.to_string(),
+        })?;
+        let Some(key) = key else {
+            return Ok(IdempotencyCheck::Run(None));
+        };
+        let fingerprint = idempotency::fingerprint(request);
+        let ttl_ms = self.idempotency_ttl_ms();
+        match idempotency::lookup(state, &key, &fingerprint, now_ms(), ttl_ms) {
+            idempotency::Lookup::Fresh => Ok(IdempotencyCheck::Run(Some((key, fingerprint)))),
+            idempotency::Lookup::Replay(response) => Ok(IdempotencyCheck::Replay(response)),
+            idempotency::Lookup::Mismatch => Err(Error::IdempotencyMismatch {
+                object: object.id.clone(),
+                key,
+            }),
+        }
+    }
+
+    fn idempotency_ttl_ms(&self) -> u64 {
+        self.inner.config.idempotency_ttl.as_millis() as u64
+    }
+
+    /// Answers a retry with the kept answer, once the batch that kept it is durable here and,
+    /// with `--sync-replicas`, held by the replicas: the first call's answer waited for as much
+    /// (it may still be waiting).
+    async fn replay(
+        &self,
+        object: &LiveObject,
+        state: &ObjectState,
+        response: ObjectResponse,
+        deadline: Instant,
+    ) -> Result<ObjectResponse, Error> {
+        let ticket = state.barrier()?;
+        let seq = state.applied_seq();
+        ticket.durable().await?;
+        let replicated = self
+            .inner
+            .replication
+            .get()
+            .and_then(|sink| sink.replicated(&object.id, seq));
+        if let Some(replicated) = replicated {
+            let remaining = deadline.saturating_duration_since(Instant::now());
+            let message = match tokio::time::timeout(remaining, replicated).await {
+                Ok(Ok(())) => return Ok(response),
+                Ok(Err(message)) => message,
+                Err(_) => "no replica acknowledged before the deadline".into(),
+            };
+            return Err(Error::ReplicationFailed {
+                object: object.id.clone(),
+                message,
+            });
         }
         Ok(response)
     }
@@ -582,4 +750,31 @@ impl From<LogLevel> for crate::store::Level {
             LogLevel::Error => crate::store::Level::Error,
         }
     }
+}
+
+/// The station error for a call that failed in the runtime (nothing of it is committed).
+fn failure_error(object: &LiveObject, failure: CallFailure, deadline_ms: u64) -> Error {
+    let object = object.id.clone();
+    match failure {
+        CallFailure::DeadlineExceeded => Error::DeadlineExceeded {
+            object,
+            deadline_ms,
+        },
+        CallFailure::WriteQuotaExceeded { message } => {
+            Error::WriteQuotaExceeded { object, message }
+        }
+        CallFailure::Trapped { message, backtrace } => Error::Trapped {
+            object,
+            message,
+            backtrace,
+        },
+    }
+}
+
+/// What a call's `Idempotency-Key` decided.
+enum IdempotencyCheck {
+    /// Run the call; keep its answer under this key and fingerprint, if it has a key.
+    Run(Option<(String, String)>),
+    /// The call ran already: answer with this.
+    Replay(ObjectResponse),
 }

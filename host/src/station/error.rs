@@ -59,6 +59,25 @@ pub enum Error {
         /// The guest backtrace, for the log.
         backtrace: String,
     },
+    /// The request's `Idempotency-Key` header is malformed.
+    #[error("object `{object}`: {message}")]
+    InvalidIdempotencyKey {
+        /// Object id.
+        object: String,
+        /// What is wrong with it.
+        message: String,
+    },
+    /// The `Idempotency-Key` was used before for a different request (method, path, query or
+    /// body); nothing ran.
+    #[error(
+        "object `{object}`: the Idempotency-Key {key:?} was used for a different request (method, path, query or body); use a new key for a new request"
+    )]
+    IdempotencyMismatch {
+        /// Object id.
+        object: String,
+        /// The key.
+        key: String,
+    },
     /// The call ran out of time; nothing was committed.
     #[error("object `{object}` did not answer within {deadline_ms} ms")]
     DeadlineExceeded {

@@ -36,6 +36,42 @@ pub(super) struct VersionSlot {
     pub(super) compiled: tokio::sync::OnceCell<CompiledObject>,
     /// The quota this version runs under, with its rate meters.
     pub(super) meters: quota::Meters,
+    /// The instances its parallel reads run on (none unless the quota allows readers).
+    pub(super) readers: ReaderPool,
+}
+
+/// Instances of one version that serve GET calls side by side: at most `readers` (the version's
+/// quota) run at once; an idle one is kept for the next read.
+pub(super) struct ReaderPool {
+    running: tokio::sync::Semaphore,
+    idle: Mutex<Vec<Activation>>,
+}
+
+impl ReaderPool {
+    fn new(readers: u32) -> ReaderPool {
+        ReaderPool {
+            running: tokio::sync::Semaphore::new(readers as usize),
+            idle: Mutex::new(Vec::new()),
+        }
+    }
+
+    /// A turn to run a read, waiting while `readers` run.
+    pub(super) async fn enter(&self) -> tokio::sync::SemaphorePermit<'_> {
+        self.running
+            .acquire()
+            .await
+            .expect("the reader semaphore is never closed")
+    }
+
+    /// An idle instance, if one is kept.
+    pub(super) fn take(&self) -> Option<Activation> {
+        self.idle.lock().expect("readers lock").pop()
+    }
+
+    /// Keeps an instance that finished a read cleanly for the next one.
+    pub(super) fn put(&self, activation: Activation) {
+        self.idle.lock().expect("readers lock").push(activation);
+    }
 }
 
 impl LiveObject {
@@ -96,8 +132,10 @@ impl VersionSlot {
             );
             QuotaOverrides::default()
         });
+        let quota = overrides.over(defaults);
         VersionSlot {
-            meters: quota::Meters::new(overrides.over(defaults)),
+            readers: ReaderPool::new(quota.readers),
+            meters: quota::Meters::new(quota),
             record,
             compiled: cell,
         }

@@ -21,6 +21,7 @@ mod error;
 mod events;
 mod failover;
 mod id;
+pub mod idempotency;
 mod lifecycle;
 mod live;
 mod migration;
@@ -60,6 +61,8 @@ pub struct StationConfig {
     pub idle_timeout: Duration,
     /// The quotas of objects deployed without overrides.
     pub quota: Quota,
+    /// How long the answer to a call with an `Idempotency-Key` is kept for its retries.
+    pub idempotency_ttl: Duration,
 }
 
 /// The handle to this station's objects. Cheap to clone.

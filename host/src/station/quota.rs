@@ -13,6 +13,9 @@ use std::time::{Duration, Instant};
 use governor::clock::{Clock, DefaultClock};
 use governor::{DefaultDirectRateLimiter, Quota as Rate, RateLimiter};
 
+/// Most instances one object may serve parallel reads with.
+pub const MAX_READERS: u32 = 64;
+
 /// The limits that apply to one object.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, serde::Serialize)]
 pub struct Quota {
@@ -28,6 +31,9 @@ pub struct Quota {
     pub queue: u32,
     /// Calls per second (0 = unlimited) (→ 429 `rate_limited`).
     pub rate: u32,
+    /// Instances that serve GET calls side by side, outside the turn queue (0 = GETs take the
+    /// turn like every other call). A GET that writes state then traps.
+    pub readers: u32,
 }
 
 impl Default for Quota {
@@ -40,6 +46,7 @@ impl Default for Quota {
             log_bytes_per_sec: 256 << 10,
             queue: 256,
             rate: 0,
+            readers: 0,
         }
     }
 }
@@ -55,12 +62,13 @@ pub struct QuotaOverrides {
     log_kb_s: Option<u64>,
     queue: Option<u32>,
     rate: Option<u32>,
+    readers: Option<u32>,
 }
 
 /// A quota string that does not parse.
 #[derive(Debug, thiserror::Error)]
 #[error(
-    "bad quota {text:?}: {reason} (expected NAME=N,... with names state-mb, keys, write-mb, log-kb-s, queue, rate)"
+    "bad quota {text:?}: {reason} (expected NAME=N,... with names state-mb, keys, write-mb, log-kb-s, queue, rate, readers)"
 )]
 pub struct BadQuota {
     text: String,
@@ -79,6 +87,7 @@ impl QuotaOverrides {
                 .map_or(defaults.log_bytes_per_sec, |kb| kb << 10),
             queue: self.queue.unwrap_or(defaults.queue),
             rate: self.rate.unwrap_or(defaults.rate),
+            readers: self.readers.unwrap_or(defaults.readers),
         }
     }
 }
@@ -116,6 +125,7 @@ impl FromStr for QuotaOverrides {
                 "log-kb-s" => overrides.log_kb_s = Some(number.min(1 << 30)),
                 "queue" => overrides.queue = Some(positive(small()? as u64)? as u32),
                 "rate" => overrides.rate = Some(small()?),
+                "readers" => overrides.readers = Some(small()?.min(MAX_READERS)),
                 other => return Err(bad(format!("unknown quota {other:?}"))),
             }
         }
@@ -132,6 +142,7 @@ impl fmt::Display for QuotaOverrides {
             ("log-kb-s", self.log_kb_s),
             ("queue", self.queue.map(u64::from)),
             ("rate", self.rate.map(u64::from)),
+            ("readers", self.readers.map(u64::from)),
         ];
         let mut first = true;
         for (name, value) in parts {
@@ -250,6 +261,15 @@ mod tests {
         assert_eq!(quota.keys, 10);
         assert_eq!(quota.rate, 5);
         assert_eq!(quota.queue, Quota::default().queue);
+        assert_eq!(
+            quota.readers, 0,
+            "GETs take the turn unless readers are given"
+        );
+        let readers: QuotaOverrides = "readers=4".parse().unwrap();
+        assert_eq!(readers.to_string(), "readers=4");
+        assert_eq!(readers.over(&Quota::default()).readers, 4);
+        let capped: QuotaOverrides = "readers=1000".parse().unwrap();
+        assert_eq!(capped.over(&Quota::default()).readers, MAX_READERS);
         assert_eq!(
             "".parse::<QuotaOverrides>().unwrap(),
             QuotaOverrides::default()

@@ -30,6 +30,11 @@ pub trait ReplicationSink: Send + Sync + 'static {
     fn version_added(&self, object: &str, epoch: u64, record: &VersionRecord);
     /// The batches of `object` up to `seq` are durable on this station (only those are shipped).
     fn durable(&self, object: &str, seq: u64);
+    /// When the station must wait for replicas, a future that resolves once enough replicas
+    /// hold the batches of `object` up to `seq` (already committed and handed to
+    /// [`ReplicationSink::committed`]): a replayed answer waits for its batch as the first
+    /// answer did.
+    fn replicated(&self, object: &str, seq: u64) -> Option<BoxFuture<'static, Result<(), String>>>;
 }
 
 /// An object this station keeps a copy of for another station.
@@ -384,6 +389,7 @@ mod tests {
                 call_deadline: Duration::from_secs(10),
                 idle_timeout: Duration::from_secs(60),
                 quota: Quota::default(),
+                idempotency_ttl: Duration::from_secs(86_400),
             },
         )
         .unwrap();

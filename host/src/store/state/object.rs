@@ -164,6 +164,11 @@ impl ObjectState {
 
     /// The existing (not deleted) keys starting with `prefix`, sorted.
     pub fn keys(&self, prefix: &str) -> Vec<String> {
+        self.first_keys(prefix, usize::MAX)
+    }
+
+    /// The first `limit` existing keys starting with `prefix`, sorted.
+    pub fn first_keys(&self, prefix: &str, limit: usize) -> Vec<String> {
         let locked = self.inner.lock();
         locked
             .index
@@ -174,6 +179,7 @@ impl ObjectState {
             ))
             .take_while(|(k, _)| k.starts_with(prefix))
             .filter(|(_, v)| v.back().is_some_and(|v| v.value.is_some()))
+            .take(limit)
             .map(|(k, _)| k.clone())
             .collect()
     }

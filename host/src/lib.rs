@@ -21,6 +21,7 @@ pub mod api;
 pub mod cli;
 pub mod cluster;
 mod coordinator;
+pub mod metrics;
 pub mod runtime;
 pub mod station;
 pub mod store;

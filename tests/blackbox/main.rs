@@ -36,6 +36,7 @@ mod hostile;
 mod idempotency;
 mod limits;
 mod logs;
+mod metrics;
 mod parallel;
 mod partition;
 mod python;

@@ -10,6 +10,7 @@ pub mod error;
 mod forward;
 mod internal;
 mod link;
+mod metrics;
 mod raft;
 pub mod server;
 mod trust;
@@ -133,6 +134,7 @@ pub fn router(coordinator: Coordinator, config: ApiConfig) -> Router {
         ));
     let router = Router::new()
         .route("/health", get(admin::health))
+        .route("/metrics", get(metrics::metrics))
         .route("/cluster/info", get(cluster::info))
         .route("/cluster/stations", get(cluster::stations))
         .route("/objects", get(admin::list_objects))

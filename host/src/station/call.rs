@@ -210,8 +210,18 @@ impl Station {
         object.calls.fetch_add(1, Ordering::Relaxed);
 
         let request_id = chain.request_id.clone();
+        let method = request.method.clone();
         let result = self.run_turn(&object, request, chain, deadline).await;
-        let micros = started.elapsed().as_micros() as u64;
+        let took = started.elapsed();
+        let micros = took.as_micros() as u64;
+        let status = match &result {
+            Ok(response) => crate::metrics::status_class(response.status),
+            Err(_) => "error",
+        };
+        self.inner.metrics.call(&object.id, &method, status, took);
+        if matches!(result, Err(Error::DeadlineExceeded { .. })) {
+            self.inner.metrics.timed_out(&object.id);
+        }
         match &result {
             Ok(response) => {
                 let message = format!("{line} -> {} in {micros}us", response.status);
@@ -303,10 +313,12 @@ impl Station {
                 .await;
         }
         drop(slot);
+        let waiting = Instant::now();
         let mut turn =
             tokio::time::timeout_at(TokioInstant::from_std(deadline), object.turn.lock())
                 .await
                 .map_err(|_| timed_out())?;
+        self.inner.metrics.turn_wait(&object.id, waiting.elapsed());
 
         if let Some(address) = object.moved_to.lock().expect("moved lock").clone() {
             return Err(Error::Moved {

@@ -92,6 +92,8 @@ struct Inner {
     replicas: Mutex<HashMap<String, replica::ReplicaObject>>,
     /// Objects that moved away: id → new home's address, for forwarding.
     moved: Mutex<HashMap<String, String>>,
+    /// What the call path records for `GET /metrics`.
+    metrics: crate::metrics::CallMetrics,
 }
 
 /// What `GET /objects` lists for one object.
@@ -110,6 +112,25 @@ pub struct ObjectSummary {
     /// Deployed stateless: served by any station holding its code (`home` is then this station).
     #[serde(skip_serializing_if = "std::ops::Not::not")]
     pub stateless: bool,
+}
+
+/// What `GET /metrics` reads of one object at a scrape.
+#[derive(Debug, Clone)]
+pub struct ObjectGauges {
+    /// Object id.
+    pub id: String,
+    /// Current version number.
+    pub version: u32,
+    /// Calls running or waiting for its turn.
+    pub queued: u32,
+    /// Whether it has a live instance.
+    pub live_instance: bool,
+    /// Calls that trapped or ran out of time since the station started.
+    pub traps: u64,
+    /// Live keys, if its state is open.
+    pub state_keys: Option<u64>,
+    /// Bytes of live state, if its state is open.
+    pub state_bytes: Option<u64>,
 }
 
 /// What `?metadata=true` shows for one object.
@@ -193,6 +214,7 @@ impl Station {
                 ownership: OnceLock::new(),
                 replicas: Mutex::new(replicas),
                 moved: Mutex::new(HashMap::new()),
+                metrics: crate::metrics::CallMetrics::default(),
             }),
         })
     }
@@ -315,6 +337,45 @@ impl Station {
             .get(id)
             .cloned()
             .ok_or_else(|| Error::ObjectNotFound(id.to_string()))
+    }
+
+    /// Object calls running or waiting for their turn on this station.
+    pub fn in_flight(&self) -> u64 {
+        self.inner.in_flight.load(Ordering::Relaxed)
+    }
+
+    /// The store's counters.
+    pub fn store_stats(&self) -> store::StoreStats {
+        self.inner.store.stats()
+    }
+
+    /// The metrics the call path records.
+    pub fn call_metrics(&self) -> &crate::metrics::CallMetrics {
+        &self.inner.metrics
+    }
+
+    /// What `GET /metrics` shows of each deployed object, sorted by id (reads only what is in
+    /// memory: an object whose state was never opened shows none).
+    pub fn object_gauges(&self) -> Vec<ObjectGauges> {
+        let mut gauges: Vec<ObjectGauges> = self
+            .live_objects()
+            .iter()
+            .map(|o| {
+                let usage = o.state.get().map(|state| state.usage());
+                ObjectGauges {
+                    id: o.id.clone(),
+                    version: o.current().record.version,
+                    queued: o.queued.load(Ordering::Relaxed),
+                    // Locked: a call is running in it, so it is live.
+                    live_instance: o.turn.try_lock().map_or(true, |turn| turn.is_some()),
+                    traps: o.traps.load(Ordering::Relaxed),
+                    state_keys: usage.map(|u| u.keys),
+                    state_bytes: usage.map(|u| u.bytes),
+                }
+            })
+            .collect();
+        gauges.sort_by(|a, b| a.id.cmp(&b.id));
+        gauges
     }
 
     /// Every deployed object, sorted by id.

@@ -1,0 +1,177 @@
+//! Prometheus metrics: what the call path records as it runs (calls by object, method and
+//! status class; call and turn-wait durations; timeouts), kept here, and the text exposition
+//! `GET /metrics` serves (`api/metrics.rs` adds the gauges it reads at each scrape).
+//!
+//! Labels are bounded: an object id (one per deployed object), a method (the five an object
+//! answers), a status class — never a request, a key or a client-chosen string.
+
+use std::time::Duration;
+
+use prometheus_client::encoding::EncodeLabelSet;
+use prometheus_client::metrics::counter::Counter;
+use prometheus_client::metrics::family::Family;
+use prometheus_client::metrics::histogram::{Histogram, exponential_buckets};
+use prometheus_client::registry::{Registry, Unit};
+
+/// Labels of one call count.
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+pub struct CallLabels {
+    /// Object id.
+    pub object: String,
+    /// HTTP method the object ran (`GET`, `POST`, ...).
+    pub method: String,
+    /// `2xx` … `5xx` for an object's answer, `error` for a station error (trap, timeout, ...).
+    pub status: &'static str,
+}
+
+/// Labels of a per-object series.
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+pub struct ObjectLabels {
+    /// Object id.
+    pub object: String,
+}
+
+type HistogramFamily = Family<ObjectLabels, Histogram, fn() -> Histogram>;
+
+/// Durations from 50 µs to ~6.5 s, doubling.
+fn duration_histogram() -> Histogram {
+    Histogram::new(exponential_buckets(0.000_05, 2.0, 18))
+}
+
+/// The metrics the call path records. Cheap to clone (the families are shared).
+#[derive(Clone, Debug)]
+pub struct CallMetrics {
+    calls: Family<CallLabels, Counter>,
+    duration: HistogramFamily,
+    turn_wait: HistogramFamily,
+    timeouts: Family<ObjectLabels, Counter>,
+}
+
+impl Default for CallMetrics {
+    fn default() -> CallMetrics {
+        CallMetrics {
+            calls: Family::default(),
+            duration: Family::new_with_constructor(duration_histogram),
+            turn_wait: Family::new_with_constructor(duration_histogram),
+            timeouts: Family::default(),
+        }
+    }
+}
+
+/// The status class label of an answer with this status.
+pub fn status_class(status: u16) -> &'static str {
+    match status {
+        200..=299 => "2xx",
+        300..=399 => "3xx",
+        400..=499 => "4xx",
+        _ => "5xx",
+    }
+}
+
+impl CallMetrics {
+    /// Records a finished call: `status` is a [`status_class`] or `error`.
+    pub fn call(&self, object: &str, method: &str, status: &'static str, took: Duration) {
+        self.calls
+            .get_or_create(&CallLabels {
+                object: object.to_string(),
+                method: method.to_string(),
+                status,
+            })
+            .inc();
+        self.duration
+            .get_or_create(&ObjectLabels {
+                object: object.to_string(),
+            })
+            .observe(took.as_secs_f64());
+    }
+
+    /// Records how long a call waited for its object's turn.
+    pub fn turn_wait(&self, object: &str, waited: Duration) {
+        self.turn_wait
+            .get_or_create(&ObjectLabels {
+                object: object.to_string(),
+            })
+            .observe(waited.as_secs_f64());
+    }
+
+    /// Counts a call that ran out of time.
+    pub fn timed_out(&self, object: &str) {
+        self.timeouts
+            .get_or_create(&ObjectLabels {
+                object: object.to_string(),
+            })
+            .inc();
+    }
+
+    /// Adds these metrics to `registry` (under its prefix).
+    pub fn register(&self, registry: &mut Registry) {
+        registry.register(
+            "calls",
+            "Calls by object, method and status class (error: a station error)",
+            self.calls.clone(),
+        );
+        registry.register_with_unit(
+            "call_duration",
+            "Time from a call's arrival to its answer, by object",
+            Unit::Seconds,
+            self.duration.clone(),
+        );
+        registry.register_with_unit(
+            "turn_wait",
+            "Time a call waited for its object's turn, by object",
+            Unit::Seconds,
+            self.turn_wait.clone(),
+        );
+        registry.register(
+            "call_timeouts",
+            "Calls that ran past their deadline, by object",
+            self.timeouts.clone(),
+        );
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn recorded_calls_appear_in_the_exposition_with_bounded_labels() {
+        let metrics = CallMetrics::default();
+        metrics.call(
+            "counter",
+            "POST",
+            status_class(200),
+            Duration::from_millis(2),
+        );
+        metrics.call(
+            "counter",
+            "POST",
+            status_class(201),
+            Duration::from_millis(3),
+        );
+        metrics.call("counter", "GET", "error", Duration::from_millis(1));
+        metrics.timed_out("counter");
+        let mut registry = Registry::with_prefix("op");
+        metrics.register(&mut registry);
+        let mut text = String::new();
+        prometheus_client::encoding::text::encode(&mut text, &registry).unwrap();
+        assert!(
+            text.contains(r#"op_calls_total{object="counter",method="POST",status="2xx"} 2"#),
+            "{text}"
+        );
+        assert!(
+            text.contains(r#"op_calls_total{object="counter",method="GET",status="error"} 1"#),
+            "{text}"
+        );
+        assert!(
+            text.contains(r#"op_call_duration_seconds_count{object="counter"} 3"#),
+            "{text}"
+        );
+        assert!(
+            text.contains(r#"op_call_timeouts_total{object="counter"} 1"#),
+            "{text}"
+        );
+        assert_eq!(status_class(404), "4xx");
+        assert_eq!(status_class(599), "5xx");
+    }
+}

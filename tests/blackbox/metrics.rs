@@ -1,0 +1,69 @@
+//! `GET /metrics`: the Prometheus (OpenMetrics) exposition of a station.
+
+use crate::harness::*;
+
+/// The value of the exposition line that starts with `series ` (name and labels).
+fn value(text: &str, series: &str) -> Option<f64> {
+    text.lines()
+        .find_map(|line| line.strip_prefix(series)?.strip_prefix(' ')?.parse().ok())
+}
+
+#[test]
+fn metrics_count_calls_traps_state_and_the_directory() {
+    let st = Station::start(Opts::new().fsync());
+    st.deploy_fixture("counter", "counter");
+    st.deploy_fixture("misbehave", "misbehave");
+    for _ in 0..3 {
+        st.call("POST", "counter", "", Vec::new()).expect(200);
+    }
+    st.call("GET", "counter", "/nope", Vec::new());
+    st.call("POST", "misbehave", "/trap", "v").expect(500);
+
+    let r = st.get("/metrics").expect(200);
+    assert!(
+        r.header("content-type")
+            .is_some_and(|t| t.starts_with("application/openmetrics-text")),
+        "{:?}",
+        r.header("content-type")
+    );
+    let text = r.text();
+    let expect = |series: &str, want: f64| {
+        assert_eq!(value(&text, series), Some(want), "{series} in:\n{text}");
+    };
+    expect(
+        r#"op_calls_total{object="counter",method="POST",status="2xx"}"#,
+        3.0,
+    );
+    expect(
+        r#"op_calls_total{object="misbehave",method="POST",status="error"}"#,
+        1.0,
+    );
+    expect(r#"op_object_traps_total{object="misbehave"}"#, 1.0);
+    expect(r#"op_call_duration_seconds_count{object="counter"}"#, 4.0);
+    expect(r#"op_object_state_keys{object="counter"}"#, 1.0);
+    expect(r#"op_object_live_instance{object="counter"}"#, 1.0);
+    expect("op_objects", 2.0);
+    expect(r#"op_cluster_stations{state="alive"}"#, 1.0);
+    expect("op_raft_is_leader", 1.0);
+    expect("op_raft_voters", 1.0);
+    assert!(
+        value(&text, "op_store_syncs_total").is_some_and(|n| n >= 1.0),
+        "{text}"
+    );
+    assert!(text.trim_end().ends_with("# EOF"), "{text}");
+    // Labels name objects, methods and status classes only: a path never becomes a series.
+    assert!(!text.contains("nope"), "{text}");
+}
+
+#[test]
+fn metrics_need_the_admin_token_when_one_is_set() {
+    let st = Station::start(Opts::new().flag("--admin-token", "s3cret-token-for-tests"));
+    st.get("/metrics").expect_error(401, "unauthorized");
+    st.request_with_headers(
+        "GET",
+        "/metrics",
+        &[("authorization", "Bearer s3cret-token-for-tests")],
+        Vec::new(),
+    )
+    .expect(200);
+}

@@ -135,12 +135,14 @@ pub async fn run(
         store.clone(),
         args.sync_replicas,
     );
+    let open_connections = api::server::OpenConnections::default();
     let router = api::router(
         coordinator.clone(),
         api::ApiConfig {
             max_body_bytes: args.max_body_bytes,
             max_component_bytes: args.max_component_bytes,
             admin_token: args.admin_token.clone(),
+            open_connections: open_connections.clone(),
         },
     );
     // Serve HTTP at once (the directory's Raft messages arrive over it), but announce the address
@@ -152,6 +154,7 @@ pub async fn run(
         keep_alive: Duration::from_secs(args.keep_alive_secs),
         header_timeout: Duration::from_secs(args.header_timeout_secs),
         body_timeout: Duration::from_secs(args.body_timeout_secs),
+        open: open_connections,
     };
     let server =
         tokio::spawn(

@@ -12,10 +12,12 @@
 
 use std::time::{Duration, Instant};
 
+use anyhow::Context as _;
+
 use reqwest::Method;
 
 use super::http::{call_many, deploy_many};
-use super::{Ctx, guarded};
+use super::{Ctx, guarded, median_ms};
 use crate::report::{Figure, ScenarioResult, Target, format_number};
 use crate::server::Server;
 
@@ -42,6 +44,34 @@ async fn measure(ctx: &Ctx, budget: Duration) -> anyhow::Result<ScenarioResult> 
     let result = steps(ctx, &station, &bytes, budget).await;
     station.stop().await;
     result
+}
+
+/// Scrapes of `GET /metrics` timed after the deploys.
+const SCRAPES: usize = 5;
+/// The bound on one scrape with 10,000 objects deployed.
+const SCRAPE_TARGET_MS: f64 = 100.0;
+
+/// Times [`SCRAPES`] scrapes of `GET /metrics`: the median in ms and the exposition's bytes.
+async fn scrape_metrics(ctx: &Ctx, url: &str) -> anyhow::Result<(f64, usize)> {
+    let mut times = Vec::with_capacity(SCRAPES);
+    let mut bytes = 0;
+    for _ in 0..SCRAPES {
+        let started = Instant::now();
+        let response = ctx
+            .client
+            .get(format!("{url}/metrics"))
+            .send()
+            .await
+            .context("GET /metrics")?;
+        anyhow::ensure!(
+            response.status().is_success(),
+            "GET /metrics answered {}",
+            response.status()
+        );
+        bytes = response.bytes().await.context("reading /metrics")?.len();
+        times.push(started.elapsed());
+    }
+    Ok((median_ms(&times), bytes))
 }
 
 async fn steps(
@@ -72,6 +102,7 @@ async fn steps(
     call_many(ctx, &station.url, Method::GET, &ids[..CALLED], CONCURRENCY).await?;
     let call_secs = called_at.elapsed().as_secs_f64();
     let after_calls = station.memory()?;
+    let (scrape_ms, scrape_bytes) = scrape_metrics(ctx, &station.url).await?;
 
     let mut figures = vec![
         Figure::new("RSS, idle station", idle.rss_mib(), "MiB"),
@@ -141,6 +172,24 @@ async fn steps(
     figures.push(Figure::new(
         "RSS per live instance",
         (after_calls.vm_rss_kib as f64 - at_total.vm_rss_kib as f64) / CALLED as f64,
+        "KiB",
+    ));
+    let scrape = Figure::new(
+        format!(
+            "GET /metrics scrape, {} deployed (median of {SCRAPES})",
+            format_number(deployed as f64)
+        ),
+        scrape_ms,
+        "ms",
+    );
+    figures.push(if deployed == TOTAL {
+        scrape.with_target(Target::below(SCRAPE_TARGET_MS, "< 100 ms"))
+    } else {
+        scrape
+    });
+    figures.push(Figure::new(
+        "  exposition size",
+        scrape_bytes as f64 / 1024.0,
         "KiB",
     ));
     figures.push(Figure::new(

@@ -61,6 +61,8 @@ struct Snapshot {
     applied_index: u64,
     /// Object calls running or waiting on this station.
     in_flight: u64,
+    /// Client connections open.
+    connections: u64,
 }
 
 impl Snapshot {
@@ -82,6 +84,7 @@ impl Snapshot {
             learners: group.learners.len() as i64,
             applied_index: group.applied_index,
             in_flight: api.station.in_flight(),
+            connections: api.config.open_connections.get(),
         }
     }
 }
@@ -194,6 +197,12 @@ impl Collector for Snapshot {
             "calls_in_flight",
             "Object calls running or waiting on this station",
             self.in_flight as i64,
+        )?;
+        gauge(
+            e,
+            "http_connections_open",
+            "Client connections open (station links included)",
+            self.connections as i64,
         )?;
         let store = &self.store;
         counter(

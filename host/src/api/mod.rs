@@ -33,6 +33,8 @@ pub struct ApiConfig {
     pub max_component_bytes: usize,
     /// When set, `/admin` routes require `Authorization: Bearer <token>`.
     pub admin_token: Option<String>,
+    /// The HTTP server's count of open client connections (for `GET /metrics`).
+    pub open_connections: server::OpenConnections,
 }
 
 /// What every handler receives: one shared [`ApiShared`] (every middleware layer and handler

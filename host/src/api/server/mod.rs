@@ -46,6 +46,34 @@ pub struct ServerConfig {
     pub header_timeout: Duration,
     /// A request body must arrive within this of its reader's first wait (→ 408 `body_timeout`).
     pub body_timeout: Duration,
+    /// Counts the client connections open (for `GET /metrics`).
+    pub open: OpenConnections,
+}
+
+/// The number of client connections open. Cheap to clone (one shared counter).
+#[derive(Debug, Clone, Default)]
+pub struct OpenConnections(Arc<std::sync::atomic::AtomicU64>);
+
+impl OpenConnections {
+    /// Connections open now.
+    pub fn get(&self) -> u64 {
+        self.0.load(std::sync::atomic::Ordering::Relaxed)
+    }
+
+    /// Counts one connection until the returned guard is dropped.
+    fn enter(&self) -> OpenConnection {
+        self.0.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+        OpenConnection(self.0.clone())
+    }
+}
+
+/// One open connection, counted while it lives.
+struct OpenConnection(Arc<std::sync::atomic::AtomicU64>);
+
+impl Drop for OpenConnection {
+    fn drop(&mut self) {
+        self.0.fetch_sub(1, std::sync::atomic::Ordering::Relaxed);
+    }
 }
 
 /// Serves `router` on `listener` until `shutdown` resolves; then stops accepting, lets the
@@ -57,6 +85,7 @@ pub async fn serve(
     shutdown: impl Future<Output = ()> + Send + 'static,
 ) -> std::io::Result<()> {
     let tls = config.tls.clone().map(tokio_rustls::TlsAcceptor::from);
+    let open_connections = config.open.clone();
     let config = Limits::from(&config);
     let connections = Arc::new(Semaphore::new(config.max_connections));
     let refusing = Arc::new(Semaphore::new(MAX_REFUSING));
@@ -89,6 +118,7 @@ pub async fn serve(
             continue;
         };
         let _ = tcp.set_nodelay(true);
+        let open = open_connections.enter();
         let router = router.clone();
         let mut stopped = stopped.clone();
         let tls = tls.clone();
@@ -106,6 +136,7 @@ pub async fn serve(
                     }
                 }
             }
+            drop(open);
             drop(permit);
         });
     }

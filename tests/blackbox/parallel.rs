@@ -97,65 +97,28 @@ fn a_parallel_read_sees_committed_state_and_cannot_write() {
     assert_eq!(wrote["x"], "written by a GET", "{wrote}");
 }
 
+/// `host deploy <misbehave> --id par ARGS... --station <st>`, asserting it succeeds; then the
+/// object's quota as `?metadata=true` shows it.
+fn deploy_par_with_cli(st: &Station, args: &[&str]) -> Value {
+    let file = fixture("misbehave");
+    let mut all = vec!["deploy", file.to_str().unwrap(), "--id", "par"];
+    all.extend_from_slice(args);
+    all.extend_from_slice(&["--station", &st.url]);
+    cli(&all, &[]).ok();
+    st.get_json("/objects/par?metadata=true")["quota"].clone()
+}
+
 #[test]
 fn host_deploy_parallel_reads_sets_the_readers_and_a_redeploy_without_it_clears_them() {
     let st = Station::start(Opts::new());
-    let file = fixture("misbehave");
-    let file = file.to_str().unwrap();
-    cli(
-        &[
-            "deploy",
-            file,
-            "--id",
-            "par",
-            "--parallel-reads",
-            "--station",
-            &st.url,
-        ],
-        &[],
-    )
-    .ok();
-    let meta = st.get_json("/objects/par?metadata=true");
-    assert_eq!(meta["quota"]["readers"], 4, "the default is 4: {meta}");
-    cli(
-        &[
-            "deploy",
-            file,
-            "--id",
-            "par",
-            "--quota",
-            "rate=1000",
-            "--parallel-reads",
-            "2",
-            "--station",
-            &st.url,
-        ],
-        &[],
-    )
-    .ok();
-    let meta = st.get_json("/objects/par?metadata=true");
+    let quota = deploy_par_with_cli(&st, &["--parallel-reads"]);
+    assert_eq!(quota["readers"], 4, "the default is 4: {quota}");
+    let quota = deploy_par_with_cli(&st, &["--quota", "rate=1000", "--parallel-reads", "2"]);
     assert_eq!(
-        (
-            meta["quota"]["readers"].clone(),
-            meta["quota"]["rate"].clone()
-        ),
+        (quota["readers"].clone(), quota["rate"].clone()),
         (json!(2), json!(1000)),
-        "{meta}"
+        "{quota}"
     );
-    cli(
-        &[
-            "deploy",
-            file,
-            "--id",
-            "par",
-            "--quota",
-            "default",
-            "--station",
-            &st.url,
-        ],
-        &[],
-    )
-    .ok();
-    let meta = st.get_json("/objects/par?metadata=true");
-    assert_eq!(meta["quota"]["readers"], 0, "{meta}");
+    let quota = deploy_par_with_cli(&st, &["--quota", "default"]);
+    assert_eq!(quota["readers"], 0, "{quota}");
 }

@@ -349,19 +349,7 @@ impl Station {
         if turn.is_none() {
             *turn = Some(self.activate(object, &compiled).await?);
         }
-        let reader: Arc<dyn StateReader> = match &state {
-            Some(state) => Arc::new(CommittedState(state.clone())),
-            None => Arc::new(NoState),
-        };
-        let ctx = CallContext {
-            object_id: object.id.clone(),
-            chain,
-            state: reader,
-            services: Arc::new(Services::new(self)),
-            stateless: object.stateless,
-            read_only,
-            write_quota_bytes: slot.meters.quota.write_bytes,
-        };
+        let ctx = self.call_context(object, &slot, state.as_ref(), chain, read_only);
         let outcome = {
             // If this future is dropped while the handler runs, the guard replaces the instance.
             let mut running = RunningCall(Some(&mut turn));
@@ -481,6 +469,30 @@ impl Station {
         Ok(response)
     }
 
+    /// What the runtime needs to run one call of `object` at version `slot`.
+    fn call_context(
+        &self,
+        object: &LiveObject,
+        slot: &super::live::VersionSlot,
+        state: Option<&ObjectState>,
+        chain: CallChain,
+        read_only: bool,
+    ) -> CallContext {
+        let reader: Arc<dyn StateReader> = match state {
+            Some(state) => Arc::new(CommittedState(state.clone())),
+            None => Arc::new(NoState),
+        };
+        CallContext {
+            object_id: object.id.clone(),
+            chain,
+            state: reader,
+            services: Arc::new(Services::new(self)),
+            stateless: object.stateless,
+            read_only,
+            write_quota_bytes: slot.meters.quota.write_bytes,
+        }
+    }
+
     /// Runs a GET on one of the version's reader instances, beside other reads and outside the
     /// turn queue: it sees the state as committed when it starts, a state write traps it, and
     /// its answer waits (like any read) until what it saw is durable.
@@ -514,19 +526,7 @@ impl Station {
             Some(activation) => activation,
             None => self.activate(object, &compiled).await?,
         };
-        let reader: Arc<dyn StateReader> = match &state {
-            Some(state) => Arc::new(CommittedState(state.clone())),
-            None => Arc::new(NoState),
-        };
-        let ctx = CallContext {
-            object_id: object.id.clone(),
-            chain,
-            state: reader,
-            services: Arc::new(Services::new(self)),
-            stateless: object.stateless,
-            read_only: true,
-            write_quota_bytes: slot.meters.quota.write_bytes,
-        };
+        let ctx = self.call_context(object, &slot, state.as_ref(), chain, true);
         // Dropped half-way (the client went away), the instance goes with the future.
         let response = match activation.call(request, ctx).await {
             Ok(outcome) => outcome.response,

@@ -7,17 +7,17 @@ use axum::extract::{Request, State};
 use axum::http::{HeaderValue, header};
 use axum::response::{IntoResponse, Response};
 use prometheus_client::collector::Collector;
-use prometheus_client::encoding::{DescriptorEncoder, EncodeMetric};
+use prometheus_client::encoding::{DescriptorEncoder, EncodeMetric, MetricEncoder, NoLabelSet};
 use prometheus_client::metrics::MetricType;
 use prometheus_client::metrics::counter::ConstCounter;
 use prometheus_client::metrics::gauge::ConstGauge;
-use prometheus_client::registry::Registry;
+use prometheus_client::registry::{Registry, Unit};
 
 use super::ApiState;
 use super::error::ApiError;
 use crate::cluster::MemberState;
 use crate::station::ObjectGauges;
-use crate::store::StoreStats;
+use crate::store::{HistogramSnapshot, StoreStats};
 
 /// The content type of the OpenMetrics text format.
 const CONTENT_TYPE: &str = "application/openmetrics-text; version=1.0.0; charset=utf-8";
@@ -104,6 +104,32 @@ fn counter(
 ) -> std::fmt::Result {
     let metric = ConstCounter::new(value);
     metric.encode(encoder.encode_descriptor(name, help, None, metric.metric_type())?)
+}
+
+/// A histogram read from the store, encoded as one.
+#[derive(Debug)]
+struct StoredHistogram<'a>(&'a HistogramSnapshot);
+
+impl EncodeMetric for StoredHistogram<'_> {
+    fn encode(&self, mut encoder: MetricEncoder) -> std::fmt::Result {
+        encoder.encode_histogram::<NoLabelSet>(self.0.sum, self.0.count, &self.0.buckets, None)
+    }
+
+    fn metric_type(&self) -> MetricType {
+        MetricType::Histogram
+    }
+}
+
+/// Writes one unlabelled histogram.
+fn histogram(
+    encoder: &mut DescriptorEncoder,
+    name: &str,
+    help: &str,
+    unit: Option<&Unit>,
+    value: &HistogramSnapshot,
+) -> std::fmt::Result {
+    let metric = StoredHistogram(value);
+    metric.encode(encoder.encode_descriptor(name, help, unit, metric.metric_type())?)
 }
 
 /// Writes a per-object series of `value` (objects for which it is `None` are left out).
@@ -246,6 +272,26 @@ impl Collector for Snapshot {
             "store_queue_capacity_bytes",
             "Most bytes the writer's queue holds",
             store.queue_capacity as i64,
+        )?;
+        counter(
+            e,
+            "store_log_written_bytes",
+            "Bytes appended to the write-ahead log",
+            store.log_bytes,
+        )?;
+        histogram(
+            e,
+            "store_log_sync",
+            "Time of each write-ahead-log append with its fdatasync",
+            Some(&Unit::Seconds),
+            &store.log_sync_seconds,
+        )?;
+        histogram(
+            e,
+            "store_round_batches",
+            "Batches per group-commit round",
+            None,
+            &store.round_batches,
         )?;
         let mut stations = e.encode_descriptor(
             "cluster_stations",

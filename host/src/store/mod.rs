@@ -57,6 +57,7 @@ mod chain;
 mod crash_tests;
 mod error;
 mod fsutil;
+mod histogram;
 mod logs;
 mod queue;
 mod repair;
@@ -77,6 +78,7 @@ use std::sync::{Arc, Mutex, RwLock};
 use std::thread::JoinHandle;
 
 pub use error::Error;
+pub use histogram::HistogramSnapshot;
 pub use logs::{Level, LogQuery, LogRecord, LogStore, ParseLevelError};
 pub use queue::{WritePermit, batch_cost, write_cost};
 pub use repair::{RepairReport, repair};
@@ -179,7 +181,7 @@ impl Default for StoreConfig {
 }
 
 /// Counters of the state writer's work since the store opened (for metrics).
-#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+#[derive(Debug, Clone, Default, PartialEq)]
 pub struct StoreStats {
     /// Batches appended to state files.
     pub batches_written: u64,
@@ -197,6 +199,12 @@ pub struct StoreStats {
     pub queued_bytes: u64,
     /// The most the queue holds before commits wait (`StoreConfig::writer_queue_bytes`).
     pub queue_capacity: u64,
+    /// Bytes appended to the write-ahead log.
+    pub log_bytes: u64,
+    /// Seconds each write-ahead-log append took with its fdatasync.
+    pub log_sync_seconds: HistogramSnapshot,
+    /// Batches per group-commit round.
+    pub round_batches: HistogramSnapshot,
 }
 
 /// What the object states share: settings, the clock, the writer's queue, the store's failure.
@@ -461,6 +469,9 @@ impl Store {
             failures: get(&s.failures),
             queued_bytes: (queue.capacity() - queue.available()) as u64,
             queue_capacity: queue.capacity() as u64,
+            log_bytes: get(&s.log_bytes),
+            log_sync_seconds: s.log_sync_ns.snapshot(1e-9),
+            round_batches: s.round_batches.snapshot(1.0),
         }
     }
 

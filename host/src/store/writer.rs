@@ -72,7 +72,7 @@ pub(crate) struct Job {
 }
 
 /// Counters of the writer's work, read by [`super::Store::stats`].
-#[derive(Debug, Default)]
+#[derive(Debug)]
 pub(crate) struct WriterStats {
     pub(crate) batches: AtomicU64,
     pub(crate) bytes: AtomicU64,
@@ -80,6 +80,29 @@ pub(crate) struct WriterStats {
     pub(crate) fsyncs: AtomicU64,
     pub(crate) compactions: AtomicU64,
     pub(crate) failures: AtomicU64,
+    /// Time of each write-ahead-log append with its fdatasync, in ns.
+    pub(crate) log_sync_ns: super::histogram::Histogram,
+    /// Batches per group-commit round.
+    pub(crate) round_batches: super::histogram::Histogram,
+    /// Bytes appended to the write-ahead log.
+    pub(crate) log_bytes: AtomicU64,
+}
+
+impl Default for WriterStats {
+    fn default() -> WriterStats {
+        WriterStats {
+            batches: AtomicU64::default(),
+            bytes: AtomicU64::default(),
+            rounds: AtomicU64::default(),
+            fsyncs: AtomicU64::default(),
+            compactions: AtomicU64::default(),
+            failures: AtomicU64::default(),
+            // From 16 µs.
+            log_sync_ns: super::histogram::Histogram::new(16_000),
+            round_batches: super::histogram::Histogram::new(1),
+            log_bytes: AtomicU64::default(),
+        }
+    }
 }
 
 /// What the writer thread receives.
@@ -320,6 +343,8 @@ impl Writer {
             .extend(round.iter().map(|e| Arc::clone(&e.obj)));
         self.slots.clear();
         self.stats.rounds.fetch_add(1, Ordering::Relaxed);
+        let batches: usize = round.iter().map(|e| e.batches.len()).sum();
+        self.stats.round_batches.observe(batches as u64);
         self.stats
             .bytes
             .fetch_add(self.round_bytes as u64, Ordering::Relaxed);
@@ -377,7 +402,18 @@ impl Writer {
             })
         });
         self.stats.fsyncs.fetch_add(1, Ordering::Relaxed);
-        if let Err(e) = log.append(batches) {
+        let log_bytes: usize = round.iter().filter(|e| e.ok).map(|e| e.bytes.len()).sum();
+        let started = std::time::Instant::now();
+        let appended = log.append(batches);
+        self.stats
+            .log_sync_ns
+            .observe(started.elapsed().as_nanos() as u64);
+        if appended.is_ok() {
+            self.stats
+                .log_bytes
+                .fetch_add(log_bytes as u64, Ordering::Relaxed);
+        }
+        if let Err(e) = appended {
             let msg = format!(
                 "appending to the write-ahead log {}: {e}",
                 log.path().display()

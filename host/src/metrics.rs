@@ -45,6 +45,7 @@ pub struct CallMetrics {
     duration: HistogramFamily,
     turn_wait: HistogramFamily,
     timeouts: Family<ObjectLabels, Counter>,
+    compile: Histogram,
 }
 
 impl Default for CallMetrics {
@@ -54,6 +55,8 @@ impl Default for CallMetrics {
             duration: Family::new_with_constructor(duration_histogram),
             turn_wait: Family::new_with_constructor(duration_histogram),
             timeouts: Family::default(),
+            // From 1 ms to ~65 s.
+            compile: Histogram::new(exponential_buckets(0.001, 2.0, 17)),
         }
     }
 }
@@ -94,6 +97,11 @@ impl CallMetrics {
             .observe(waited.as_secs_f64());
     }
 
+    /// Records how long a component took to compile (or to load from the compiled cache).
+    pub fn compiled(&self, took: Duration) {
+        self.compile.observe(took.as_secs_f64());
+    }
+
     /// Counts a call that ran out of time.
     pub fn timed_out(&self, object: &str) {
         self.timeouts
@@ -121,6 +129,12 @@ impl CallMetrics {
             "Time a call waited for its object's turn, by object",
             Unit::Seconds,
             self.turn_wait.clone(),
+        );
+        registry.register_with_unit(
+            "compile",
+            "Time to compile a component, or to load its artifact from the compiled cache",
+            Unit::Seconds,
+            self.compile.clone(),
         );
         registry.register(
             "call_timeouts",

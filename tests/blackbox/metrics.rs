@@ -46,8 +46,23 @@ fn metrics_count_calls_traps_state_and_the_directory() {
     expect(r#"op_cluster_stations{state="alive"}"#, 1.0);
     expect("op_raft_is_leader", 1.0);
     expect("op_raft_voters", 1.0);
+    // Every durable write went through the write-ahead log: its syncs are timed, its rounds
+    // sized; both deploys compiled a component; the scrape's own connection is open.
+    for series in [
+        "op_store_syncs_total",
+        "op_store_log_sync_seconds_count",
+        "op_store_round_batches_count",
+        "op_store_log_written_bytes_total",
+        "op_compile_seconds_count",
+        "op_http_connections_open",
+    ] {
+        assert!(
+            value(&text, series).is_some_and(|n| n >= 1.0),
+            "{series} in:\n{text}"
+        );
+    }
     assert!(
-        value(&text, "op_store_syncs_total").is_some_and(|n| n >= 1.0),
+        text.contains(r#"op_store_log_sync_seconds_bucket{le="+Inf"}"#),
         "{text}"
     );
     assert!(text.trim_end().ends_with("# EOF"), "{text}");

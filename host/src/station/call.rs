@@ -664,13 +664,13 @@ impl Station {
                     return Ok(shared);
                 }
                 let runtime = self.inner.runtime.clone();
+                let metrics = self.inner.metrics.clone();
                 let store = self.inner.store.clone();
                 let id = object.id.clone();
                 let record = slot.record.clone();
                 blocking(move || {
                     let bytes = store.versions().read_bytes(&id, record.version)?;
-                    runtime
-                        .compile(&record.sha256, &bytes)
+                    super::timed_compile(&runtime, &metrics, &record.sha256, &bytes)
                         .map_err(|source| Error::Activation { object: id, source })
                 })
                 .await?

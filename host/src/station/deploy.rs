@@ -107,12 +107,14 @@ impl Station {
             _ => None,
         };
         let runtime = self.inner.runtime.clone();
+        let metrics = self.inner.metrics.clone();
         let store = self.inner.store.clone();
         let (id_owned, by, note_owned) =
             (id.to_string(), deployed_by.to_string(), note.to_string());
         let sha = sha256.clone();
         let (compiled, record) = blocking(move || -> Result<_, Error> {
-            let compiled = runtime.compile(&sha, &bytes).map_err(Error::Component)?;
+            let compiled =
+                super::timed_compile(&runtime, &metrics, &sha, &bytes).map_err(Error::Component)?;
             store
                 .versions()
                 .set_stateless(&id_owned, options.stateless)?;
@@ -255,12 +257,12 @@ impl Station {
             return Ok(());
         }
         let runtime = self.inner.runtime.clone();
+        let metrics = self.inner.metrics.clone();
         let store = self.inner.store.clone();
         let id_owned = id.to_string();
         let installed = record.clone();
         let compiled = blocking(move || -> Result<_, Error> {
-            let compiled = runtime
-                .compile(&installed.sha256, &bytes)
+            let compiled = super::timed_compile(&runtime, &metrics, &installed.sha256, &bytes)
                 .map_err(Error::Component)?;
             store.versions().set_stateless(&id_owned, true)?;
             store.versions().install(&id_owned, &installed, &bytes)?;

@@ -114,6 +114,19 @@ pub struct ObjectSummary {
     pub stateless: bool,
 }
 
+/// Compiles (or loads from the cache) a component, recording how long it took.
+fn timed_compile(
+    runtime: &Runtime,
+    metrics: &crate::metrics::CallMetrics,
+    sha256: &str,
+    bytes: &[u8],
+) -> Result<crate::runtime::CompiledObject, crate::runtime::Error> {
+    let started = std::time::Instant::now();
+    let compiled = runtime.compile(sha256, bytes);
+    metrics.compiled(started.elapsed());
+    compiled
+}
+
 /// What `GET /metrics` reads of one object at a scrape.
 #[derive(Debug, Clone)]
 pub struct ObjectGauges {

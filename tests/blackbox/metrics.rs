@@ -82,3 +82,27 @@ fn metrics_need_the_admin_token_when_one_is_set() {
     )
     .expect(200);
 }
+
+#[test]
+fn metrics_show_each_replica_catching_up() {
+    let mut cluster = Cluster::reserve(2);
+    let st = cluster.start_joined(2, Opts::new());
+    let (a, b) = (&st[0], &st[1]);
+    let (id_a, id_b) = (a.station_id(), b.station_id());
+    a.deploy_fixture("counter", "counter");
+    a.wait_home("counter", &id_a);
+    for _ in 0..5 {
+        a.call("POST", "counter", "", Vec::new()).expect(200);
+    }
+    let seqs = format!(r#"op_replication_lag_seqs{{object="counter",replica="{id_b}"}}"#);
+    let seconds = format!(r#"op_replication_lag_seconds{{object="counter",replica="{id_b}"}}"#);
+    let text = poll(
+        "the replica to hold every batch",
+        std::time::Duration::from_secs(30),
+        || {
+            let text = a.get("/metrics").expect(200).text();
+            (value(&text, &seqs) == Some(0.0)).then_some(text)
+        },
+    );
+    assert_eq!(value(&text, &seconds), Some(0.0), "{text}");
+}

@@ -63,6 +63,8 @@ struct Snapshot {
     in_flight: u64,
     /// Client connections open.
     connections: u64,
+    /// How far each replica of each object homed here is behind.
+    replication: Vec<crate::coordinator::replication::ReplicaLag>,
 }
 
 impl Snapshot {
@@ -85,6 +87,7 @@ impl Snapshot {
             applied_index: group.applied_index,
             in_flight: api.station.in_flight(),
             connections: api.config.open_connections.get(),
+            replication: api.coordinator.replicator().lag(),
         }
     }
 }
@@ -301,6 +304,32 @@ impl Collector for Snapshot {
         )?;
         for (state, n) in self.stations {
             ConstGauge::new(n).encode(stations.encode_family(&[("state", state)])?)?;
+        }
+        let mut seqs = e.encode_descriptor(
+            "replication_lag_seqs",
+            "Committed batches a replica of an object homed here does not hold yet",
+            None,
+            MetricType::Gauge,
+        )?;
+        for lag in &self.replication {
+            let labels = [
+                ("object", lag.object.as_str()),
+                ("replica", lag.replica.as_str()),
+            ];
+            ConstGauge::new(lag.seqs as i64).encode(seqs.encode_family(&labels)?)?;
+        }
+        let mut seconds = e.encode_descriptor(
+            "replication_lag",
+            "Seconds since a replica of an object homed here first lacked a committed batch",
+            Some(&Unit::Seconds),
+            MetricType::Gauge,
+        )?;
+        for lag in &self.replication {
+            let labels = [
+                ("object", lag.object.as_str()),
+                ("replica", lag.replica.as_str()),
+            ];
+            ConstGauge::new(lag.seconds).encode(seconds.encode_family(&labels)?)?;
         }
         gauge(
             e,

@@ -92,6 +92,8 @@ struct Stream {
     contacted: HashSet<String>,
     /// Replica station → highest seq it has durably.
     acked: HashMap<String, u64>,
+    /// Replica station → since when it lacks a committed batch (absent: it has them all).
+    behind_since: HashMap<String, std::time::Instant>,
     /// Replica station → highest version it holds.
     versions: HashMap<String, u32>,
     /// Writes waiting for the in-sync set: seq, since when, and who to tell.
@@ -103,6 +105,19 @@ struct Stream {
 struct Peer {
     dirty: Mutex<HashSet<String>>,
     notify: Notify,
+}
+
+/// How far one replica of one homed object is behind.
+#[derive(Debug, Clone, PartialEq)]
+pub struct ReplicaLag {
+    /// Object id.
+    pub object: String,
+    /// Replica station id.
+    pub replica: String,
+    /// Committed batches it does not hold yet.
+    pub seqs: u64,
+    /// Seconds since it first lacked one of them (0 when it holds them all).
+    pub seconds: f64,
 }
 
 /// The replicator of this station's homed objects. Cheap to clone.
@@ -184,6 +199,7 @@ impl Replicator {
             let freed = stream.begin_epoch(epoch, batch.seq.saturating_sub(1));
             self.freed_recent(freed);
             stream.last_seq = stream.last_seq.max(batch.seq);
+            stream.mark_behind(std::time::Instant::now());
             let seq = batch.seq;
             self.keep_recent(stream, batch);
             stream.prune_waiters();
@@ -693,7 +709,7 @@ impl Replicator {
                 let Some(stream) = streams.get_mut(object) else {
                     return Ok(false);
                 };
-                stream.acked.insert(replica.to_string(), *applied_seq);
+                stream.record_ack(replica, *applied_seq);
                 stream.versions.insert(
                     replica.to_string(),
                     (*version).max(stream.versions.get(replica).copied().unwrap_or(0)),
@@ -777,7 +793,7 @@ impl Replicator {
                 .expect("streams lock")
                 .get_mut(object)
             {
-                stream.acked.insert(replica.to_string(), applied_seq);
+                stream.record_ack(replica, applied_seq);
             }
             self.release(object);
             self.maybe_expand(object, replica);
@@ -834,19 +850,26 @@ impl Replicator {
         Ok(())
     }
 
-    /// Replication lag: for each homed object with replicas, the seqs each replica still lacks.
-    pub fn lag(&self) -> Vec<(String, String, u64)> {
+    /// Replication lag of every homed object's replicas (those heard from), by object then
+    /// replica.
+    pub fn lag(&self) -> Vec<ReplicaLag> {
+        let now = std::time::Instant::now();
         let streams = self.inner.streams.lock().expect("streams lock");
         let mut out = Vec::new();
         for (object, stream) in streams.iter() {
             for (replica, acked) in &stream.acked {
-                out.push((
-                    object.clone(),
-                    replica.clone(),
-                    stream.last_seq.saturating_sub(*acked),
-                ));
+                out.push(ReplicaLag {
+                    object: object.clone(),
+                    replica: replica.clone(),
+                    seqs: stream.last_seq.saturating_sub(*acked),
+                    seconds: stream
+                        .behind_since
+                        .get(replica)
+                        .map_or(0.0, |since| now.duration_since(*since).as_secs_f64()),
+                });
             }
         }
+        out.sort_by(|a, b| (&a.object, &a.replica).cmp(&(&b.object, &b.replica)));
         out
     }
 
@@ -909,12 +932,30 @@ fn request_items(
 pub const VERSION_HEADER: &str = "x-op-version";
 
 impl Stream {
+    /// Records that `replica` holds the batches up to `seq` durably.
+    fn record_ack(&mut self, replica: &str, seq: u64) {
+        self.acked.insert(replica.to_string(), seq);
+        if seq >= self.last_seq {
+            self.behind_since.remove(replica);
+        }
+    }
+
+    /// After a commit: every replica that lacks it is behind from `now` (if not already).
+    fn mark_behind(&mut self, now: std::time::Instant) {
+        for (replica, &acked) in &self.acked {
+            if acked < self.last_seq {
+                self.behind_since.entry(replica.clone()).or_insert(now);
+            }
+        }
+    }
+
     fn new(epoch: u64) -> Stream {
         Stream {
             epoch,
             recent: VecDeque::new(),
             last_seq: 0,
             acked: HashMap::new(),
+            behind_since: HashMap::new(),
             versions: HashMap::new(),
             waiters: Vec::new(),
             recent_bytes: 0,

@@ -16,6 +16,7 @@ use prometheus_client::registry::{Registry, Unit};
 use super::ApiState;
 use super::error::ApiError;
 use crate::cluster::MemberState;
+use crate::coordinator::replication::ReplicaLag;
 use crate::station::ObjectGauges;
 use crate::store::{HistogramSnapshot, StoreStats};
 
@@ -64,7 +65,7 @@ struct Snapshot {
     /// Client connections open.
     connections: u64,
     /// How far each replica of each object homed here is behind.
-    replication: Vec<crate::coordinator::replication::ReplicaLag>,
+    replication: Vec<ReplicaLag>,
 }
 
 impl Snapshot {
@@ -133,6 +134,26 @@ fn histogram(
 ) -> std::fmt::Result {
     let metric = StoredHistogram(value);
     metric.encode(encoder.encode_descriptor(name, help, unit, metric.metric_type())?)
+}
+
+/// Writes a gauge per object and replica.
+fn per_replica(
+    encoder: &mut DescriptorEncoder,
+    lags: &[ReplicaLag],
+    name: &str,
+    help: &str,
+    unit: Option<&Unit>,
+    value: impl Fn(&ReplicaLag) -> ConstGauge<f64>,
+) -> std::fmt::Result {
+    let mut family = encoder.encode_descriptor(name, help, unit, MetricType::Gauge)?;
+    for lag in lags {
+        let labels = [
+            ("object", lag.object.as_str()),
+            ("replica", lag.replica.as_str()),
+        ];
+        value(lag).encode(family.encode_family(&labels)?)?;
+    }
+    Ok(())
 }
 
 /// Writes a per-object series of `value` (objects for which it is `None` are left out).
@@ -305,32 +326,22 @@ impl Collector for Snapshot {
         for (state, n) in self.stations {
             ConstGauge::new(n).encode(stations.encode_family(&[("state", state)])?)?;
         }
-        let mut seqs = e.encode_descriptor(
+        per_replica(
+            e,
+            &self.replication,
             "replication_lag_seqs",
             "Committed batches a replica of an object homed here does not hold yet",
             None,
-            MetricType::Gauge,
+            |lag| ConstGauge::new(lag.seqs as f64),
         )?;
-        for lag in &self.replication {
-            let labels = [
-                ("object", lag.object.as_str()),
-                ("replica", lag.replica.as_str()),
-            ];
-            ConstGauge::new(lag.seqs as i64).encode(seqs.encode_family(&labels)?)?;
-        }
-        let mut seconds = e.encode_descriptor(
+        per_replica(
+            e,
+            &self.replication,
             "replication_lag",
             "Seconds since a replica of an object homed here first lacked a committed batch",
             Some(&Unit::Seconds),
-            MetricType::Gauge,
+            |lag| ConstGauge::new(lag.seconds),
         )?;
-        for lag in &self.replication {
-            let labels = [
-                ("object", lag.object.as_str()),
-                ("replica", lag.replica.as_str()),
-            ];
-            ConstGauge::new(lag.seconds).encode(seconds.encode_family(&labels)?)?;
-        }
         gauge(
             e,
             "raft_is_leader",

@@ -185,7 +185,7 @@ impl Station {
             Some(chain) => chain.deadline,
             None => Instant::now() + self.inner.config.call_deadline,
         };
-        let deadline_ms = self.inner.config.call_deadline.as_millis() as u64;
+        let deadline_ms = self.deadline_ms();
         let chain = match chain {
             Some(mut chain) => {
                 chain.objects.push(object.id.clone());
@@ -286,11 +286,6 @@ impl Station {
         chain: CallChain,
         deadline: Instant,
     ) -> Result<ObjectResponse, Error> {
-        let deadline_ms = self.inner.config.call_deadline.as_millis() as u64;
-        let timed_out = || Error::DeadlineExceeded {
-            object: object.id.clone(),
-            deadline_ms,
-        };
         // A stateless object has no state to open, commit or replicate.
         let state = if object.stateless {
             None
@@ -317,7 +312,7 @@ impl Station {
         let mut turn =
             tokio::time::timeout_at(TokioInstant::from_std(deadline), object.turn.lock())
                 .await
-                .map_err(|_| timed_out())?;
+                .map_err(|_| self.timed_out(object))?;
         self.inner.metrics.turn_wait(&object.id, waiting.elapsed());
 
         if let Some(address) = object.moved_to.lock().expect("moved lock").clone() {
@@ -437,7 +432,7 @@ impl Station {
             Err(failure) => {
                 *turn = None;
                 drop(turn);
-                return Err(failure_error(object, failure, deadline_ms));
+                return Err(self.failure_error(object, failure));
             }
         };
         // Release the turn before waiting for durability: the next call runs while this batch
@@ -467,6 +462,36 @@ impl Station {
             }
         }
         Ok(response)
+    }
+
+    /// The per-call deadline, in ms (for messages).
+    fn deadline_ms(&self) -> u64 {
+        self.inner.config.call_deadline.as_millis() as u64
+    }
+
+    /// The error of a call of `object` that ran past its deadline (nothing of it is committed).
+    fn timed_out(&self, object: &LiveObject) -> Error {
+        Error::DeadlineExceeded {
+            object: object.id.clone(),
+            deadline_ms: self.deadline_ms(),
+        }
+    }
+
+    /// The station error for a call that failed in the runtime (nothing of it is committed).
+    fn failure_error(&self, object: &LiveObject, failure: CallFailure) -> Error {
+        let id = object.id.clone();
+        match failure {
+            CallFailure::DeadlineExceeded => self.timed_out(object),
+            CallFailure::WriteQuotaExceeded { message } => Error::WriteQuotaExceeded {
+                object: id,
+                message,
+            },
+            CallFailure::Trapped { message, backtrace } => Error::Trapped {
+                object: id,
+                message,
+                backtrace,
+            },
+        }
     }
 
     /// What the runtime needs to run one call of `object` at version `slot`.
@@ -505,15 +530,10 @@ impl Station {
         chain: CallChain,
         deadline: Instant,
     ) -> Result<ObjectResponse, Error> {
-        let deadline_ms = self.inner.config.call_deadline.as_millis() as u64;
-        let timed_out = || Error::DeadlineExceeded {
-            object: object.id.clone(),
-            deadline_ms,
-        };
         let _reader =
             tokio::time::timeout_at(TokioInstant::from_std(deadline), slot.readers.enter())
                 .await
-                .map_err(|_| timed_out())?;
+                .map_err(|_| self.timed_out(object))?;
         if let Some(address) = object.moved_to.lock().expect("moved lock").clone() {
             return Err(Error::Moved {
                 object: object.id.clone(),
@@ -531,7 +551,7 @@ impl Station {
         let response = match activation.call(request, ctx).await {
             Ok(outcome) => outcome.response,
             Err(failure) => {
-                return Err(failure_error(object, failure, deadline_ms));
+                return Err(self.failure_error(object, failure));
             }
         };
         slot.readers.put(activation);
@@ -761,25 +781,6 @@ impl From<LogLevel> for crate::store::Level {
             LogLevel::Warn => crate::store::Level::Warn,
             LogLevel::Error => crate::store::Level::Error,
         }
-    }
-}
-
-/// The station error for a call that failed in the runtime (nothing of it is committed).
-fn failure_error(object: &LiveObject, failure: CallFailure, deadline_ms: u64) -> Error {
-    let object = object.id.clone();
-    match failure {
-        CallFailure::DeadlineExceeded => Error::DeadlineExceeded {
-            object,
-            deadline_ms,
-        },
-        CallFailure::WriteQuotaExceeded { message } => {
-            Error::WriteQuotaExceeded { object, message }
-        }
-        CallFailure::Trapped { message, backtrace } => Error::Trapped {
-            object,
-            message,
-            backtrace,
-        },
     }
 }
 

@@ -124,6 +124,7 @@ pub async fn run(
             directory_dir: args.data.join("cluster"),
             voters: args.voters,
             tls: client_tls,
+            move_metrics: station.move_metrics().clone(),
         },
         station.in_flight_counter(),
     )

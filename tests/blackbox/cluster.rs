@@ -249,6 +249,32 @@ fn kill_9_of_the_home_under_load_loses_no_acknowledged_write() {
     assert_no_acknowledged_increment_lost(&logs, &survivors, "k", 1);
     // The other survivor replicates the new home.
     wait_replicas_caught_up(&st[h], &new_home, &[&st[r]], "kv");
+
+    // The leader that committed the failover counted it once, with the time kv had no writer.
+    let scraped: Vec<String> = survivors
+        .iter()
+        .map(|s| s.get("/metrics").expect(200).text())
+        .collect();
+    let total = |series: &str| -> f64 {
+        scraped
+            .iter()
+            .filter_map(|text| metric_value(text, series))
+            .sum()
+    };
+    assert_eq!(total("op_failovers_total"), 1.0, "{scraped:?}");
+    assert_eq!(total("op_failover_pause_seconds_count"), 1.0, "{scraped:?}");
+    let pause = total("op_failover_pause_seconds_sum");
+    assert!(
+        pause > 0.0 && pause < taken_over.as_secs_f64() + 1.0,
+        "failover pause {pause} s, takeover seen after {taken_over:?}"
+    );
+}
+
+/// The value of one series (name with its labels, exactly as exposed) in a metrics scrape.
+fn metric_value(text: &str, series: &str) -> Option<f64> {
+    text.lines()
+        .find_map(|line| line.strip_prefix(series)?.strip_prefix(' '))
+        .and_then(|v| v.trim().parse().ok())
 }
 
 /// Poll `st` until object `id` has `replicas` replicas and all of them are in its in-sync set;
@@ -414,6 +440,19 @@ fn migration_under_load_neither_loses_nor_duplicates_a_write() {
     assert!(
         report["versions"].as_u64().is_some_and(|n| n >= 1),
         "{report}"
+    );
+
+    // The old home, which ran the migration, counted it with the pause it reported.
+    let scrape = a.get("/metrics").expect(200).text();
+    assert_eq!(
+        metric_value(&scrape, r#"op_migrations_total{result="ok"}"#),
+        Some(1.0),
+        "{scrape}"
+    );
+    let pause_s = metric_value(&scrape, "op_migration_pause_seconds_sum").unwrap_or(-1.0);
+    assert!(
+        (pause_s * 1000.0 - pause_ms).abs() < 0.01,
+        "metric {pause_s} s, report {pause_ms} ms"
     );
 
     load.wait_acks_each(10, moved, Duration::from_secs(30));

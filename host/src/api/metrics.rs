@@ -32,6 +32,7 @@ pub(super) async fn metrics(
     let snapshot = Snapshot::read(&api);
     let mut registry = Registry::with_prefix("op");
     api.station.call_metrics().register(&mut registry);
+    api.station.move_metrics().register(&mut registry);
     registry.register_collector(Box::new(snapshot));
     let mut text = String::with_capacity(64 * 1024);
     prometheus_client::encoding::text::encode(&mut text, &registry).map_err(|e| {

@@ -57,6 +57,8 @@ pub struct ClusterConfig {
     pub voters: usize,
     /// Trust for stations reached over `https://` (the platform's roots and `--tls-ca`).
     pub tls: rustls::ClientConfig,
+    /// Where the directory records the failovers it commits (the station's, for `GET /metrics`).
+    pub move_metrics: crate::metrics::MoveMetrics,
 }
 
 /// Where a stateful object is homed, from the directory.
@@ -140,6 +142,7 @@ impl Cluster {
                 voters: config.voters,
                 replicas: config.replicas,
                 join: config.join.clone(),
+                move_metrics: config.move_metrics.clone(),
             },
             http.clone(),
             config.secret.clone(),

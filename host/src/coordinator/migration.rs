@@ -172,6 +172,25 @@ impl Coordinator {
         if self.station.serves_stateless(object) == Some(true) {
             return Err(MigrationError::Stateless(object.to_string()));
         }
+        let moved = self.move_home(object, target, &address).await;
+        let metrics = self.station.move_metrics();
+        match &moved {
+            Ok(report) => metrics.migrated(Some(Duration::from_secs_f64(report.pause_ms / 1000.0))),
+            // An object that is not homed here was not moved (nothing was paused).
+            Err(MigrationError::Station(crate::station::Error::ObjectNotFound(_))) => {}
+            Err(_) => metrics.migrated(None),
+        }
+        moved
+    }
+
+    /// The migration proper, once `target` is known to be another live station at `address`.
+    async fn move_home(
+        &self,
+        object: &str,
+        target: &str,
+        address: &str,
+    ) -> Result<MigrationReport, MigrationError> {
+        let me = self.cluster.station_id().to_string();
         // Copy the versions and the log while the object still serves; during the pause only the
         // state and what changed since travel.
         let precopy = self.station.precopy(object).await?;

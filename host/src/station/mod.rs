@@ -94,6 +94,8 @@ struct Inner {
     moved: Mutex<HashMap<String, String>>,
     /// What the call path records for `GET /metrics`.
     metrics: crate::metrics::CallMetrics,
+    /// What migrations and failovers record for `GET /metrics`.
+    move_metrics: crate::metrics::MoveMetrics,
 }
 
 /// What `GET /objects` lists for one object.
@@ -228,6 +230,7 @@ impl Station {
                 replicas: Mutex::new(replicas),
                 moved: Mutex::new(HashMap::new()),
                 metrics: crate::metrics::CallMetrics::default(),
+                move_metrics: crate::metrics::MoveMetrics::default(),
             }),
         })
     }
@@ -365,6 +368,11 @@ impl Station {
     /// The metrics the call path records.
     pub fn call_metrics(&self) -> &crate::metrics::CallMetrics {
         &self.inner.metrics
+    }
+
+    /// The metrics migrations and failovers record (the directory records its failovers here).
+    pub fn move_metrics(&self) -> &crate::metrics::MoveMetrics {
+        &self.inner.move_metrics
     }
 
     /// What `GET /metrics` shows of each deployed object, sorted by id (reads only what is in

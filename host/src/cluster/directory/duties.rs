@@ -121,12 +121,27 @@ pub(super) async fn run(directory: Directory) {
             |s| directory.renewed_recently(s),
         );
         for command in moves {
-            if let Command::Move { object, to, .. } = &command {
-                tracing::warn!(object = %object, new_home = %to, "home lost its lease: failing over");
-            }
-            if let Err(e) = directory.commit_here(command).await {
-                tracing::debug!("failover not committed: {e}");
-                break;
+            let Command::Move { object, to, .. } = &command else {
+                continue;
+            };
+            let old_home = applied
+                .directory
+                .get(object)
+                .map(|entry| entry.home.clone())
+                .unwrap_or_default();
+            tracing::warn!(object = %object, new_home = %to, "home lost its lease: failing over");
+            match directory.commit_here(command).await {
+                Ok(proposed) if proposed.outcome.refused.is_none() => {
+                    if let Some(silent) = directory.silent_since(&old_home) {
+                        directory.move_metrics().failed_over(silent);
+                    }
+                }
+                // Decided from a stale view (the object moved meanwhile): nothing happened.
+                Ok(_) => {}
+                Err(e) => {
+                    tracing::debug!("failover not committed: {e}");
+                    break;
+                }
             }
         }
         if rounds.is_multiple_of(5) {

@@ -176,12 +176,17 @@ impl Granted {
     /// Whether `station` has not renewed for longer than `quiet` (counting from this leader's
     /// election when it never renewed since). `false` when this station is not the leader.
     pub fn silent_for(&self, station: &str, quiet: Duration) -> bool {
+        self.silent_since(station)
+            .is_some_and(|silent| silent > quiet)
+    }
+
+    /// How long `station` has not renewed (counting from this leader's election when it never
+    /// renewed since); `None` when this station is not the leader.
+    pub fn silent_since(&self, station: &str) -> Option<Duration> {
         let inner = self.inner.lock().expect("grants lock");
-        let Some(since) = inner.leader_since else {
-            return false;
-        };
+        let since = inner.leader_since?;
         let last = inner.last.get(station).copied().unwrap_or(since).max(since);
-        last.elapsed() > quiet
+        Some(last.elapsed())
     }
 
     /// Whether `station` renewed its lease recently (within one lease): it is up and reaches the

@@ -87,6 +87,8 @@ pub struct DirectoryConfig {
     pub replicas: usize,
     /// HTTP addresses of stations to join through (empty: found a new group if not a member).
     pub join: Vec<String>,
+    /// Where the failovers this station commits as leader are counted.
+    pub move_metrics: crate::metrics::MoveMetrics,
 }
 
 /// Who is who in the group, for `host stations`.
@@ -447,6 +449,17 @@ impl Directory {
         station == self.station_id() || self.inner.granted.is_fresh(station)
     }
 
+    /// How long ago `station` last renewed its lease with this leader (since this leader's
+    /// election when it has not renewed since); `None` when this station is not the leader.
+    pub fn silent_since(&self, station: &str) -> Option<Duration> {
+        self.inner.granted.silent_since(station)
+    }
+
+    /// Where this station records the failovers it commits.
+    pub(crate) fn move_metrics(&self) -> &crate::metrics::MoveMetrics {
+        &self.inner.config.move_metrics
+    }
+
     /// Whether, as leader, `station` has not renewed its lease for longer than `quiet`.
     pub fn silent_for(&self, station: &str, quiet: Duration) -> bool {
         station != self.station_id() && self.inner.granted.silent_for(station, quiet)
@@ -681,6 +694,7 @@ mod tests {
             voters: 3,
             replicas: 2,
             join: if found { vec![] } else { vec!["seed".into()] },
+            move_metrics: Default::default(),
         };
         let id = node_id(station);
         // A node restarted in the same process may find its database still held for a moment by

@@ -197,7 +197,7 @@ impl Coordinator {
         let copied = Copied::of(&precopy);
         let path = format!("/cluster/internal/objects/{object}/precopy");
         let precopy_bytes = self
-            .send(&address, &path, &PrecopyPayload::new(precopy))
+            .send(address, &path, &PrecopyPayload::new(precopy))
             .await?;
         let mut paused = self.station.pause(object).await?;
         let export = self.station.export(&mut paused, &copied).await?;
@@ -207,7 +207,7 @@ impl Coordinator {
         let versions = copied.versions.len() + export.versions.len();
         let payload = MigratePayload::new(export, epoch);
         let paused_bytes = self
-            .send(&address, "/cluster/internal/migrate", &payload)
+            .send(address, "/cluster/internal/migrate", &payload)
             .await?;
         let bytes = precopy_bytes + paused_bytes;
         let since = paused.since;
@@ -217,7 +217,7 @@ impl Coordinator {
         // when `paused` is dropped) and the target's copy steps down.
         self.commit_move(object, epoch - 1, target).await?;
         self.station
-            .hand_off(paused, target, &address, epoch)
+            .hand_off(paused, target, address, epoch)
             .await?;
         let pause_ms = since.elapsed().as_secs_f64() * 1000.0;
         tracing::info!(

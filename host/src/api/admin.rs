@@ -337,6 +337,10 @@ pub(super) async fn view(
                     .unwrap_or(DEFAULT_LOG_LIMIT)
                     .min(MAX_LOG_LIMIT),
             };
+            if super::log_stream::wants_follow(query) {
+                let logs = station.store().logs().clone();
+                return super::log_stream::follow(logs, id.to_string(), log_query).await;
+            }
             let store = station.store().clone();
             let id_owned = id.to_string();
             let records =

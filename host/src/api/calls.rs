@@ -111,6 +111,10 @@ pub(super) async fn call_object(
     }
 
     if let Route::Remote(home) = route(&api, &id, &parts.headers).await? {
+        if view.as_deref() == Some("logs") && super::log_stream::wants_follow(&query) {
+            return super::forward::forward_stream(&api, home, &parts.uri, &parts.headers, &id)
+                .await;
+        }
         let body = read_body(body, api.config.max_body_bytes)
             .await
             .map_err(|e| e.for_object(&id))?;

@@ -175,6 +175,60 @@ pub(super) async fn forward(
     })
 }
 
+/// Sends a streaming request (a log follow) to `base_url` and streams its answer back as it
+/// arrives, on a connection of its own (a link answers whole responses only).
+pub(super) async fn forward_stream(
+    api: &ApiState,
+    base_url: String,
+    uri: &Uri,
+    headers: &HeaderMap,
+    id: &str,
+) -> Result<Response, ApiError> {
+    use crate::cluster::forward::{FORWARDED_BY_HEADER, SECRET_HEADER};
+    let path_and_query = uri
+        .path_and_query()
+        .map(|p| p.as_str().to_string())
+        .unwrap_or_else(|| uri.path().to_string());
+    let url = format!("{}{path_and_query}", base_url.trim_end_matches('/'));
+    let mut request = api
+        .cluster
+        .http()
+        .get(&url)
+        .header(HOP_HEADER, crate::cluster::forward::hop_count(headers) + 1)
+        .header(FORWARDED_BY_HEADER, api.cluster.station_id());
+    for name in ["authorization", "accept", "last-event-id"] {
+        if let Some(value) = headers.get(name) {
+            request = request.header(name, value);
+        }
+    }
+    if let Some(secret) = api.cluster.secret() {
+        request = request.header(SECRET_HEADER, secret);
+    }
+    let answer = request.send().await.map_err(|e| {
+        ApiError::new(
+            StatusCode::BAD_GATEWAY,
+            "station_unavailable",
+            format!("station {base_url} is unavailable: {e}"),
+        )
+        .for_object(id)
+    })?;
+    let mut response = Response::builder().status(answer.status());
+    for name in ["content-type", "cache-control", "x-op-station"] {
+        if let Some(value) = answer.headers().get(name) {
+            response = response.header(name, value);
+        }
+    }
+    response
+        .body(Body::from_stream(answer.bytes_stream()))
+        .map_err(|e| {
+            ApiError::new(
+                StatusCode::BAD_GATEWAY,
+                "station_unavailable",
+                e.to_string(),
+            )
+        })
+}
+
 /// Middleware on `/admin/objects/{id}/...`: runs the request where the object is homed. A deploy
 /// with `?place=auto` of an object no station has yet goes to the least-loaded station.
 pub(super) async fn route_admin(
@@ -230,6 +284,13 @@ pub(super) async fn route_admin(
     let Some(base_url) = target else {
         return next.run(request).await;
     };
+    if request.method() == Method::GET
+        && super::log_stream::wants_follow(&super::query_pairs(request.uri().query()))
+    {
+        return forward_stream(&api, base_url, request.uri(), request.headers(), &id)
+            .await
+            .unwrap_or_else(|e| e.into_response());
+    }
     let (parts, body) = request.into_parts();
     let body = match super::read_body(body, api.config.max_component_bytes).await {
         Ok(body) => body,

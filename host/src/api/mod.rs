@@ -10,6 +10,7 @@ pub mod error;
 mod forward;
 mod internal;
 mod link;
+mod log_stream;
 mod metrics;
 mod raft;
 pub mod server;

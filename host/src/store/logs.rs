@@ -150,7 +150,8 @@ pub struct LogQuery {
 }
 
 impl LogQuery {
-    fn matches(&self, r: &LogRecord) -> bool {
+    /// Whether `r` passes the filters (level, since, request id; not the limit).
+    pub fn matches(&self, r: &LogRecord) -> bool {
         self.min_level.is_none_or(|l| r.level >= l)
             && self.since_ms.is_none_or(|s| r.ts_ms >= s)
             && self
@@ -178,6 +179,8 @@ struct LogShared {
     thread: Mutex<Option<JoinHandle<()>>>,
     /// Held for writing while files are renamed or removed, for reading while a query reads them.
     files: Arc<RwLock<()>>,
+    /// Followers of objects' logs (`?follow=true`).
+    taps: super::log_tap::Taps,
 }
 
 enum LogMsg {
@@ -226,6 +229,7 @@ impl LogStore {
                 queued,
                 thread: Mutex::new(Some(thread)),
                 files,
+                taps: Default::default(),
             }),
         })
     }
@@ -251,6 +255,7 @@ impl LogStore {
                 return;
             }
             meter.bytes.store(before + size, Relaxed);
+            self.inner.taps.offer(object_id, &record);
             batch.push((object_id.to_string(), record));
             (batch.len(), before)
         };
@@ -331,6 +336,13 @@ impl LogStore {
         Ok(())
     }
 
+    /// Follows the object's log: the lines appended from now on, as they are queued. Read what
+    /// came before with [`LogStore::query`] after subscribing, and join the two with
+    /// [`super::log_tap::Delivered`].
+    pub fn follow(&self, object_id: &str) -> super::log_tap::LogTap {
+        self.inner.taps.subscribe(object_id)
+    }
+
     /// Has the log thread write what is queued for the object; false if the thread is gone.
     fn flush(&self, object_id: &str) -> bool {
         let (done, flushed) = mpsc::channel();
@@ -343,6 +355,7 @@ impl LogStore {
     /// Removes the object's logs (`data/logs/{id}`), after writing what was queued before.
     pub fn purge(&self, object_id: &str) -> Result<(), Error> {
         check_id(object_id)?;
+        self.inner.taps.end(object_id);
         let (done, result) = mpsc::channel();
         if self.send(LogMsg::Purge {
             id: object_id.to_string(),
@@ -365,6 +378,7 @@ impl LogStore {
         if let Some(tx) = tx {
             let _ = tx.send(LogMsg::Shutdown);
         }
+        self.inner.taps.end_all();
         let thread = self
             .inner
             .thread

@@ -58,6 +58,7 @@ mod crash_tests;
 mod error;
 mod fsutil;
 mod histogram;
+mod log_tap;
 mod logs;
 mod queue;
 mod repair;
@@ -79,6 +80,7 @@ use std::thread::JoinHandle;
 
 pub use error::Error;
 pub use histogram::HistogramSnapshot;
+pub use log_tap::{Delivered, LogTap};
 pub use logs::{Level, LogQuery, LogRecord, LogStore, ParseLevelError};
 pub use queue::{WritePermit, batch_cost, write_cost};
 pub use repair::{RepairReport, repair};

@@ -341,25 +341,8 @@ pub(super) async fn view(
                 let logs = station.store().logs().clone();
                 return super::log_stream::follow(logs, id.to_string(), log_query).await;
             }
-            let store = station.store().clone();
-            let id_owned = id.to_string();
-            let records =
-                tokio::task::spawn_blocking(move || store.logs().query(&id_owned, &log_query))
-                    .await
-                    .map_err(|e| {
-                        ApiError::new(
-                            StatusCode::INTERNAL_SERVER_ERROR,
-                            "internal_error",
-                            e.to_string(),
-                        )
-                    })?
-                    .map_err(|e| {
-                        ApiError::new(
-                            StatusCode::INTERNAL_SERVER_ERROR,
-                            "storage_error",
-                            e.to_string(),
-                        )
-                    })?;
+            let logs = station.store().logs().clone();
+            let records = super::log_stream::query(logs, id.to_string(), log_query).await?;
             json!({ "object_id": id, "logs": records })
         }
         "versions" => {

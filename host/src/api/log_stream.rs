@@ -107,30 +107,37 @@ impl Follower {
         since_ms: Option<u64>,
         limit: usize,
     ) -> Result<Vec<LogRecord>, ApiError> {
-        let store = self.store.clone();
-        let id = self.id.clone();
-        let query = LogQuery {
+        let wanted = LogQuery {
             since_ms,
             limit,
             ..self.query.clone()
         };
-        let mut newest_first = tokio::task::spawn_blocking(move || store.query(&id, &query))
-            .await
-            .map_err(|e| {
-                ApiError::new(
-                    StatusCode::INTERNAL_SERVER_ERROR,
-                    "internal_error",
-                    e.to_string(),
-                )
-            })?
-            .map_err(|e| {
-                ApiError::new(
-                    StatusCode::INTERNAL_SERVER_ERROR,
-                    "storage_error",
-                    e.to_string(),
-                )
-            })?;
+        let mut newest_first = query(self.store.clone(), self.id.clone(), wanted).await?;
         newest_first.reverse();
         Ok(newest_first)
     }
+}
+
+/// The object's lines matching `query`, newest first (`?logs=true`), read off the runtime.
+pub(super) async fn query(
+    store: LogStore,
+    id: String,
+    query: LogQuery,
+) -> Result<Vec<LogRecord>, ApiError> {
+    tokio::task::spawn_blocking(move || store.query(&id, &query))
+        .await
+        .map_err(|e| {
+            ApiError::new(
+                StatusCode::INTERNAL_SERVER_ERROR,
+                "internal_error",
+                e.to_string(),
+            )
+        })?
+        .map_err(|e| {
+            ApiError::new(
+                StatusCode::INTERNAL_SERVER_ERROR,
+                "storage_error",
+                e.to_string(),
+            )
+        })
 }

@@ -126,6 +126,13 @@ fn stateless_route(api: &ApiState, id: &str, hops: u32, held_here: bool) -> Opti
     }
 }
 
+/// The path and query of `uri`, as the home station should see them.
+fn path_and_query(uri: &Uri) -> String {
+    uri.path_and_query()
+        .map(|p| p.as_str().to_string())
+        .unwrap_or_else(|| uri.path().to_string())
+}
+
 /// Sends the request to `base_url` and returns its answer unchanged.
 pub(super) async fn forward(
     api: &ApiState,
@@ -136,14 +143,10 @@ pub(super) async fn forward(
     body: bytes::Bytes,
     id: &str,
 ) -> Result<Response, ApiError> {
-    let path_and_query = uri
-        .path_and_query()
-        .map(|p| p.as_str().to_string())
-        .unwrap_or_else(|| uri.path().to_string());
     let request = ForwardRequest {
         base_url,
         method,
-        path_and_query,
+        path_and_query: path_and_query(uri),
         headers,
         body,
         timeout: std::time::Duration::from_secs(130),
@@ -185,11 +188,7 @@ pub(super) async fn forward_stream(
     id: &str,
 ) -> Result<Response, ApiError> {
     use crate::cluster::forward::{FORWARDED_BY_HEADER, SECRET_HEADER};
-    let path_and_query = uri
-        .path_and_query()
-        .map(|p| p.as_str().to_string())
-        .unwrap_or_else(|| uri.path().to_string());
-    let url = format!("{}{path_and_query}", base_url.trim_end_matches('/'));
+    let url = format!("{}{}", base_url.trim_end_matches('/'), path_and_query(uri));
     let mut request = api
         .cluster
         .http()

@@ -137,6 +137,7 @@ pub async fn run(
         args.sync_replicas,
     );
     let open_connections = api::server::OpenConnections::default();
+    let (drain, draining) = api::server::Draining::new();
     let router = api::router(
         coordinator.clone(),
         api::ApiConfig {
@@ -144,6 +145,7 @@ pub async fn run(
             max_component_bytes: args.max_component_bytes,
             admin_token: args.admin_token.clone(),
             open_connections: open_connections.clone(),
+            draining,
         },
     );
     // Serve HTTP at once (the directory's Raft messages arrive over it), but announce the address
@@ -156,6 +158,11 @@ pub async fn run(
         header_timeout: Duration::from_secs(args.header_timeout_secs),
         body_timeout: Duration::from_secs(args.body_timeout_secs),
         open: open_connections,
+    };
+    // On the signal, streams end first, so the drain of connections does not wait for them.
+    let shutdown = async move {
+        shutdown.await;
+        drain.begin();
     };
     let server =
         tokio::spawn(

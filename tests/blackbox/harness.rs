@@ -465,6 +465,8 @@ pub struct Station {
     child: Option<Child>,
     readers: Vec<JoinHandle<()>>,
     port: u16,
+    /// The port the next start binds (0: any free one).
+    reuse_port: u16,
     /// `http://127.0.0.1:PORT` of the current process.
     pub url: String,
     output: Arc<Mutex<String>>,
@@ -546,6 +548,7 @@ impl Station {
             child: None,
             readers: Vec::new(),
             port: 0,
+            reuse_port: 0,
             url: String::new(),
             output: Arc::new(Mutex::new(String::new())),
             http,
@@ -558,8 +561,9 @@ impl Station {
     fn spawn(&mut self) {
         assert!(self.child.is_none(), "station already running");
         let mut cmd = Command::new(HOST);
+        let port = self.reuse_port.to_string();
         cmd.arg("serve")
-            .args(["--port", "0", "--bind", &self.opts.bind, "--data"])
+            .args(["--port", &port, "--bind", &self.opts.bind, "--data"])
             .arg(&self.data)
             .args(["--durability", self.opts.durability])
             .args(&self.opts.args)
@@ -726,6 +730,17 @@ impl Station {
             self.stop();
         }
         self.spawn();
+    }
+
+    /// Start again on the same data directory and the same port (stopping gracefully first if
+    /// running), so clients holding its address reconnect to it.
+    pub fn restart_on_same_port(&mut self) {
+        if self.child.is_some() {
+            self.stop();
+        }
+        self.reuse_port = self.port;
+        self.spawn();
+        self.reuse_port = 0;
     }
 
     /// Start again on the same data directory with other options (the data directory of
@@ -1674,5 +1689,81 @@ pub fn cli(args: &[&str], env: &[(&str, &str)]) -> CliOut {
         status,
         stdout: String::from_utf8_lossy(&t_out.join().unwrap()).into_owned(),
         stderr: String::from_utf8_lossy(&t_err.join().unwrap()).into_owned(),
+    }
+}
+
+/// A long-running `host ARGS` (`host logs --follow`, say) whose stdout lines are collected as
+/// they are printed; killed on drop.
+pub struct CliProcess {
+    child: Child,
+    lines: Arc<Mutex<Vec<String>>>,
+    stderr: Arc<Mutex<String>>,
+    readers: Vec<JoinHandle<()>>,
+}
+
+impl CliProcess {
+    /// Starts `host ARGS` with `RUST_BACKTRACE` and `OP_STATION` removed.
+    pub fn spawn(args: &[&str]) -> CliProcess {
+        let mut child = Command::new(HOST)
+            .args(args)
+            .env_remove("RUST_BACKTRACE")
+            .env_remove("OP_STATION")
+            .current_dir(std::env::temp_dir())
+            .stdin(Stdio::null())
+            .stdout(Stdio::piped())
+            .stderr(Stdio::piped())
+            .spawn()
+            .unwrap_or_else(|e| panic!("spawn {HOST}: {e}"));
+        let lines = Arc::new(Mutex::new(Vec::new()));
+        let stderr = Arc::new(Mutex::new(String::new()));
+        let stdout = BufReader::new(child.stdout.take().expect("piped stdout"));
+        let mut err = child.stderr.take().expect("piped stderr");
+        let collected = lines.clone();
+        let out_reader = thread::spawn(move || {
+            for line in stdout.lines().map_while(Result::ok) {
+                collected.lock().unwrap().push(line);
+            }
+        });
+        let err_text = stderr.clone();
+        let err_reader = thread::spawn(move || {
+            let mut buf = [0u8; 4096];
+            while let Ok(n @ 1..) = err.read(&mut buf) {
+                err_text
+                    .lock()
+                    .unwrap()
+                    .push_str(&String::from_utf8_lossy(&buf[..n]));
+            }
+        });
+        CliProcess {
+            child,
+            lines,
+            stderr,
+            readers: vec![out_reader, err_reader],
+        }
+    }
+
+    /// The stdout lines printed so far.
+    pub fn lines(&self) -> Vec<String> {
+        self.lines.lock().unwrap().clone()
+    }
+
+    /// What it printed on stderr so far.
+    pub fn stderr(&self) -> String {
+        self.stderr.lock().unwrap().clone()
+    }
+
+    /// Whether it is still running.
+    pub fn running(&mut self) -> bool {
+        matches!(self.child.try_wait(), Ok(None))
+    }
+}
+
+impl Drop for CliProcess {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+        for reader in self.readers.drain(..) {
+            let _ = reader.join();
+        }
     }
 }

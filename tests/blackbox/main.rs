@@ -32,6 +32,7 @@ mod cluster;
 mod deploy;
 mod directory;
 mod durability;
+mod follow;
 mod hostile;
 mod idempotency;
 mod limits;

@@ -327,6 +327,8 @@ pub(super) async fn view(
                     )
                 })?),
             };
+            // A follower catching up after a reconnection may ask for more than one page.
+            let follow = super::log_stream::wants_follow(query);
             let log_query = LogQuery {
                 min_level,
                 since_ms: parse_param(query, "since")?,
@@ -335,11 +337,16 @@ pub(super) async fn view(
                     .map(str::to_string),
                 limit: parse_param(query, "limit")?
                     .unwrap_or(DEFAULT_LOG_LIMIT)
-                    .min(MAX_LOG_LIMIT),
+                    .min(if follow {
+                        super::log_stream::CATCH_UP_LIMIT
+                    } else {
+                        MAX_LOG_LIMIT
+                    }),
             };
-            if super::log_stream::wants_follow(query) {
+            if follow {
                 let logs = station.store().logs().clone();
-                return super::log_stream::follow(logs, id.to_string(), log_query).await;
+                let draining = api.config.draining.clone();
+                return super::log_stream::follow(logs, id.to_string(), log_query, draining).await;
             }
             let logs = station.store().logs().clone();
             let records = super::log_stream::query(logs, id.to_string(), log_query).await?;

@@ -218,7 +218,10 @@ pub(super) async fn forward_stream(
         }
     }
     response
-        .body(Body::from_stream(answer.bytes_stream()))
+        .body(Body::from_stream(futures::StreamExt::take_until(
+            answer.bytes_stream(),
+            api.config.draining.clone().begun(),
+        )))
         .map_err(|e| {
             ApiError::new(
                 StatusCode::BAD_GATEWAY,

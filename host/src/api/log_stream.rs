@@ -14,15 +14,16 @@ use std::time::Duration;
 use axum::http::StatusCode;
 use axum::response::sse::{Event, KeepAlive, Sse};
 use axum::response::{IntoResponse, Response};
-use futures::Stream;
+use futures::{Stream, StreamExt};
 
 use super::error::ApiError;
+use super::server::Draining;
 use crate::store::{Delivered, LogQuery, LogRecord, LogStore, LogTap};
 
 /// How often an idle stream sends a comment, so proxies and clients see it is alive.
 const KEEP_ALIVE: Duration = Duration::from_secs(15);
-/// Most lines one catch-up from the files reads.
-const CATCH_UP_LIMIT: usize = 100_000;
+/// Most lines one catch-up from the files reads, and the most a follow request may ask for.
+pub(super) const CATCH_UP_LIMIT: usize = 100_000;
 
 /// Whether a request asks to follow the log (`follow=true`).
 pub(super) fn wants_follow(query: &[(String, String)]) -> bool {
@@ -35,6 +36,7 @@ pub(super) async fn follow(
     store: LogStore,
     id: String,
     query: LogQuery,
+    draining: Draining,
 ) -> Result<Response, ApiError> {
     let mut follower = Follower {
         tap: store.follow(&id),
@@ -56,11 +58,15 @@ pub(super) async fn follow(
             .unwrap_or_else(|_| Event::default().event("log"));
         Some((Ok::<_, Infallible>(event), follower))
     });
-    Ok(sse(events))
+    Ok(sse(events, draining))
 }
 
-fn sse(events: impl Stream<Item = Result<Event, Infallible>> + Send + 'static) -> Response {
-    Sse::new(events)
+/// The stream as an SSE response that ends when the station begins to shut down.
+fn sse(
+    events: impl Stream<Item = Result<Event, Infallible>> + Send + 'static,
+    draining: Draining,
+) -> Response {
+    Sse::new(events.take_until(draining.begun()))
         .keep_alive(KeepAlive::new().interval(KEEP_ALIVE))
         .into_response()
 }
@@ -86,7 +92,7 @@ impl Follower {
             }
             match self.tap.next().await {
                 Some(record) => {
-                    if self.query.matches(&record) && self.delivered.fresh_from_tap(&record) {
+                    if self.query.matches(&record) && self.delivered.fresh_line(&record) {
                         return Some(record);
                     }
                 }

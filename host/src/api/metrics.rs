@@ -304,6 +304,18 @@ impl Collector for Snapshot {
             "Bytes appended to the write-ahead log",
             store.log_bytes,
         )?;
+        gauge(
+            e,
+            "log_followers",
+            "Streams following an object's log open now",
+            store.log_followers as i64,
+        )?;
+        counter(
+            e,
+            "log_followers_cut_off",
+            "Log followers cut off for falling behind, then caught up from the files",
+            store.log_followers_cut_off,
+        )?;
         histogram(
             e,
             "store_log_sync",

@@ -36,6 +36,8 @@ pub struct ApiConfig {
     pub admin_token: Option<String>,
     /// The HTTP server's count of open client connections (for `GET /metrics`).
     pub open_connections: server::OpenConnections,
+    /// Set when the station begins to shut down: streaming responses end then.
+    pub draining: server::Draining,
 }
 
 /// What every handler receives: one shared [`ApiShared`] (every middleware layer and handler

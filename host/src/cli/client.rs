@@ -8,12 +8,17 @@ use anyhow::{Context, bail};
 use serde_json::Value;
 
 use super::StationArgs;
+use crate::store::LogRecord;
+
+mod follow;
 
 /// A station the CLI talks to.
 pub struct Client {
     http: reqwest::Client,
     base: String,
     token: Option<String>,
+    /// The CA file trusted besides the system's, for the clients made later.
+    ca: Option<std::path::PathBuf>,
 }
 
 impl Client {
@@ -33,6 +38,7 @@ impl Client {
             http,
             base,
             token: args.token.clone(),
+            ca: args.ca.clone(),
         })
     }
 
@@ -55,32 +61,48 @@ impl Client {
         &self,
         request: reqwest::RequestBuilder,
     ) -> anyhow::Result<(reqwest::StatusCode, bytes::Bytes)> {
-        let response = request.send().await.map_err(|e| {
-            // A TLS failure is a connect error too: say what the certificate check said.
-            let mut cause: Option<&(dyn std::error::Error + 'static)> = Some(&e);
-            let mut root = e.to_string();
-            while let Some(error) = cause {
-                root = error.to_string();
-                cause = error.source();
-            }
-            if root.contains("certificate") || root.contains("Certificate") {
-                return anyhow::anyhow!(
-                    "TLS with the station at {} failed: {root} (give its CA with --ca FILE)",
-                    self.base
-                );
-            }
-            if e.is_connect() {
-                anyhow::anyhow!(
-                    "cannot reach the station at {} (is `host serve` running?)",
-                    self.base
-                )
-            } else {
-                anyhow::anyhow!("request to {} failed: {e}", self.base)
-            }
-        })?;
+        let response = request
+            .send()
+            .await
+            .map_err(|e| self.describe_send_error(e))?;
         let status = response.status();
         let body = response.bytes().await.context("reading the response")?;
         Ok((status, body))
+    }
+
+    /// A request that got no answer, as one clear error (TLS and connection failures named).
+    fn describe_send_error(&self, e: reqwest::Error) -> anyhow::Error {
+        // A TLS failure is a connect error too: say what the certificate check said.
+        let mut cause: Option<&(dyn std::error::Error + 'static)> = Some(&e);
+        let mut root = e.to_string();
+        while let Some(error) = cause {
+            root = error.to_string();
+            cause = error.source();
+        }
+        if root.contains("certificate") || root.contains("Certificate") {
+            return anyhow::anyhow!(
+                "TLS with the station at {} failed: {root} (give its CA with --ca FILE)",
+                self.base
+            );
+        }
+        if e.is_connect() {
+            anyhow::anyhow!(
+                "cannot reach the station at {} (is `host serve` running?)",
+                self.base
+            )
+        } else {
+            anyhow::anyhow!("request to {} failed: {e}", self.base)
+        }
+    }
+
+    /// A client for long-lived streams: no bound on the whole request, only on connecting
+    /// (the stream's own silence limit detects a dead connection).
+    fn streaming(&self) -> anyhow::Result<reqwest::Client> {
+        reqwest::Client::builder()
+            .use_preconfigured_tls(crate::tls::client_config(self.ca.as_deref())?)
+            .connect_timeout(Duration::from_secs(10))
+            .build()
+            .context("creating the HTTP client")
     }
 
     /// Sends a request that must succeed and answer JSON.
@@ -226,17 +248,19 @@ pub async fn call(
     Ok(())
 }
 
-fn print_log_line(line: &Value) {
+fn print_log_line(line: &LogRecord) {
+    let request_id = if line.request_id.is_empty() {
+        "-"
+    } else {
+        &line.request_id
+    };
     println!(
         "{} {:5} {} {:10} {}",
-        line["ts"],
-        line["level"].as_str().unwrap_or(""),
-        line["request_id"]
-            .as_str()
-            .filter(|r| !r.is_empty())
-            .unwrap_or("-"),
-        line["event"].as_str().unwrap_or(""),
-        line["message"].as_str().unwrap_or("")
+        line.ts_ms,
+        line.level.as_str(),
+        request_id,
+        line.event,
+        line.message
     );
 }
 
@@ -249,41 +273,30 @@ pub async fn logs(
     follow: bool,
 ) -> anyhow::Result<()> {
     let client = Client::new(args)?;
+    if follow {
+        let query = follow::FollowQuery {
+            id,
+            level: level.as_deref(),
+            limit,
+        };
+        return follow::follow(&client, query).await;
+    }
     let mut query = vec![("limit".to_string(), limit.to_string())];
     if let Some(level) = &level {
         query.push(("level".into(), level.clone()));
     }
-    let fetch = |query: Vec<(String, String)>| {
-        client.json(
+    let v = client
+        .json(
             client
                 .request(reqwest::Method::GET, &format!("/admin/objects/{id}/logs"))
                 .query(&query),
         )
-    };
-    let v = fetch(query.clone()).await?;
-    let mut lines: Vec<Value> = v["logs"].as_array().cloned().unwrap_or_default();
+        .await?;
+    let mut lines: Vec<LogRecord> = serde_json::from_value(v["logs"].clone())
+        .context("the station answered log lines this CLI cannot read")?;
     lines.reverse();
     lines.iter().for_each(print_log_line);
-    if !follow {
-        return Ok(());
-    }
-    // Follow: poll for lines newer than the last one printed.
-    let mut since = lines.last().and_then(|l| l["ts"].as_u64()).unwrap_or(0);
-    let mut seen: std::collections::HashSet<String> = lines.iter().map(|l| l.to_string()).collect();
-    loop {
-        tokio::time::sleep(Duration::from_millis(500)).await;
-        let mut q = query.clone();
-        q.push(("since".into(), since.to_string()));
-        let v = fetch(q).await?;
-        let mut fresh: Vec<Value> = v["logs"].as_array().cloned().unwrap_or_default();
-        fresh.reverse();
-        for line in fresh {
-            if seen.insert(line.to_string()) {
-                since = since.max(line["ts"].as_u64().unwrap_or(0));
-                print_log_line(&line);
-            }
-        }
-    }
+    Ok(())
 }
 
 /// `host versions`.

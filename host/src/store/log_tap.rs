@@ -7,7 +7,7 @@
 //! and reads what it missed from the files, skipping what it already delivered ([`Delivered`]).
 
 use std::collections::{HashMap, VecDeque};
-use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicU64, AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex};
 
 use super::logs::LogRecord;
@@ -24,6 +24,8 @@ pub const CATCH_UP_MARGIN_MS: u64 = 2_000;
 pub(crate) struct Taps {
     /// Followers in all (`append` looks no further when there are none).
     count: AtomicUsize,
+    /// Followers cut off for falling [`TAP_CAPACITY`] lines behind, since the store opened.
+    cut_off: AtomicU64,
     by_object: Mutex<HashMap<String, Vec<TapSender>>>,
 }
 
@@ -82,6 +84,7 @@ impl Taps {
             Ok(()) => true,
             Err(tokio::sync::mpsc::error::TrySendError::Full(_)) => {
                 sender.lagged.store(true, Ordering::Release);
+                self.cut_off.fetch_add(1, Ordering::Relaxed);
                 false
             }
             Err(tokio::sync::mpsc::error::TrySendError::Closed(_)) => false,
@@ -91,6 +94,14 @@ impl Taps {
             by_object.remove(object_id);
         }
         self.count.fetch_sub(removed, Ordering::Release);
+    }
+
+    /// Followers open now, and followers cut off (and sent to the files) since the store opened.
+    pub(crate) fn counts(&self) -> (u64, u64) {
+        (
+            self.count.load(Ordering::Acquire) as u64,
+            self.cut_off.load(Ordering::Relaxed),
+        )
     }
 
     /// Ends every follower of `object_id` (its logs are removed).
@@ -148,9 +159,16 @@ impl Delivered {
         fresh
     }
 
-    /// Whether a line from the tap is new (not one of the lines just read from the files);
-    /// a new line counts as delivered.
-    pub fn fresh_from_tap(&mut self, record: &LogRecord) -> bool {
+    /// A new stream of the same log will send the lines delivered within the margin once more
+    /// (a client reconnecting with `since` = [`Delivered::catch_up_since`]): expect each of them
+    /// once, so [`Delivered::fresh_line`] skips them.
+    pub fn rejoin(&mut self) {
+        self.from_files = self.recent.iter().cloned().collect();
+    }
+
+    /// Whether a line from the tap (or from a rejoined stream) is new — not one of the lines
+    /// just read from the files or expected again; a new line counts as delivered.
+    pub fn fresh_line(&mut self, record: &LogRecord) -> bool {
         if let Some(i) = self.from_files.iter().position(|r| r == record) {
             self.from_files.swap_remove(i);
             return false;
@@ -193,10 +211,10 @@ mod tests {
         let read = vec![line(1, "a"), line(2, "b"), line(2, "b")];
         assert_eq!(delivered.fresh_from_files(read.clone()), read);
         // The tap repeats one `b` it queued before the read, then hands a third, new, `b`.
-        assert!(!delivered.fresh_from_tap(&line(2, "b")));
-        assert!(!delivered.fresh_from_tap(&line(2, "b")));
-        assert!(delivered.fresh_from_tap(&line(2, "b")));
-        assert!(delivered.fresh_from_tap(&line(3, "c")));
+        assert!(!delivered.fresh_line(&line(2, "b")));
+        assert!(!delivered.fresh_line(&line(2, "b")));
+        assert!(delivered.fresh_line(&line(2, "b")));
+        assert!(delivered.fresh_line(&line(3, "c")));
         // A catch-up after a lag rereads from the margin and keeps only what is new.
         assert_eq!(delivered.catch_up_since(), Some(0));
         let reread = vec![
@@ -208,6 +226,21 @@ mod tests {
             line(3, "d"),
         ];
         assert_eq!(delivered.fresh_from_files(reread), vec![line(3, "d")]);
+    }
+
+    #[test]
+    fn a_rejoined_stream_repeats_the_margin_once_and_new_equal_lines_still_count() {
+        let mut delivered = Delivered::default();
+        for record in [line(1, "a"), line(5_000, "b"), line(5_000, "b")] {
+            assert!(delivered.fresh_line(&record));
+        }
+        // Reconnected with since = 3000: the station resends both `b`s, then new lines.
+        assert_eq!(delivered.catch_up_since(), Some(3_000));
+        delivered.rejoin();
+        assert!(!delivered.fresh_line(&line(5_000, "b")));
+        assert!(!delivered.fresh_line(&line(5_000, "b")));
+        assert!(delivered.fresh_line(&line(5_000, "b")));
+        assert!(delivered.fresh_line(&line(5_001, "c")));
     }
 
     #[tokio::test]
@@ -223,6 +256,7 @@ mod tests {
         }
         assert_eq!(got, TAP_CAPACITY);
         assert!(slow.lagged());
+        assert_eq!(taps.counts(), (0, 1));
         let mut ended = taps.subscribe("o");
         taps.end("o");
         assert!(ended.next().await.is_none());

@@ -343,6 +343,11 @@ impl LogStore {
         self.inner.taps.subscribe(object_id)
     }
 
+    /// Followers open now, and followers cut off for falling behind since the store opened.
+    pub fn follower_counts(&self) -> (u64, u64) {
+        self.inner.taps.counts()
+    }
+
     /// Has the log thread write what is queued for the object; false if the thread is gone.
     fn flush(&self, object_id: &str) -> bool {
         let (done, flushed) = mpsc::channel();

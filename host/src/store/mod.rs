@@ -207,6 +207,10 @@ pub struct StoreStats {
     pub log_sync_seconds: HistogramSnapshot,
     /// Batches per group-commit round.
     pub round_batches: HistogramSnapshot,
+    /// Streams following an object's log (`?follow=true`) open now.
+    pub log_followers: u64,
+    /// Log followers cut off for falling behind (each then caught up from the files).
+    pub log_followers_cut_off: u64,
 }
 
 /// What the object states share: settings, the clock, the writer's queue, the store's failure.
@@ -462,7 +466,10 @@ impl Store {
         let s = &self.inner.stats;
         let queue = &self.inner.shared.queue;
         let get = |c: &std::sync::atomic::AtomicU64| c.load(std::sync::atomic::Ordering::Relaxed);
+        let (log_followers, log_followers_cut_off) = self.logs().follower_counts();
         StoreStats {
+            log_followers,
+            log_followers_cut_off,
             batches_written: get(&s.batches),
             bytes_written: get(&s.bytes),
             rounds: get(&s.rounds),

@@ -76,6 +76,36 @@ impl Drop for OpenConnection {
     }
 }
 
+/// Whether the station has begun to shut down. Long-lived responses (log and event streams, and
+/// the streams proxied from other stations) end then, so the graceful drain of connections does
+/// not wait on them forever.
+#[derive(Clone, Debug)]
+pub struct Draining(tokio::sync::watch::Receiver<bool>);
+
+/// Starts the drain of [`Draining`]; dropping it starts the drain too.
+#[derive(Debug)]
+pub struct DrainSignal(tokio::sync::watch::Sender<bool>);
+
+impl Draining {
+    /// A pair: the signal the shutdown sets, and the flag streams watch.
+    pub fn new() -> (DrainSignal, Draining) {
+        let (tx, rx) = tokio::sync::watch::channel(false);
+        (DrainSignal(tx), Draining(rx))
+    }
+
+    /// Resolves once the drain has begun.
+    pub async fn begun(mut self) {
+        let _ = self.0.wait_for(|draining| *draining).await;
+    }
+}
+
+impl DrainSignal {
+    /// Begins the drain: every stream watching [`Draining::begun`] ends.
+    pub fn begin(&self) {
+        let _ = self.0.send(true);
+    }
+}
+
 /// Serves `router` on `listener` until `shutdown` resolves; then stops accepting, lets the
 /// connections finish their requests, and returns.
 pub async fn serve(

@@ -61,7 +61,7 @@ impl HostServices for NoServices {
         "bench".into()
     }
 
-    fn log(&self, _: &str, _: &str, _: LogLevel, _: &str, _: &str) {}
+    fn log(&self, _: &str, _: &CallChain, _: LogLevel, _: &str, _: &str) {}
 
     fn call_object(
         &self,
@@ -131,6 +131,7 @@ fn context(object_id: &str) -> CallContext {
             request_id: "0123456789abcdef".into(),
             objects: vec![object_id.into()],
             deadline: Instant::now() + Duration::from_secs(24 * 3600),
+            trace: host::trace::TraceContext::root(),
         },
         state: Arc::new(MemoryState::default()),
         services: Arc::new(NoServices),

@@ -26,6 +26,7 @@ pub mod runtime;
 pub mod station;
 pub mod store;
 pub mod tls;
+pub mod trace;
 pub mod watch;
 
 use std::future::Future;
@@ -62,6 +63,19 @@ pub async fn run(
         memory_limit_bytes: (args.memory_mb as usize) << 20,
         max_instances: args.max_instances,
     })?;
+    let tracer = match &args.otlp_endpoint {
+        None => trace::Tracer::disabled(),
+        Some(endpoint) => {
+            let http = reqwest::Client::builder()
+                .use_preconfigured_tls(tls::client_config(args.tls_ca.as_deref())?)
+                .build()
+                .context("creating the OTLP exporter's HTTP client")?;
+            let tracer =
+                trace::Tracer::otlp(endpoint, args.otlp_protocol, store.station_id(), http)?;
+            tracing::info!(%endpoint, "exporting call spans over OTLP/HTTP");
+            tracer
+        }
+    };
     let station_config = station::StationConfig {
         call_deadline: config.deadline,
         idle_timeout: Duration::from_secs(args.idle_secs),
@@ -75,6 +89,7 @@ pub async fn run(
             readers: 0,
         },
         idempotency_ttl: Duration::from_secs(args.idempotency_ttl_secs),
+        tracer: tracer.clone(),
     };
     // Registering the deployed objects reads every object's versions and replica states: off the
     // async workers too.
@@ -190,6 +205,7 @@ pub async fn run(
     coordinator.shutdown();
     station.shutdown().await;
     cluster.shutdown().await;
+    tokio::task::spawn_blocking(move || tracer.shutdown()).await?;
     tracing::info!("station stopped");
     Ok(())
 }

@@ -44,5 +44,6 @@ mod python;
 mod quota;
 mod state;
 mod tls;
+mod trace;
 mod trust;
 mod watch;

@@ -10,6 +10,7 @@ use super::forward::{Route, forward, route};
 use super::{ApiState, admin, query_pairs, read_body};
 use crate::cluster::forward::{CHAIN_HEADER, DEADLINE_HEADER};
 use crate::runtime::{CallChain, ObjectRequest};
+use crate::trace::{CallSpan, TRACEPARENT, TraceContext};
 
 /// Query keys a GET may use to reach the station's views of an object instead of the object
 /// (compatibility with the Python prototype).
@@ -64,6 +65,7 @@ fn incoming_chain(
     headers: &axum::http::HeaderMap,
     request_id: &str,
     longest: std::time::Duration,
+    span: &CallSpan,
 ) -> Option<CallChain> {
     let objects = headers.get(CHAIN_HEADER)?.to_str().ok()?;
     let longest_ms = longest.as_millis() as u64;
@@ -81,6 +83,7 @@ fn incoming_chain(
             .map(str::to_string)
             .collect(),
         deadline: std::time::Instant::now() + std::time::Duration::from_millis(remaining_ms),
+        trace: span.span,
     })
 }
 
@@ -158,7 +161,14 @@ pub(super) async fn call_object(
         .map_err(|e| e.for_object(&id))?;
     let headers = super::trust::object_headers(&api, &parts.headers);
     let request_id = request_id(&parts.headers);
-    let chain = incoming_chain(&parts.headers, &request_id, api.station.call_deadline());
+    // The call's span: a child of the caller's (a client's or another station's `traceparent`).
+    let span = CallSpan::child_of(TraceContext::from_headers(&parts.headers).as_ref());
+    let chain = incoming_chain(
+        &parts.headers,
+        &request_id,
+        api.station.call_deadline(),
+        &span,
+    );
     if let Some(chain) = &chain
         && chain.objects.iter().any(|o| o == &id)
     {
@@ -181,13 +191,14 @@ pub(super) async fn call_object(
     };
     match api
         .station
-        .call(&id, object_request, request_id.clone(), chain)
+        .call(&id, object_request, request_id.clone(), chain, span)
         .await
     {
         Ok(result) => Ok(into_http(
             result.response,
             &result.request_id,
             &api.station_header,
+            &span.span,
         )),
         Err(crate::station::Error::Moved { address, .. })
             if crate::cluster::forward::hop_count(&parts.headers)
@@ -211,6 +222,9 @@ pub(super) async fn call_object(
             if let Ok(value) = HeaderValue::try_from(request_id.as_str()) {
                 response.headers_mut().insert("x-request-id", value);
             }
+            if let Ok(value) = HeaderValue::try_from(span.span.header()) {
+                response.headers_mut().insert(TRACEPARENT, value);
+            }
             response
                 .headers_mut()
                 .insert(STATION_HEADER, api.station_header.clone());
@@ -222,11 +236,13 @@ pub(super) async fn call_object(
 /// Header naming the station that ran a call (forwarded answers keep the serving station's).
 pub const STATION_HEADER: &str = "x-op-station";
 
-/// Builds the HTTP response from the object's, adding the request id and the serving station.
+/// Builds the HTTP response from the object's, adding the request id, the serving station and
+/// the call's `traceparent`.
 fn into_http(
     response: crate::runtime::ObjectResponse,
     request_id: &str,
     station: &HeaderValue,
+    span: &TraceContext,
 ) -> Response {
     // The station refused statuses outside 200–599 already (`station::Error::InvalidResponse`).
     let status = StatusCode::from_u16(response.status).unwrap_or(StatusCode::BAD_GATEWAY);
@@ -249,6 +265,9 @@ fn into_http(
         headers.insert("x-request-id", value);
     }
     headers.insert(STATION_HEADER, station.clone());
+    if let Ok(value) = HeaderValue::try_from(span.header()) {
+        headers.insert(TRACEPARENT, value);
+    }
     http.body(Body::from(response.body))
         .unwrap_or_else(|_| StatusCode::INTERNAL_SERVER_ERROR.into_response())
 }

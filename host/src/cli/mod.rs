@@ -273,6 +273,13 @@ pub struct ServeArgs {
     /// Versions of each state key kept for history by compaction.
     #[arg(long, default_value_t = 16)]
     pub history: usize,
+    /// Export each call's span to this OpenTelemetry collector over OTLP/HTTP
+    /// (`http://HOST:4318`; `/v1/traces` is added). Off by default.
+    #[arg(long, value_name = "URL")]
+    pub otlp_endpoint: Option<String>,
+    /// The OTLP/HTTP encoding for `--otlp-endpoint`.
+    #[arg(long, value_enum, default_value_t = crate::trace::OtlpProtocol::Protobuf)]
+    pub otlp_protocol: crate::trace::OtlpProtocol,
     /// Require `Authorization: Bearer TOKEN` on /admin routes.
     #[arg(long, env = "OP_ADMIN_TOKEN", hide_env_values = true)]
     pub admin_token: Option<String>,

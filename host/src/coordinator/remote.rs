@@ -83,6 +83,12 @@ async fn call_remote(
         remaining.as_millis().to_string(),
     );
     set(&mut headers, "x-request-id", chain.request_id.clone());
+    // The caller's span is the parent of the call's span at the callee's station.
+    set(
+        &mut headers,
+        crate::trace::TRACEPARENT,
+        chain.trace.header(),
+    );
     let mut path = format!(
         "/objects/{target}{}",
         if request.path == "/" {

@@ -215,13 +215,9 @@ impl Activation {
             (&data.stderr, "stderr", LogLevel::Warn),
         ] {
             for line in pipe.take_lines() {
-                call.ctx.services.log(
-                    &call.ctx.object_id,
-                    &call.ctx.chain.request_id,
-                    level,
-                    event,
-                    &line,
-                );
+                call.ctx
+                    .services
+                    .log(&call.ctx.object_id, &call.ctx.chain, level, event, &line);
             }
         }
         self.last_used = Instant::now();

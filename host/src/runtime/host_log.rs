@@ -21,7 +21,7 @@ impl Host for StoreData {
         let message = truncate(message);
         call.ctx.services.log(
             &call.ctx.object_id,
-            &call.ctx.chain.request_id,
+            &call.ctx.chain,
             level.into(),
             "object",
             &message,

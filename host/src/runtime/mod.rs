@@ -209,6 +209,8 @@ pub struct CallChain {
     pub objects: Vec<String>,
     /// When the outermost call's time runs out; callees inherit it.
     pub deadline: Instant,
+    /// The span of the chain's current call: the parent of the calls it makes.
+    pub trace: crate::trace::TraceContext,
 }
 
 /// The station services an object reaches through its imports, implemented outside the runtime.
@@ -216,7 +218,7 @@ pub trait HostServices: Send + Sync + 'static {
     /// This station's id.
     fn station_id(&self) -> String;
     /// Append a line to an object's log.
-    fn log(&self, object_id: &str, request_id: &str, level: LogLevel, event: &str, message: &str);
+    fn log(&self, object_id: &str, chain: &CallChain, level: LogLevel, event: &str, message: &str);
     /// Call another object on behalf of the chain's last object.
     fn call_object(
         &self,

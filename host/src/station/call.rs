@@ -156,7 +156,8 @@ impl StateReader for CommittedState {
 
 impl Station {
     /// Calls an object. `chain` is `None` for a call arriving over HTTP (a new chain starts with
-    /// `request_id`) and the caller's chain for an object-to-object call.
+    /// `request_id`) and the caller's chain for an object-to-object call; the call runs in
+    /// `span`, which becomes the chain's current span (the parent of the calls it makes).
     ///
     /// Dropping the returned future abandons the call (a client that hangs up): if its handler
     /// was running, the instance it ran in is replaced (a handler dropped half-way leaves its
@@ -168,6 +169,7 @@ impl Station {
         request: ObjectRequest,
         request_id: String,
         chain: Option<CallChain>,
+        span: crate::trace::CallSpan,
     ) -> Result<CallResult, Error> {
         let object = self.object(id)?;
         // Quotas first: a refused call costs no log line and no turn.
@@ -189,20 +191,24 @@ impl Station {
         let chain = match chain {
             Some(mut chain) => {
                 chain.objects.push(object.id.clone());
+                chain.trace = span.span;
                 chain
             }
             None => CallChain {
                 request_id: request_id.clone(),
                 objects: vec![object.id.clone()],
                 deadline,
+                trace: span.span,
             },
         };
+        let trace_id = span.span.trace_id_hex();
+        let started_at = std::time::SystemTime::now();
         let started = Instant::now();
         let _in_flight = InFlight::enter(&self.inner.in_flight);
         let line = format!("{} {}", request.method, request.path);
         self.log(
             &object.id,
-            &chain.request_id,
+            (&chain.request_id, &trace_id),
             LogLevel::Info,
             "call.start",
             &line,
@@ -219,6 +225,16 @@ impl Station {
             Err(_) => "error",
         };
         self.inner.metrics.call(&object.id, &method, status, took);
+        self.inner.config.tracer.record(crate::trace::FinishedCall {
+            span,
+            object_id: &object.id,
+            method: &method,
+            status: result.as_ref().ok().map(|r| r.status),
+            error: result.as_ref().err().map(ToString::to_string),
+            request_id: &request_id,
+            started: started_at,
+            took,
+        });
         if matches!(result, Err(Error::DeadlineExceeded { .. })) {
             self.inner.metrics.timed_out(&object.id);
         }
@@ -227,7 +243,7 @@ impl Station {
                 let message = format!("{line} -> {} in {micros}us", response.status);
                 self.log(
                     &object.id,
-                    &request_id,
+                    (&request_id, &trace_id),
                     LogLevel::Info,
                     "call.end",
                     &message,
@@ -239,7 +255,7 @@ impl Station {
                     format!("{line}: deadline of {deadline_ms} ms exceeded, nothing committed");
                 self.log(
                     &object.id,
-                    &request_id,
+                    (&request_id, &trace_id),
                     LogLevel::Error,
                     "call.timeout",
                     &message,
@@ -256,7 +272,7 @@ impl Station {
                 }
                 self.log(
                     &object.id,
-                    &request_id,
+                    (&request_id, &trace_id),
                     LogLevel::Error,
                     "call.trap",
                     &message,
@@ -266,7 +282,7 @@ impl Station {
                 let message = format!("{line}: {other}");
                 self.log(
                     &object.id,
-                    &request_id,
+                    (&request_id, &trace_id),
                     LogLevel::Error,
                     "call.error",
                     &message,
@@ -729,7 +745,7 @@ impl Station {
     pub(crate) fn log_from_object(
         &self,
         object_id: &str,
-        request_id: &str,
+        chain: &CallChain,
         level: LogLevel,
         event: &str,
         message: &str,
@@ -739,22 +755,23 @@ impl Station {
             Err(_) => super::quota::LogAdmission::Write,
         };
         match admission {
-            super::quota::LogAdmission::Drop => {}
-            super::quota::LogAdmission::Write => {
-                self.log(object_id, request_id, level, event, message)
-            }
+            super::quota::LogAdmission::Drop => return,
+            super::quota::LogAdmission::Write => {}
             super::quota::LogAdmission::WriteAfterSummary(summary) => {
-                self.log(object_id, "", LogLevel::Warn, "log.dropped", &summary);
-                self.log(object_id, request_id, level, event, message);
+                self.log(object_id, ("", ""), LogLevel::Warn, "log.dropped", &summary);
             }
         }
+        let trace_id = chain.trace.trace_id_hex();
+        let call = (chain.request_id.as_str(), trace_id.as_str());
+        self.log(object_id, call, level, event, message);
     }
 
-    /// Appends a host event or an object line to an object's log.
+    /// Appends a host event or an object line to an object's log; `call` is the (request id,
+    /// trace id) of the call it belongs to, empty for none.
     pub(crate) fn log(
         &self,
         object_id: &str,
-        request_id: &str,
+        call: (&str, &str),
         level: LogLevel,
         event: &str,
         message: &str,
@@ -764,9 +781,10 @@ impl Station {
             LogRecord {
                 ts_ms: super::now_ms(),
                 level: level.into(),
-                request_id: request_id.to_string(),
+                request_id: call.0.to_string(),
                 event: event.to_string(),
                 message: message.to_string(),
+                trace_id: call.1.to_string(),
             },
         );
     }

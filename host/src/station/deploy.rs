@@ -167,7 +167,7 @@ impl Station {
                 format!(": {note}")
             }
         );
-        self.log(id, "", LogLevel::Info, "deploy", &message);
+        self.log(id, ("", ""), LogLevel::Info, "deploy", &message);
         tracing::info!(object = id, version = outcome.version, "{message}");
         Ok(outcome)
     }
@@ -274,7 +274,7 @@ impl Station {
             record.version, record.sha256
         );
         let _ = self.install_live(id, record, compiled, true);
-        self.log(id, "", LogLevel::Info, "deploy", &message);
+        self.log(id, ("", ""), LogLevel::Info, "deploy", &message);
         tracing::info!(object = id, "{message}");
         Ok(())
     }
@@ -377,7 +377,7 @@ impl Station {
         if !purge {
             self.log(
                 id,
-                "",
+                ("", ""),
                 LogLevel::Info,
                 "undeploy",
                 "undeployed; state and versions kept",

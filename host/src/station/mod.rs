@@ -63,6 +63,8 @@ pub struct StationConfig {
     pub quota: Quota,
     /// How long the answer to a call with an `Idempotency-Key` is kept for its retries.
     pub idempotency_ttl: Duration,
+    /// Where each call's span goes (nowhere without `--otlp-endpoint`).
+    pub tracer: crate::trace::Tracer,
 }
 
 /// The handle to this station's objects. Cheap to clone.

@@ -390,6 +390,7 @@ mod tests {
                 idle_timeout: Duration::from_secs(60),
                 quota: Quota::default(),
                 idempotency_ttl: Duration::from_secs(86_400),
+                tracer: crate::trace::Tracer::disabled(),
             },
         )
         .unwrap();

@@ -45,9 +45,9 @@ impl HostServices for Services {
         self.station_id.clone()
     }
 
-    fn log(&self, object_id: &str, request_id: &str, level: LogLevel, event: &str, message: &str) {
+    fn log(&self, object_id: &str, chain: &CallChain, level: LogLevel, event: &str, message: &str) {
         if let Some(station) = self.station() {
-            station.log_from_object(object_id, request_id, level, event, message);
+            station.log_from_object(object_id, chain, level, event, message);
         }
     }
 
@@ -86,9 +86,10 @@ impl HostServices for Services {
                 return result;
             }
             let request_id = chain.request_id.clone();
+            let span = crate::trace::CallSpan::child_of(Some(&chain.trace));
             let retry = (request.clone(), chain.clone());
             match station
-                .call(&target, request, request_id, Some(chain))
+                .call(&target, request, request_id, Some(chain), span)
                 .await
             {
                 Err(Error::Moved { .. }) if station.inner.remote.get().is_some() => {

@@ -202,6 +202,7 @@ mod tests {
             request_id: String::new(),
             event: "object".into(),
             message: message.into(),
+            trace_id: String::new(),
         }
     }
 

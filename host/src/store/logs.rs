@@ -1,4 +1,6 @@
-//! Object logs: `data/logs/{id}/log.tsv`, header `ts level request_id event message` (`ts` in Unix ms).
+//! Object logs: `data/logs/{id}/log.tsv`, header `ts level request_id event message trace_id` (`ts` in
+//! Unix ms; `trace_id` the W3C trace of the call, empty for none). Files written before `trace_id`
+//! existed (five fields) are read as lines without a trace.
 //!
 //! [`LogStore::append`] only adds the record to a shared batch (a push under a mutex: no channel message,
 //! no thread wake-up per line, which cost a quarter of a hello call's CPU). The log thread takes the batch
@@ -26,7 +28,9 @@ use super::fsutil::{HandleCache, check_id};
 use super::tsv;
 
 /// The header row of `log.tsv`.
-const LOG_HEADER: [&str; 5] = ["ts", "level", "request_id", "event", "message"];
+const LOG_HEADER: [&str; 6] = ["ts", "level", "request_id", "event", "message", "trace_id"];
+/// The fields of a line written before lines carried a trace id.
+const OLD_FIELDS: usize = 5;
 /// Open log files the log thread keeps.
 pub(crate) const LOG_HANDLES: usize = 256;
 /// How long appended lines may wait before the log thread writes them.
@@ -48,7 +52,11 @@ struct QueueMeter {
 
 /// Roughly what a record holds in memory.
 fn record_bytes(object_id: &str, record: &LogRecord) -> usize {
-    64 + object_id.len() + record.request_id.len() + record.event.len() + record.message.len()
+    64 + object_id.len()
+        + record.request_id.len()
+        + record.event.len()
+        + record.message.len()
+        + record.trace_id.len()
 }
 
 /// A log level, ordered from least to most severe.
@@ -134,6 +142,9 @@ pub struct LogRecord {
     pub event: String,
     /// The text; any string (tabs and newlines are quoted in the file).
     pub message: String,
+    /// The W3C trace id (32 hex digits) of the call it belongs to (empty if none).
+    #[serde(default)]
+    pub trace_id: String,
 }
 
 /// Which lines [`LogStore::query`] returns.
@@ -430,7 +441,7 @@ fn remove_dir(dir: &Path) -> Result<(), Error> {
 
 /// Parses one record; `None` for the header, a torn line, or anything else that is not a log line.
 fn parse_line(rec: &csv::ByteRecord) -> Option<LogRecord> {
-    if rec.len() != LOG_HEADER.len() {
+    if rec.len() != LOG_HEADER.len() && rec.len() != OLD_FIELDS {
         return None;
     }
     let text = |i: usize| tsv::field_str(rec, i, "").ok();
@@ -440,6 +451,11 @@ fn parse_line(rec: &csv::ByteRecord) -> Option<LogRecord> {
         request_id: text(2)?,
         event: text(3)?,
         message: text(4)?,
+        trace_id: if rec.len() > OLD_FIELDS {
+            text(5)?
+        } else {
+            String::new()
+        },
     })
 }
 
@@ -449,7 +465,7 @@ fn read_log(path: &Path) -> io::Result<Vec<LogRecord>> {
 }
 
 /// The well-formed lines of a log file's bytes, and where the last of them (or the header) ends. A line counts
-/// only if it has the five fields and its terminator: a torn final line (even one cut inside a quoted field,
+/// only if it has the six fields (five in files from before trace ids) and its terminator: a torn final line (even one cut inside a quoted field,
 /// which the TSV parser would close at the end of the input) is skipped.
 fn scan(bytes: &[u8]) -> (Vec<LogRecord>, u64) {
     let mut rdr = tsv::reader(bytes);
@@ -470,7 +486,11 @@ fn scan(bytes: &[u8]) -> (Vec<LogRecord>, u64) {
                 if let Some(r) = parse_line(&rec) {
                     out.push(r);
                     end = at;
-                } else if rec.iter().eq(LOG_HEADER.iter().map(|h| h.as_bytes())) {
+                } else if rec.iter().eq(LOG_HEADER.iter().map(|h| h.as_bytes()))
+                    || rec
+                        .iter()
+                        .eq(LOG_HEADER[..OLD_FIELDS].iter().map(|h| h.as_bytes()))
+                {
                     end = at;
                 }
             }
@@ -587,7 +607,14 @@ impl LogWriter {
         let ts = r.ts_ms.to_string();
         tsv::encode_record(
             &mut self.line,
-            [&ts, r.level.as_str(), &r.request_id, &r.event, &r.message],
+            [
+                &ts,
+                r.level.as_str(),
+                &r.request_id,
+                &r.event,
+                &r.message,
+                &r.trace_id,
+            ],
         );
         let result = (|| {
             if self.handles.get_mut(&id).is_none() {
@@ -703,6 +730,7 @@ mod tests {
             request_id: request_id.into(),
             event: "object".into(),
             message: message.into(),
+            trace_id: String::new(),
         }
     }
 
@@ -736,7 +764,7 @@ mod tests {
         let json = serde_json::to_value(rec(5, Level::Warn, "r1", "m")).unwrap();
         assert_eq!(
             json,
-            serde_json::json!({"ts": 5, "level": "warn", "request_id": "r1", "event": "object", "message": "m"})
+            serde_json::json!({"ts": 5, "level": "warn", "request_id": "r1", "event": "object", "message": "m", "trace_id": ""})
         );
     }
 
@@ -823,16 +851,16 @@ mod tests {
             got.iter().map(|r| r.ts_ms).collect::<Vec<_>>(),
             vec![2000, 1049]
         );
-        // Every line has exactly the header's five fields.
+        // Every line has exactly the header's six fields.
         let text = fs::read(dir.path().join("data/logs/obj/log.tsv")).unwrap();
         let mut rdr = csv::ReaderBuilder::new()
             .delimiter(b'\t')
             .from_reader(text.as_slice());
         assert_eq!(
             rdr.headers().unwrap(),
-            vec!["ts", "level", "request_id", "event", "message"]
+            vec!["ts", "level", "request_id", "event", "message", "trace_id"]
         );
-        assert!(rdr.records().all(|r| r.unwrap().len() == 5));
+        assert!(rdr.records().all(|r| r.unwrap().len() == 6));
     }
 
     #[test]
@@ -861,7 +889,7 @@ mod tests {
         assert!(got.len() < 200 && got.len() > 40, "{}", got.len());
         for k in [0, 1, 2] {
             let text = fs::read_to_string(log_path(&obj, k)).unwrap();
-            assert!(text.starts_with("ts\tlevel\trequest_id\tevent\tmessage\n"));
+            assert!(text.starts_with("ts\tlevel\trequest_id\tevent\tmessage\ttrace_id\n"));
             assert!(text.len() as u64 <= 2000 + 100, "{k}: {}", text.len());
         }
         // A limit stops before the rotated files; `since` before the oldest reads them all.
@@ -914,9 +942,28 @@ mod tests {
             );
             store.shutdown();
             let mut expected = whole.clone();
-            expected.extend_from_slice(b"4\tinfo\t\tobject\tfour\n");
+            expected.extend_from_slice(b"4\tinfo\t\tobject\tfour\t\n");
             assert_eq!(fs::read(&path).unwrap(), expected);
         }
+    }
+
+    #[test]
+    fn a_file_from_before_trace_ids_reads_and_takes_new_lines() {
+        let dir = tempfile::tempdir().unwrap();
+        let obj = dir.path().join("data/logs/t");
+        fs::create_dir_all(&obj).unwrap();
+        fs::write(
+            obj.join("log.tsv"),
+            b"ts\tlevel\trequest_id\tevent\tmessage\n1\tinfo\tr1\tobject\told\n",
+        )
+        .unwrap();
+        let store = open(dir.path(), 1 << 20, 3);
+        let mut new = rec(2, Level::Info, "r2", "new");
+        new.trace_id = "4bf92f3577b34da6a3ce929d0e0e4736".into();
+        store.logs().append("t", new.clone());
+        let got = store.logs().query("t", &all()).unwrap();
+        assert_eq!(got, vec![new, rec(1, Level::Info, "r1", "old")]);
+        store.shutdown();
     }
 
     #[test]

@@ -976,6 +976,7 @@ mod tests {
                 request_id: String::new(),
                 event: "object".into(),
                 message: "hi".into(),
+                trace_id: String::new(),
             },
         );
         let s2 = store.clone();

@@ -185,6 +185,7 @@ mod tests {
             request_id: String::new(),
             event: "object".into(),
             message: "m".into(),
+            trace_id: String::new(),
         };
         assert!(position.delivered.fresh_line(&line));
         let after = position.params(&query);

@@ -140,11 +140,20 @@ async fn dispatch(command: Command) -> anyhow::Result<()> {
             if let Some(output) = output {
                 command.arg("-o").arg(output);
             }
-            let status = command
+            // The build's own report is printed once it ends, below the spinner's line.
+            let spinner = host::cli::progress::Spinner::start(format!(
+                "building {} with componentize-py",
+                app.display()
+            ));
+            let output = command
                 .env_remove("RUST_BACKTRACE")
-                .status()
+                .stdin(std::process::Stdio::null())
+                .output()
                 .map_err(|e| anyhow::anyhow!("cannot run {}: {e}", script.display()))?;
-            if !status.success() {
+            drop(spinner);
+            std::io::Write::write_all(&mut std::io::stdout(), &output.stdout)?;
+            std::io::Write::write_all(&mut std::io::stderr(), &output.stderr)?;
+            if !output.status.success() {
                 anyhow::bail!("building {} failed", app.display());
             }
             Ok(())

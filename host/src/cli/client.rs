@@ -200,8 +200,11 @@ pub async fn deploy(args: &StationArgs, file: &Path, options: DeployArgs) -> any
                 .unwrap_or_default(),
         )
         .header("x-deployed-by", format!("cli:{user}"))
-        .body(bytes);
-    let v = client.json(request).await?;
+        .header(reqwest::header::CONTENT_LENGTH, bytes.len());
+    let (body, progress) = super::progress::upload(bytes, format!("compiling {id} on the station"));
+    let answer = client.json(request.body(body)).await;
+    progress.finish_and_clear();
+    let v = answer?;
     if v["unchanged"].as_bool() == Some(true) {
         println!("{id} unchanged at version {} (same bytes)", v["version"]);
     } else {
@@ -461,7 +464,10 @@ pub async fn migrate(args: &StationArgs, id: &str, to: &str) -> anyhow::Result<(
     let request = client
         .request(reqwest::Method::POST, "/cluster/migrate")
         .json(&serde_json::json!({ "object_id": id, "target_station": to }));
-    let v = client.json(request).await?;
+    let spinner = super::progress::Spinner::start(format!("migrating {id} to {to}"));
+    let answer = client.json(request).await;
+    drop(spinner);
+    let v = answer?;
     println!(
         "migrated {id} from {} to {} (epoch {}): paused {:.1} ms, {} bytes, {} keys, {} versions",
         v["from"].as_str().unwrap_or(""),

@@ -2,6 +2,7 @@
 //! module takes. `serve` runs a station; the other verbs talk to one over HTTP (see [`client`]).
 
 pub mod client;
+pub mod progress;
 pub mod scaffold;
 
 use std::net::IpAddr;

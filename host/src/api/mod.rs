@@ -14,6 +14,7 @@ mod log_stream;
 mod metrics;
 mod raft;
 pub mod server;
+mod stats;
 mod trust;
 
 use std::sync::Arc;
@@ -117,6 +118,12 @@ pub fn router(coordinator: Coordinator, config: ApiConfig) -> Router {
             state.clone(),
             require_admin_token,
         ));
+    let stats_route = Router::new()
+        .route("/admin/stats", get(stats::stats))
+        .route_layer(axum::middleware::from_fn_with_state(
+            state.clone(),
+            require_admin_token,
+        ));
     let admin_routes = Router::new()
         .route(
             "/admin/objects/{id}",
@@ -147,6 +154,7 @@ pub fn router(coordinator: Coordinator, config: ApiConfig) -> Router {
         .merge(admin_routes)
         .merge(internal_routes)
         .merge(migrate_route)
+        .merge(stats_route)
         .fallback(admin::not_found)
         .method_not_allowed_fallback(admin::method_not_allowed)
         .layer(axum::extract::DefaultBodyLimit::disable())

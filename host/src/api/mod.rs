@@ -16,6 +16,7 @@ mod raft;
 pub mod server;
 mod stats;
 mod trust;
+mod ui;
 
 use std::sync::Arc;
 
@@ -155,6 +156,9 @@ pub fn router(coordinator: Coordinator, config: ApiConfig) -> Router {
         .merge(internal_routes)
         .merge(migrate_route)
         .merge(stats_route)
+        .route("/ui", get(ui::index))
+        .route("/ui/", get(ui::index))
+        .route("/ui/{file}", get(ui::file))
         .fallback(admin::not_found)
         .method_not_allowed_fallback(admin::method_not_allowed)
         .layer(axum::extract::DefaultBodyLimit::disable())

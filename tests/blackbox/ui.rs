@@ -371,6 +371,51 @@ fn the_page_is_served_from_the_binary_with_a_strict_policy() {
 }
 
 #[test]
+fn stats_give_each_objects_figures_on_this_station_and_across_the_cluster() {
+    let st = Station::new();
+    st.deploy_fixture("counter", "counter");
+    st.deploy_fixture("hello", "hello");
+    for _ in 0..3 {
+        st.call("POST", "counter", "", Vec::new()).expect(200);
+    }
+    st.call("GET", "counter", "", Vec::new()).expect(200);
+    let stats = st.get_json("/admin/stats");
+    assert_eq!(stats["station"], st.station_id().as_str(), "{stats}");
+    let objects = stats["objects"].as_array().expect("objects");
+    assert_eq!(objects.len(), 2, "{stats}");
+    let counter = objects
+        .iter()
+        .find(|o| o["id"] == "counter")
+        .expect("counter");
+    assert_eq!(counter["calls"], 4, "{counter}");
+    assert_eq!(counter["by_status"]["2xx"], 4, "{counter}");
+    assert_eq!(counter["traps"], 0, "{counter}");
+    assert!(
+        counter["p99_ms"].as_f64().is_some_and(|p| p > 0.0),
+        "{counter}"
+    );
+    assert_eq!(counter["state_keys"], 1, "{counter}");
+    let hello = objects.iter().find(|o| o["id"] == "hello").expect("hello");
+    assert_eq!(hello["calls"], 0, "{hello}");
+    assert_eq!(hello["p99_ms"], Value::Null, "{hello}");
+
+    let cluster = st.get_json("/admin/stats?scope=cluster");
+    assert_eq!(
+        cluster["stations"].as_array().map(Vec::len),
+        Some(1),
+        "{cluster}"
+    );
+    assert_eq!(
+        cluster["stations"][0]["objects"],
+        stats["objects"].clone(),
+        "{cluster}"
+    );
+    assert_eq!(cluster["unreachable"], json!([]), "{cluster}");
+    st.get("/admin/stats?scope=galaxy")
+        .expect_error(400, "bad_request");
+}
+
+#[test]
 fn the_object_list_and_a_live_log_of_calls() {
     let Some(browser) = Browser::open() else {
         return;

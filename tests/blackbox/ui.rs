@@ -110,9 +110,23 @@ struct Browser {
     dir: tempfile::TempDir,
 }
 
+/// The screen a browser shows pages on.
+#[derive(Clone, Copy, PartialEq)]
+enum Screen {
+    /// A 1280 × 900 window.
+    Desktop,
+    /// A phone's 390 × 844 viewport (Chromium's device emulation: a window cannot be that narrow).
+    Phone,
+}
+
 impl Browser {
     /// A fresh browser with a desktop-sized window; `None` when skipped (see [`browser_installed`]).
     fn open() -> Option<Browser> {
+        Browser::open_on(Screen::Desktop)
+    }
+
+    /// A fresh browser showing pages on `screen`; `None` when skipped.
+    fn open_on(screen: Screen) -> Option<Browser> {
         if !browser_installed() {
             return None;
         }
@@ -137,9 +151,14 @@ impl Browser {
                 ],
             },
         });
-        let Value::Object(capabilities) = capabilities else {
+        let Value::Object(mut capabilities) = capabilities else {
             unreachable!()
         };
+        if screen == Screen::Phone {
+            capabilities["goog:chromeOptions"]["mobileEmulation"] = json!({
+                "deviceMetrics": { "width": 390, "height": 844, "pixelRatio": 1.0, "touch": true },
+            });
+        }
         let url = format!("http://127.0.0.1:{}", driver.port);
         let client = runtime
             .block_on(async {
@@ -291,11 +310,14 @@ impl Browser {
             .unwrap_or_else(|e| panic!("choosing {value} in {css}: {e}"));
     }
 
-    /// Resizes the window (a phone: 390 × 844).
-    fn resize(&self, width: u32, height: u32) {
+    /// The value of a JavaScript expression on the page.
+    fn eval(&self, expression: &str) -> Value {
         self.runtime
-            .block_on(self.client().set_window_size(width, height))
-            .unwrap_or_else(|e| panic!("resizing the window: {e}"));
+            .block_on(
+                self.client()
+                    .execute(&format!("return {expression}"), Vec::new()),
+            )
+            .unwrap_or_else(|e| panic!("evaluating {expression}: {e}"))
     }
 
     /// Writes a PNG of the window as `<name>.png` in the test's directory (and in
@@ -480,25 +502,45 @@ fn the_object_list_and_a_live_log_of_calls() {
         t.contains("\"count\": 7")
     });
     browser.screenshot("object");
+}
 
-    // On a phone-sized screen the tables become cards; everything is still there.
-    browser.resize(390, 844);
-    browser.goto(&format!("{}/ui#/", st.url));
+#[test]
+fn on_a_phone_the_tables_become_cards() {
+    let Some(browser) = Browser::open_on(Screen::Phone) else {
+        return;
+    };
+    let st = Station::new();
+    st.deploy_fixture("counter", "counter");
+    st.deploy_fixture("hello", "hello");
+    st.call("POST", "counter", "", Vec::new()).expect(200);
+
+    browser.goto(&format!("{}/ui", st.url));
     browser.wait_text(
         &format!("{} [data-field=\"version\"]", object_row("hello")),
         "1",
     );
+    assert_eq!(browser.eval("window.innerWidth"), 390);
+    // No header row: each cell carries its label.
+    assert_eq!(
+        browser.eval("getComputedStyle(document.querySelector('#objects thead')).display"),
+        "none"
+    );
+    let label = "getComputedStyle(document.querySelector('#objects td[data-field=home]'), \
+                 '::before').content";
+    assert_eq!(browser.eval(label), "\"Home\"");
     browser.screenshot("overview-phone");
-    let width = browser
-        .runtime
-        .block_on(browser.client().execute(
-            "return document.documentElement.scrollWidth - window.innerWidth",
-            Vec::new(),
-        ))
-        .expect("page width");
-    assert!(
-        width.as_i64().is_some_and(|w| w <= 0),
-        "the page scrolls sideways on a phone by {width}px"
+    let sideways = "document.documentElement.scrollWidth - window.innerWidth";
+    assert_eq!(browser.eval(sideways), 0, "the overview scrolls sideways");
+
+    browser.click(&format!("{} a", object_row("counter")));
+    browser.wait_text("#object-version", "1");
+    browser.wait_text("#log-status", "live");
+    browser.wait_shown("#log .log-line[data-event=\"call.end\"]");
+    browser.screenshot("object-phone");
+    assert_eq!(
+        browser.eval(sideways),
+        0,
+        "the object's page scrolls sideways"
     );
 }
 

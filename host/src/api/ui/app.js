@@ -337,7 +337,9 @@
   function buildStationRow(s) {
     const row = el('tr', { 'data-station-id': s.id });
     const id = cell('Station', 'id', 'mono');
-    id.append(el('span', { 'data-field': 'name' }), ' ', el('span', { class: 'badge', 'data-field': 'self', text: 'this station' }));
+    // One child per cell: on a phone a cell lays out its label and its one value side by side.
+    id.append(el('span', {}, el('span', { 'data-field': 'name' }), ' ',
+      el('span', { class: 'badge', 'data-field': 'self', text: 'this station' })));
     row.append(
       id,
       cell('Address', 'address', 'mono'),
@@ -516,8 +518,8 @@
   function buildVersionRow(v) {
     const row = el('tr', { 'data-version': v.version });
     const number = cell('Version', 'version', 'num');
-    number.append(el('span', { 'data-field': 'number', text: v.version }), ' ',
-      el('span', { class: 'badge ok', 'data-field': 'current', text: 'current' }));
+    number.append(el('span', {}, el('span', { 'data-field': 'number', text: v.version }), ' ',
+      el('span', { class: 'badge ok', 'data-field': 'current', text: 'current' })));
     const sha = cell('SHA-256', 'sha256', 'mono');
     sha.title = v.sha256;
     sha.textContent = v.sha256.slice(0, 12);

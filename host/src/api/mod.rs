@@ -2,6 +2,8 @@
 //!
 //! Handlers parse, call one [`Station`] method and map the result; errors become JSON with a
 //! stable code only in [`error`]. This module knows nothing of TSV files or wasmtime internals.
+//! `ui` serves the inspector page (`GET /ui`, files compiled in); `stats` the per-object figures
+//! it shows (`GET /admin/stats`).
 
 mod admin;
 mod calls;

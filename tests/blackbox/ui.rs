@@ -100,6 +100,35 @@ fn browser_installed() -> bool {
     false
 }
 
+/// At most this many browsers run at once (each is a few hundred MB). A test takes its browser
+/// before its stations, always in that order, so waiting for one never holds up the other.
+const MAX_BROWSERS: usize = 2;
+static BROWSERS: std::sync::Mutex<usize> = std::sync::Mutex::new(0);
+static BROWSER_FREED: std::sync::Condvar = std::sync::Condvar::new();
+
+/// One of the [`MAX_BROWSERS`] places, given back on drop.
+struct BrowserSlot;
+
+impl BrowserSlot {
+    fn acquire() -> BrowserSlot {
+        let mut running = BROWSERS.lock().unwrap_or_else(|e| e.into_inner());
+        while *running >= MAX_BROWSERS {
+            running = BROWSER_FREED
+                .wait(running)
+                .unwrap_or_else(|e| e.into_inner());
+        }
+        *running += 1;
+        BrowserSlot
+    }
+}
+
+impl Drop for BrowserSlot {
+    fn drop(&mut self) {
+        *BROWSERS.lock().unwrap_or_else(|e| e.into_inner()) -= 1;
+        BROWSER_FREED.notify_one();
+    }
+}
+
 /// A headless Chromium session; every method waits (bounded) for what it acts on.
 struct Browser {
     runtime: tokio::runtime::Runtime,
@@ -108,6 +137,7 @@ struct Browser {
     _driver: Driver,
     /// The profile and the screenshots.
     dir: tempfile::TempDir,
+    _slot: BrowserSlot,
 }
 
 /// The screen a browser shows pages on.
@@ -130,6 +160,7 @@ impl Browser {
         if !browser_installed() {
             return None;
         }
+        let slot = BrowserSlot::acquire();
         let dir = tempfile::Builder::new()
             .prefix("op-ui-")
             .tempdir()
@@ -175,6 +206,7 @@ impl Browser {
             client: Some(client),
             dir,
             _driver: driver,
+            _slot: slot,
         })
     }
 

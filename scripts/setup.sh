@@ -35,6 +35,16 @@ if ! command -v nft >/dev/null 2>&1 && command -v apt-get >/dev/null 2>&1 && [[ 
         echo "setup: could not install nftables; the partition tests will fail in CI" >&2
 fi
 
+# --- Inspector tests: headless Chromium and its WebDriver (Debian's chromium, chromium-driver) --
+# The black-box tests of `/ui` (tests/blackbox/ui.rs) drive /usr/bin/chromium through
+# /usr/bin/chromedriver; without them they say so and return outside CI, and fail in CI.
+if { [[ ! -x /usr/bin/chromium ]] || [[ ! -x /usr/bin/chromedriver ]]; } &&
+    command -v apt-get >/dev/null 2>&1 && [[ "$(id -u)" == 0 ]]; then
+    echo "setup: installing chromium and chromium-driver (apt-get) for the inspector's tests" >&2
+    (apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq chromium chromium-driver >/dev/null) ||
+        echo "setup: could not install chromium; the inspector's tests will fail in CI" >&2
+fi
+
 # --- Python objects: componentize-py (TOOLCHAIN.md) ------------------------------------------
 ((RUST_ONLY)) && exit 0
 COMPONENTIZE_PY_VERSION=0.25.1

@@ -13,8 +13,8 @@
 //!   Python components (`calls::hello_greets_by_name::rust` / `::python`).
 //! - one module per area: `deploy`, `calls`, `state`, `durability`, `limits`, `admin`,
 //!   `logs`, `watch`, `cli`, `cluster` (several stations on loopback: membership, routing,
-//!   replication, failover, migration); `python`: what only Python objects do (exceptions, the SDK's
-//!   imports, the compiled cache).
+//!   replication, failover, migration); `ui`: the inspector in headless Chromium; `python`:
+//!   what only Python objects do (exceptions, the SDK's imports, the compiled cache).
 //!
 //! Guest components are built by `scripts/build-objects.sh` into `objects/dist/` and
 //! `tests/fixtures/dist/` (Python ones as `py-<name>.wasm`); a test whose component is
@@ -46,4 +46,5 @@ mod state;
 mod tls;
 mod trace;
 mod trust;
+mod ui;
 mod watch;

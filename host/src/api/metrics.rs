@@ -117,12 +117,28 @@ struct StoredHistogram<'a>(&'a HistogramSnapshot);
 
 impl EncodeMetric for StoredHistogram<'_> {
     fn encode(&self, mut encoder: MetricEncoder) -> std::fmt::Result {
-        encoder.encode_histogram::<NoLabelSet>(self.0.sum, self.0.count, &self.0.buckets, None)
+        // The store's buckets are cumulative; the encoder adds them up itself, so it is given
+        // each bucket's own count.
+        let buckets = per_bucket(&self.0.buckets);
+        encoder.encode_histogram::<NoLabelSet>(self.0.sum, self.0.count, &buckets, None)
     }
 
     fn metric_type(&self) -> MetricType {
         MetricType::Histogram
     }
+}
+
+/// Cumulative `(bound, observations at or below it)` as each bucket's own count.
+fn per_bucket(cumulative: &[(f64, u64)]) -> Vec<(f64, u64)> {
+    let mut below = 0;
+    cumulative
+        .iter()
+        .map(|&(bound, total)| {
+            let own = total.saturating_sub(below);
+            below = total.max(below);
+            (bound, own)
+        })
+        .collect()
 }
 
 /// Writes one unlabelled histogram.
@@ -386,5 +402,41 @@ impl Collector for Snapshot {
             self.applied_index as i64,
         )?;
         Ok(())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_stored_histogram_is_exposed_cumulative_once() {
+        let stored = HistogramSnapshot {
+            buckets: vec![(0.001, 1), (0.002, 3), (f64::INFINITY, 4)],
+            sum: 0.01,
+            count: 4,
+        };
+        assert_eq!(
+            per_bucket(&stored.buckets),
+            vec![(0.001, 1), (0.002, 2), (f64::INFINITY, 1)]
+        );
+        #[derive(Debug)]
+        struct One(HistogramSnapshot);
+        impl Collector for One {
+            fn encode(&self, mut encoder: DescriptorEncoder) -> std::fmt::Result {
+                histogram(&mut encoder, "sync", "help", Some(&Unit::Seconds), &self.0)
+            }
+        }
+        let mut registry = Registry::default();
+        registry.register_collector(Box::new(One(stored)));
+        let mut text = String::new();
+        prometheus_client::encoding::text::encode(&mut text, &registry).unwrap();
+        for line in [
+            r#"sync_seconds_bucket{le="0.002"} 3"#,
+            r#"sync_seconds_bucket{le="+Inf"} 4"#,
+            "sync_seconds_count 4",
+        ] {
+            assert!(text.contains(line), "{line} missing in\n{text}");
+        }
     }
 }

@@ -2,6 +2,8 @@
 //!
 //! Handlers parse, call one [`Station`] method and map the result; errors become JSON with a
 //! stable code only in [`error`]. This module knows nothing of TSV files or wasmtime internals.
+//! `ui` serves the inspector page (`GET /ui`, files compiled in); `stats` the per-object figures
+//! it shows (`GET /admin/stats`).
 
 mod admin;
 mod calls;
@@ -14,7 +16,9 @@ mod log_stream;
 mod metrics;
 mod raft;
 pub mod server;
+mod stats;
 mod trust;
+mod ui;
 
 use std::sync::Arc;
 
@@ -119,6 +123,12 @@ pub fn router(coordinator: Coordinator, config: ApiConfig) -> Router {
             state.clone(),
             require_admin_token,
         ));
+    let stats_route = Router::new()
+        .route("/admin/stats", get(stats::stats))
+        .route_layer(axum::middleware::from_fn_with_state(
+            state.clone(),
+            require_admin_token,
+        ));
     let admin_routes = Router::new()
         .route(
             "/admin/objects/{id}",
@@ -149,6 +159,10 @@ pub fn router(coordinator: Coordinator, config: ApiConfig) -> Router {
         .merge(admin_routes)
         .merge(internal_routes)
         .merge(migrate_route)
+        .merge(stats_route)
+        .route("/ui", get(ui::index))
+        .route("/ui/", get(ui::index))
+        .route("/ui/{file}", get(ui::file))
         .fallback(admin::not_found)
         .method_not_allowed_fallback(admin::method_not_allowed)
         .layer(axum::extract::DefaultBodyLimit::disable())

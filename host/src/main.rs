@@ -3,6 +3,7 @@
 use anyhow::Context as _;
 use clap::Parser;
 use host::cli::{Cli, Command, client, scaffold};
+use std::time::Duration;
 
 /// mimalloc instead of glibc malloc: a call allocates dozens of small buffers (request, headers,
 /// log lines, the response), and glibc's malloc/free took ~17% of a hello call's CPU.
@@ -91,6 +92,19 @@ async fn dispatch(command: Command) -> anyhow::Result<()> {
         } => client::rollback(&station, &id, version).await,
         Command::Objects { station } => client::objects(&station).await,
         Command::Stations { station } => client::stations(&station).await,
+        Command::Top {
+            interval_ms,
+            limit,
+            once,
+            station,
+        } => {
+            let options = host::cli::top::TopArgs {
+                interval: Duration::from_millis(interval_ms.max(100)),
+                limit,
+                once,
+            };
+            client::top(&station, options).await
+        }
         Command::Migrate { id, to, station } => client::migrate(&station, &id, &to).await,
         Command::New { name, lang, dir } => {
             let root = match lang {

@@ -125,3 +125,56 @@ fn cli_reports_an_unreachable_station() {
     let out = cli(&["call", "counter", "--station", &url], &[]);
     out.fails_with_one_line();
 }
+
+#[test]
+fn host_top_shows_the_stations_and_the_busiest_objects_with_their_call_rate() {
+    let st = Station::new();
+    st.deploy_fixture("busy", "counter");
+    st.deploy_fixture("quiet", "counter");
+    for _ in 0..5 {
+        st.call("POST", "busy", "/", "").expect(200);
+    }
+    st.call("POST", "quiet", "/", "").expect(200);
+    // Calls keep arriving while `host top` takes its two samples.
+    let url = st.url.clone();
+    let stop = std::sync::Arc::new(std::sync::atomic::AtomicBool::new(false));
+    let loader = {
+        let stop = stop.clone();
+        let st_url = url.clone();
+        std::thread::spawn(move || {
+            let http = reqwest::blocking::Client::new();
+            let mut sent = 0;
+            while !stop.load(std::sync::atomic::Ordering::Relaxed) && sent < 5_000 {
+                let _ = http.post(format!("{st_url}/objects/busy")).send();
+                sent += 1;
+            }
+        })
+    };
+    let out = cli(
+        &["top", "--once", "--interval-ms", "500", "--station", &url],
+        &[],
+    );
+    stop.store(true, std::sync::atomic::Ordering::Relaxed);
+    loader.join().unwrap();
+    let screen = out.ok();
+    let lines: Vec<&str> = screen.lines().collect();
+    let id = st.station_id();
+    assert!(
+        lines
+            .iter()
+            .any(|l| l.starts_with(&id) && l.contains("leader")),
+        "the station with its role:\n{screen}"
+    );
+    let row = |object: &str| {
+        lines
+            .iter()
+            .position(|l| l.split_whitespace().next() == Some(object))
+            .unwrap_or_else(|| panic!("no row for {object}:\n{screen}"))
+    };
+    assert!(row("busy") < row("quiet"), "busiest first:\n{screen}");
+    let busy: Vec<&str> = lines[row("busy")].split_whitespace().collect();
+    let rate: f64 = busy[3]
+        .parse()
+        .unwrap_or_else(|_| panic!("calls/s in {busy:?}"));
+    assert!(rate > 0.0, "busy is being called: {busy:?}");
+}

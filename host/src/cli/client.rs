@@ -105,6 +105,11 @@ impl Client {
             .context("creating the HTTP client")
     }
 
+    /// `GET path` (with the admin token when given), which must succeed and answer JSON.
+    pub(crate) async fn get_json(&self, path: &str) -> anyhow::Result<Value> {
+        self.json(self.request(reqwest::Method::GET, path)).await
+    }
+
     /// Sends a request that must succeed and answer JSON.
     async fn json(&self, request: reqwest::RequestBuilder) -> anyhow::Result<Value> {
         let (status, body) = self.send(request).await?;
@@ -456,6 +461,11 @@ fn list(value: &serde_json::Value) -> String {
     } else {
         items.join(",")
     }
+}
+
+/// `host top`.
+pub async fn top(args: &StationArgs, options: super::top::TopArgs) -> anyhow::Result<()> {
+    super::top::top(&Client::new(args)?, options).await
 }
 
 /// `host migrate ID --to STATION`.

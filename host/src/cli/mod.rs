@@ -4,6 +4,7 @@
 pub mod client;
 pub mod progress;
 pub mod scaffold;
+pub mod top;
 
 use std::net::IpAddr;
 use std::path::PathBuf;
@@ -114,6 +115,20 @@ pub enum Command {
     },
     /// List the stations of the cluster: id, address, state, load, objects homed.
     Stations {
+        #[command(flatten)]
+        station: StationArgs,
+    },
+    /// Show the stations and the busiest objects, refreshed in the terminal (Ctrl-C to stop).
+    Top {
+        /// Time between refreshes, in ms.
+        #[arg(long, default_value_t = 1000)]
+        interval_ms: u64,
+        /// Objects shown, busiest first.
+        #[arg(long, default_value_t = 10)]
+        limit: usize,
+        /// Print one screen (after two samples an interval apart) and exit.
+        #[arg(long)]
+        once: bool,
         #[command(flatten)]
         station: StationArgs,
     },

@@ -70,8 +70,13 @@ pub async fn run(
                 .use_preconfigured_tls(tls::client_config(args.tls_ca.as_deref())?)
                 .build()
                 .context("creating the OTLP exporter's HTTP client")?;
-            let tracer =
-                trace::Tracer::otlp(endpoint, args.otlp_protocol, store.station_id(), http)?;
+            let tracer = trace::Tracer::otlp_sampled(
+                endpoint,
+                args.otlp_protocol,
+                store.station_id(),
+                http,
+                args.otlp_sample_ratio,
+            )?;
             tracing::info!(%endpoint, "exporting call spans over OTLP/HTTP");
             tracer
         }

@@ -154,10 +154,22 @@ pub struct FinishedCall<'a> {
     pub took: Duration,
 }
 
-/// Where finished spans go: nowhere (the default), or an OTLP collector.
-#[derive(Clone, Default)]
+/// Where finished spans go: nowhere (the default), or an OTLP collector; and which new traces
+/// are sampled.
+#[derive(Clone)]
 pub struct Tracer {
     export: Option<Arc<Export>>,
+    /// New traces whose id falls below this (of `u64::MAX`) are sampled.
+    sample_below: u64,
+}
+
+impl Default for Tracer {
+    fn default() -> Tracer {
+        Tracer {
+            export: None,
+            sample_below: u64::MAX,
+        }
+    }
 }
 
 struct Export {
@@ -198,6 +210,22 @@ impl Tracer {
         station_id: &str,
         http: reqwest::Client,
     ) -> anyhow::Result<Tracer> {
+        Tracer::otlp_sampled(endpoint, protocol, station_id, http, 1.0)
+    }
+
+    /// [`Tracer::otlp`] sampling `ratio` (0–1) of the traces that begin at this station; a
+    /// trace begun elsewhere keeps its caller's decision (the `sampled` flag).
+    pub fn otlp_sampled(
+        endpoint: &str,
+        protocol: OtlpProtocol,
+        station_id: &str,
+        http: reqwest::Client,
+        ratio: f64,
+    ) -> anyhow::Result<Tracer> {
+        anyhow::ensure!(
+            (0.0..=1.0).contains(&ratio),
+            "--otlp-sample-ratio must be between 0 and 1, not {ratio}"
+        );
         use opentelemetry_otlp::{WithExportConfig, WithHttpConfig};
         let endpoint = traces_url(endpoint)?;
         let client = OtlpHttpClient {
@@ -226,6 +254,7 @@ impl Tracer {
                 .build(),
         );
         Ok(Tracer {
+            sample_below: ratio_bound(ratio),
             export: Some(Arc::new(Export {
                 processor,
                 scope: InstrumentationScope::builder("object-primitive-host")
@@ -239,6 +268,18 @@ impl Tracer {
     /// Whether spans are exported.
     pub fn exporting(&self) -> bool {
         self.export.is_some()
+    }
+
+    /// The span of a call arriving from a client or another station: a child of `parent`, or
+    /// the root of a new trace, sampled by this station's ratio (as OpenTelemetry's
+    /// `ParentBased(TraceIdRatioBased)` does: the trace id's low 8 bytes against the ratio).
+    pub fn call_span(&self, parent: Option<&TraceContext>) -> CallSpan {
+        let mut span = CallSpan::child_of(parent);
+        if parent.is_none() {
+            let low = u64::from_be_bytes(span.span.trace_id[8..].try_into().unwrap_or([0; 8]));
+            span.span.sampled = self.sample_below == u64::MAX || low < self.sample_below;
+        }
+        span
     }
 
     /// Hands a finished call's span to the exporter (when exporting and the trace is sampled).
@@ -308,6 +349,15 @@ impl Export {
             status,
             instrumentation_scope: self.scope.clone(),
         }
+    }
+}
+
+/// The bound of [`Tracer::call_span`]'s decision for a sampling `ratio`.
+fn ratio_bound(ratio: f64) -> u64 {
+    if ratio >= 1.0 {
+        u64::MAX
+    } else {
+        (ratio.max(0.0) * u64::MAX as f64) as u64
     }
 }
 
@@ -420,6 +470,25 @@ mod tests {
         // A later version may carry more fields; the first four are read.
         let later = "01-4bf92f3577b34da6a3ce929d0e0e4736-00f067aa0ba902b7-01-future";
         assert!(TraceContext::parse(later).is_some());
+    }
+
+    #[test]
+    fn new_traces_are_sampled_by_the_ratio_and_others_keep_their_callers_flag() {
+        let tracer = |ratio| Tracer {
+            export: None,
+            sample_below: ratio_bound(ratio),
+        };
+        let sampled = |t: &Tracer| {
+            (0..2_000)
+                .filter(|_| t.call_span(None).span.sampled)
+                .count()
+        };
+        assert_eq!(sampled(&tracer(1.0)), 2_000);
+        assert_eq!(sampled(&tracer(0.0)), 0);
+        let tenth = sampled(&tracer(0.1));
+        assert!((100..300).contains(&tenth), "{tenth} of 2000 at 0.1");
+        let parent = TraceContext::parse("00-4bf92f3577b34da6a3ce929d0e0e4736-00f067aa0ba902b7-01");
+        assert!(tracer(0.0).call_span(parent.as_ref()).span.sampled);
     }
 
     #[test]

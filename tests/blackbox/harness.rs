@@ -1049,6 +1049,17 @@ impl Cluster {
     }
 }
 
+/// Two joined stations of `cluster` with the example `counter` deployed and homed on the first,
+/// as both list it; with the two station ids.
+pub fn two_stations_with_counter(cluster: &mut Cluster) -> (Vec<Station>, String, String) {
+    let st = cluster.start_joined(2, Opts::new());
+    let (id_a, id_b) = (st[0].station_id(), st[1].station_id());
+    st[0].deploy_fixture("counter", "counter");
+    st[0].wait_home("counter", &id_a);
+    st[1].wait_home("counter", &id_a);
+    (st, id_a, id_b)
+}
+
 impl Station {
     /// The station's id (from `/health`, which answers even while not ready).
     pub fn station_id(&self) -> String {

@@ -219,12 +219,8 @@ fn an_object_to_object_call_can_pass_a_key() {
 #[test]
 fn kept_answers_move_with_the_object() {
     let mut cluster = Cluster::reserve(2);
-    let st = cluster.start_joined(2, Opts::new());
+    let (st, _, id_b) = two_stations_with_counter(&mut cluster);
     let (a, b) = (&st[0], &st[1]);
-    let (id_a, id_b) = (a.station_id(), b.station_id());
-    a.deploy_fixture("counter", "counter");
-    a.wait_home("counter", &id_a);
-    b.wait_home("counter", &id_a);
     assert_eq!(post_with_key(a, "k").expect_json(200), json!({"count": 1}));
 
     let body = json!({"object_id": "counter", "target_station": id_b}).to_string();

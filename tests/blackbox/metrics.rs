@@ -86,11 +86,8 @@ fn metrics_need_the_admin_token_when_one_is_set() {
 #[test]
 fn metrics_show_each_replica_catching_up() {
     let mut cluster = Cluster::reserve(2);
-    let st = cluster.start_joined(2, Opts::new());
-    let (a, b) = (&st[0], &st[1]);
-    let (id_a, id_b) = (a.station_id(), b.station_id());
-    a.deploy_fixture("counter", "counter");
-    a.wait_home("counter", &id_a);
+    let (st, _, id_b) = two_stations_with_counter(&mut cluster);
+    let a = &st[0];
     for _ in 0..5 {
         a.call("POST", "counter", "", Vec::new()).expect(200);
     }

@@ -618,12 +618,8 @@ fn migrate_from_the_page_moves_the_home() {
         return;
     };
     let mut cluster = Cluster::reserve(2);
-    let st = cluster.start_joined(2, Opts::new());
+    let (st, id_a, id_b) = two_stations_with_counter(&mut cluster);
     let (a, b) = (&st[0], &st[1]);
-    let (id_a, id_b) = (a.station_id(), b.station_id());
-    a.deploy_fixture("counter", "counter");
-    a.wait_home("counter", &id_a);
-    b.wait_home("counter", &id_a);
     a.call("POST", "counter", "", Vec::new()).expect(200);
 
     // The page of the station that does not home the object.

@@ -162,7 +162,10 @@ pub(super) async fn call_object(
     let headers = super::trust::object_headers(&api, &parts.headers);
     let request_id = request_id(&parts.headers);
     // The call's span: a child of the caller's (a client's or another station's `traceparent`).
-    let span = CallSpan::child_of(TraceContext::from_headers(&parts.headers).as_ref());
+    let span = api
+        .station
+        .tracer()
+        .call_span(TraceContext::from_headers(&parts.headers).as_ref());
     let chain = incoming_chain(
         &parts.headers,
         &request_id,

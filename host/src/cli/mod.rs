@@ -293,6 +293,10 @@ pub struct ServeArgs {
     /// (`http://HOST:4318`; `/v1/traces` is added). Off by default.
     #[arg(long, value_name = "URL")]
     pub otlp_endpoint: Option<String>,
+    /// The share (0–1) of the traces begun at this station that `--otlp-endpoint` exports
+    /// (traces begun by a client's or another station's `traceparent` keep its sampled flag).
+    #[arg(long, default_value_t = 1.0)]
+    pub otlp_sample_ratio: f64,
     /// The OTLP/HTTP encoding for `--otlp-endpoint`.
     #[arg(long, value_enum, default_value_t = crate::trace::OtlpProtocol::Protobuf)]
     pub otlp_protocol: crate::trace::OtlpProtocol,

@@ -320,6 +320,11 @@ impl Station {
         self.inner.config.call_deadline
     }
 
+    /// Where this station's call spans go, and how new traces are sampled.
+    pub fn tracer(&self) -> &crate::trace::Tracer {
+        &self.inner.config.tracer
+    }
+
     /// This station's id.
     pub fn station_id(&self) -> &str {
         self.inner.store.station_id()

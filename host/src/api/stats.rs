@@ -92,15 +92,9 @@ fn local_stats(api: &ApiState) -> serde_json::Value {
         .collect();
     json!({
         "station": api.cluster.station_id(),
-        "at_ms": now_ms(),
+        "at_ms": crate::store::now_ms(),
         "objects": objects,
     })
-}
-
-fn now_ms() -> u64 {
-    std::time::SystemTime::now()
-        .duration_since(std::time::UNIX_EPOCH)
-        .map_or(0, |d| d.as_millis() as u64)
 }
 
 /// Asks the station at `address` for its own figures, with the caller's credentials.
@@ -174,7 +168,7 @@ pub(super) async fn stats(
     }
     Ok(Json(json!({
         "station": api.cluster.station_id(),
-        "at_ms": now_ms(),
+        "at_ms": crate::store::now_ms(),
         "stations": stations,
         "unreachable": unreachable,
     })))

@@ -367,6 +367,11 @@ pub struct ServeConfig {
 impl ServeArgs {
     /// Checks the flags that depend on each other.
     pub fn validate(self) -> anyhow::Result<ServeConfig> {
+        anyhow::ensure!(
+            (0.0..=1.0).contains(&self.otlp_sample_ratio),
+            "--otlp-sample-ratio must be between 0 and 1, not {}",
+            self.otlp_sample_ratio
+        );
         for (flag, value) in [
             ("--admin-token", &self.admin_token),
             ("--cluster-secret", &self.cluster_secret),

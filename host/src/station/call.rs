@@ -225,16 +225,18 @@ impl Station {
             Err(_) => "error",
         };
         self.inner.metrics.call(&object.id, &method, status, took);
-        self.inner.config.tracer.record(crate::trace::FinishedCall {
-            span,
-            object_id: &object.id,
-            method: &method,
-            status: result.as_ref().ok().map(|r| r.status),
-            error: result.as_ref().err().map(ToString::to_string),
-            request_id: &request_id,
-            started: started_at,
-            took,
-        });
+        if self.inner.config.tracer.exporting() {
+            self.inner.config.tracer.record(crate::trace::FinishedCall {
+                span,
+                object_id: &object.id,
+                method: &method,
+                status: result.as_ref().ok().map(|r| r.status),
+                error: result.as_ref().err().map(ToString::to_string),
+                request_id: &request_id,
+                started: started_at,
+                took,
+            });
+        }
         if matches!(result, Err(Error::DeadlineExceeded { .. })) {
             self.inner.metrics.timed_out(&object.id);
         }

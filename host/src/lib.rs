@@ -95,6 +95,8 @@ pub async fn run(
         },
         idempotency_ttl: Duration::from_secs(args.idempotency_ttl_secs),
         tracer: tracer.clone(),
+        event_retention: args.event_retention,
+        alarm_retry_base: Duration::from_millis(args.alarm_retry_base_ms),
     };
     // Registering the deployed objects reads every object's versions and replica states: off the
     // async workers too.
@@ -189,6 +191,7 @@ pub async fn run(
             async move { api::server::serve(listener, router, server_config, shutdown).await },
         );
     coordinator.wait_ready(Duration::from_secs(15)).await;
+    let alarm_clock = station.spawn_alarm_clock();
     {
         use std::io::Write;
         let mut out = std::io::stdout().lock();
@@ -207,6 +210,7 @@ pub async fn run(
     drop(watcher);
     reaper.abort();
     warm_up.abort();
+    alarm_clock.abort();
     coordinator.shutdown();
     station.shutdown().await;
     cluster.shutdown().await;

@@ -180,6 +180,9 @@ pub struct CallMetrics {
     turn_wait: HistogramFamily,
     timeouts: Family<ObjectLabels, Counter>,
     compile: Histogram,
+    alarms_fired: Family<ObjectLabels, Counter>,
+    alarms_failed: Family<ObjectLabels, Counter>,
+    alarm_delay: Histogram,
 }
 
 impl Default for CallMetrics {
@@ -191,6 +194,10 @@ impl Default for CallMetrics {
             timeouts: Family::default(),
             // From 1 ms to ~65 s.
             compile: Histogram::new(exponential_buckets(0.001, 2.0, 17)),
+            alarms_fired: Family::default(),
+            alarms_failed: Family::default(),
+            // From 1 ms to ~65 s.
+            alarm_delay: Histogram::new(exponential_buckets(0.001, 2.0, 17)),
         }
     }
 }
@@ -272,8 +279,43 @@ impl CallMetrics {
             .inc();
     }
 
+    /// Counts an alarm handled by `object`, `late_ms` after it was due.
+    pub fn alarm_fired(&self, object: &str, late_ms: u64) {
+        self.alarms_fired
+            .get_or_create(&ObjectLabels {
+                object: object.to_string(),
+            })
+            .inc();
+        self.alarm_delay.observe(late_ms as f64 / 1000.0);
+    }
+
+    /// Counts a fire of `object`'s alarm that failed (it is retried or dropped).
+    pub fn alarm_failed(&self, object: &str) {
+        self.alarms_failed
+            .get_or_create(&ObjectLabels {
+                object: object.to_string(),
+            })
+            .inc();
+    }
+
     /// Adds these metrics to `registry` (under its prefix).
     pub fn register(&self, registry: &mut Registry) {
+        registry.register(
+            "alarms_fired",
+            "Alarms an object handled (fire returned ok and its batch committed), by object",
+            self.alarms_fired.clone(),
+        );
+        registry.register(
+            "alarm_failures",
+            "Alarm fires that failed or trapped (retried with backoff, or dropped), by object",
+            self.alarms_failed.clone(),
+        );
+        registry.register_with_unit(
+            "alarm_delay",
+            "Time from an alarm's due time to the start of its fire",
+            Unit::Seconds,
+            self.alarm_delay.clone(),
+        );
         registry.register(
             "calls",
             "Calls by object, method and status class (error: a station error)",

@@ -281,6 +281,15 @@ pub(super) async fn metadata(
     view(&api, &id, "metadata", &[]).await
 }
 
+/// `GET /admin/objects/{id}/alarms`: the object's pending alarms.
+pub(super) async fn alarms(
+    State(api): State<ApiState>,
+    path: Result<Path<String>, PathRejection>,
+) -> Result<Response, ApiError> {
+    let id = object_id(path)?;
+    view(&api, &id, "alarms", &[]).await
+}
+
 fn param<'a>(query: &'a [(String, String)], name: &str) -> Option<&'a str> {
     query
         .iter()
@@ -383,6 +392,13 @@ pub(super) async fn view(
                 body["history"] = json!(history);
             }
             body
+        }
+        "alarms" => {
+            let alarms = station
+                .pending_alarms(id)
+                .await
+                .map_err(|e| ApiError::from(e).for_object(id))?;
+            json!({ "object_id": id, "alarms": alarms })
         }
         "metadata" => json!(
             station

@@ -14,7 +14,7 @@ use crate::trace::{CallSpan, TRACEPARENT, TraceContext};
 
 /// Query keys a GET may use to reach the station's views of an object instead of the object
 /// (compatibility with the Python prototype).
-const RESERVED_VIEWS: &[&str] = &["logs", "versions", "state", "metadata"];
+const RESERVED_VIEWS: &[&str] = &["logs", "versions", "state", "metadata", "alarms"];
 
 /// Headers the host sets itself; an object's values for them are dropped.
 const HOP_HEADERS: &[&str] = &[
@@ -112,9 +112,14 @@ pub(super) async fn call_object(
         super::authorize_admin(&api, &parts.headers, &parts.extensions)
             .map_err(|e| e.for_object(&id))?;
     }
+    // `GET /objects/{id}/events` is the host's: the object's event stream.
+    let events = parts.method == Method::GET
+        && path == super::event_stream::EVENTS_PATH
+        && view.is_none()
+        && !from_object;
 
     if let Route::Remote(home) = route(&api, &id, &parts.headers).await? {
-        if view.as_deref() == Some("logs") && super::log_stream::wants_follow(&query) {
+        if events || view.as_deref() == Some("logs") && super::log_stream::wants_follow(&query) {
             return super::forward::forward_stream(&api, home, &parts.uri, &parts.headers, &id)
                 .await;
         }
@@ -140,6 +145,9 @@ pub(super) async fn call_object(
 
     if let Some(view) = view {
         return admin::view(&api, &id, &view, &query).await;
+    }
+    if events {
+        return super::event_stream::events(&api, &id, &query, &parts.headers).await;
     }
     let method = match parts.method {
         Method::GET | Method::POST | Method::PUT | Method::DELETE | Method::PATCH => {

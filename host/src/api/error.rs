@@ -107,6 +107,9 @@ impl From<StationError> for ApiError {
             StationError::ModeConflict { object, .. } => {
                 (StatusCode::CONFLICT, "mode_conflict", Some(object))
             }
+            StationError::Stateless { object, .. } => {
+                (StatusCode::CONFLICT, "stateless_object", Some(object))
+            }
             StationError::Component(e) => {
                 let code = match e {
                     runtime::Error::InvalidComponent(_) => "invalid_component",

@@ -63,6 +63,10 @@ struct Snapshot {
     applied_index: u64,
     /// Object calls running or waiting on this station.
     in_flight: u64,
+    /// Event streams open here.
+    event_subscribers: usize,
+    /// Objects with pending alarms on this station's clock.
+    alarm_objects: usize,
     /// Client connections open.
     connections: u64,
     /// How far each replica of each object homed here is behind.
@@ -88,6 +92,8 @@ impl Snapshot {
             learners: group.learners.len() as i64,
             applied_index: group.applied_index,
             in_flight: api.station.in_flight(),
+            event_subscribers: api.station.event_subscribers(),
+            alarm_objects: api.station.alarm_objects(),
             connections: api.config.open_connections.get(),
             replication: api.coordinator.replicator().lag(),
         }
@@ -264,6 +270,18 @@ impl Collector for Snapshot {
             "calls_in_flight",
             "Object calls running or waiting on this station",
             self.in_flight as i64,
+        )?;
+        gauge(
+            e,
+            "event_subscribers",
+            "Event streams (GET /objects/{id}/events) served by this station now",
+            self.event_subscribers as i64,
+        )?;
+        gauge(
+            e,
+            "alarm_objects",
+            "Objects homed here with pending alarms (one clock entry each)",
+            self.alarm_objects as i64,
         )?;
         gauge(
             e,

@@ -9,6 +9,7 @@ mod admin;
 mod calls;
 mod cluster;
 pub mod error;
+mod event_stream;
 mod forward;
 mod internal;
 mod link;
@@ -139,6 +140,7 @@ pub fn router(coordinator: Coordinator, config: ApiConfig) -> Router {
         .route("/admin/objects/{id}/versions", get(admin::versions))
         .route("/admin/objects/{id}/state", get(admin::state))
         .route("/admin/objects/{id}/metadata", get(admin::metadata))
+        .route("/admin/objects/{id}/alarms", get(admin::alarms))
         .route_layer(axum::middleware::from_fn_with_state(
             state.clone(),
             forward::route_admin,

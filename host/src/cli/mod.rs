@@ -347,6 +347,16 @@ pub struct ServeArgs {
     /// same key within it gets that answer back instead of running again.
     #[arg(long, default_value_t = 86_400)]
     pub idempotency_ttl_secs: u64,
+    /// Events kept per object for subscribers that reconnect with `Last-Event-ID` (the newest
+    /// N; older ones are removed as new ones are published).
+    #[arg(long, value_name = "N", default_value_t = 1_000,
+          value_parser = clap::value_parser!(u64).range(1..=1_000_000))]
+    pub event_retention: u64,
+    /// Milliseconds before a failed alarm's first retry; each of its (up to 6) retries waits
+    /// twice as long as the one before.
+    #[arg(long, value_name = "MS", default_value_t = 1_000,
+          value_parser = clap::value_parser!(u64).range(1..=3_600_000))]
+    pub alarm_retry_base_ms: u64,
     /// Threads that run calls and network I/O (default: one per CPU). Lower it when stations
     /// share a machine: threads beyond the cores it has cost a context switch on every hand-off.
     #[arg(long, value_name = "N", value_parser = clap::value_parser!(u16).range(1..=1024))]

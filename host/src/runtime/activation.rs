@@ -9,10 +9,11 @@ use wasmtime::component::ResourceTable;
 use wasmtime::{Store, StoreLimits, StoreLimitsBuilder, UpdateDeadline};
 use wasmtime_wasi::{WasiCtx, WasiCtxBuilder, WasiCtxView, WasiView};
 
+use super::component::WorldPre;
 use super::host_log::OutputPipe;
 use super::{
-    CallContext, CallFailure, CallOutcome, CompiledObject, Error, LogLevel, Object, ObjectRequest,
-    Runtime, StateWrite, wit,
+    AlarmEntry, CallContext, CallFailure, CallOutcome, Changes, CompiledObject, Error, FireOutcome,
+    LogLevel, Object, ObjectRequest, PublishedEvent, Runtime, StateWrite, legacy, wit,
 };
 
 /// Longest time a component's start-up code may run when it is instantiated.
@@ -38,13 +39,61 @@ pub(super) struct ActiveCall {
     pub(super) overlay: BTreeMap<String, Option<String>>,
     /// Write order, for the batch handed back (one entry per key, last write wins).
     pub(super) order: Vec<String>,
-    /// Bytes the writes in `overlay` hold (keys and values), checked against the write quota.
+    /// Alarms set (`Some`) or cancelled (`None`) so far, by name.
+    pub(super) alarms: BTreeMap<String, Option<AlarmEntry>>,
+    /// Events published so far, in order.
+    pub(super) events: Vec<PublishedEvent>,
+    /// Bytes the call's changes hold (state keys and values, alarms, events), checked against
+    /// the write quota.
     written_bytes: u64,
     /// Set by the epoch callback when it interrupts the call.
     deadline_hit: bool,
 }
 
 impl ActiveCall {
+    fn new(ctx: CallContext) -> ActiveCall {
+        ActiveCall {
+            ctx,
+            overlay: BTreeMap::new(),
+            order: Vec::new(),
+            alarms: BTreeMap::new(),
+            events: Vec::new(),
+            written_bytes: 0,
+            deadline_hit: false,
+        }
+    }
+
+    /// Counts `bytes` more of alarms or events against the write quota; traps past it.
+    pub(super) fn charge(&mut self, bytes: u64) -> wasmtime::Result<()> {
+        let written = self.written_bytes + bytes;
+        if written > self.ctx.write_quota_bytes {
+            return Err(wasmtime::Error::new(super::WriteQuotaExceeded {
+                written,
+                limit: self.ctx.write_quota_bytes,
+            }));
+        }
+        self.written_bytes = written;
+        Ok(())
+    }
+
+    /// Everything the call asked to change, in order.
+    fn into_changes(self) -> Changes {
+        let mut overlay = self.overlay;
+        let writes = self
+            .order
+            .into_iter()
+            .map(|key| match overlay.remove(&key).flatten() {
+                Some(value) => StateWrite::Set { key, value },
+                None => StateWrite::Delete { key },
+            })
+            .collect();
+        Changes {
+            writes,
+            alarms: self.alarms.into_iter().collect(),
+            events: self.events,
+        }
+    }
+
     /// Records a write of the call in progress; traps with [`super::WriteQuotaExceeded`] when the
     /// call's writes would exceed its write quota (the write is not recorded).
     pub(super) fn record_write(
@@ -90,10 +139,16 @@ impl WasiView for StoreData {
     }
 }
 
+/// The instance's exports, by the world its component was built against.
+enum Bindings {
+    Current(Object),
+    Legacy(legacy::Object),
+}
+
 /// A live instance of one object version.
 pub struct Activation {
     store: Store<StoreData>,
-    bindings: Object,
+    bindings: Bindings,
     /// sha256 of the version this activation runs.
     pub sha256: std::sync::Arc<str>,
     /// When this activation last finished a call.
@@ -146,11 +201,15 @@ impl Activation {
             }
             Ok(UpdateDeadline::Yield(1))
         });
-        let bindings = compiled
-            .pre
-            .instantiate_async(&mut store)
-            .await
-            .map_err(|e| Error::Instantiate(format!("{e:#}")))?;
+        let failed = |e: wasmtime::Error| Error::Instantiate(format!("{e:#}"));
+        let bindings = match &*compiled.pre {
+            WorldPre::Current(pre) => {
+                Bindings::Current(pre.instantiate_async(&mut store).await.map_err(failed)?)
+            }
+            WorldPre::Legacy(pre) => {
+                Bindings::Legacy(pre.instantiate_async(&mut store).await.map_err(failed)?)
+            }
+        };
         Ok(Activation {
             store,
             bindings,
@@ -167,17 +226,7 @@ impl Activation {
         request: ObjectRequest,
         ctx: CallContext,
     ) -> Result<CallOutcome, CallFailure> {
-        let data = self.store.data_mut();
-        data.deadline = ctx.chain.deadline;
-        data.call = Some(ActiveCall {
-            ctx,
-            overlay: BTreeMap::new(),
-            order: Vec::new(),
-            written_bytes: 0,
-            deadline_hit: false,
-        });
-        self.store.set_epoch_deadline(1);
-
+        self.begin(ctx);
         #[derive(Clone, Copy)]
         enum Handler {
             Get,
@@ -195,16 +244,76 @@ impl Activation {
             other => Err(wasmtime::Error::msg(format!("unsupported method {other}"))),
         };
         let req: wit::Request = request.into();
-        let handler = self.bindings.object_primitive_object_handler();
-        let result = match method {
-            Ok(Handler::Get) => handler.call_get(&mut self.store, &req).await,
-            Ok(Handler::Post) => handler.call_post(&mut self.store, &req).await,
-            Ok(Handler::Put) => handler.call_put(&mut self.store, &req).await,
-            Ok(Handler::Delete) => handler.call_delete(&mut self.store, &req).await,
-            Ok(Handler::Patch) => handler.call_patch(&mut self.store, &req).await,
-            Err(e) => Err(e),
+        let result = match (&self.bindings, method) {
+            (_, Err(e)) => Err(e),
+            (Bindings::Current(bindings), Ok(method)) => {
+                let handler = bindings.object_primitive_object_handler();
+                match method {
+                    Handler::Get => handler.call_get(&mut self.store, &req).await,
+                    Handler::Post => handler.call_post(&mut self.store, &req).await,
+                    Handler::Put => handler.call_put(&mut self.store, &req).await,
+                    Handler::Delete => handler.call_delete(&mut self.store, &req).await,
+                    Handler::Patch => handler.call_patch(&mut self.store, &req).await,
+                }
+            }
+            (Bindings::Legacy(bindings), Ok(method)) => {
+                let handler = bindings.object_primitive_object_handler();
+                match method {
+                    Handler::Get => handler.call_get(&mut self.store, &req).await,
+                    Handler::Post => handler.call_post(&mut self.store, &req).await,
+                    Handler::Put => handler.call_put(&mut self.store, &req).await,
+                    Handler::Delete => handler.call_delete(&mut self.store, &req).await,
+                    Handler::Patch => handler.call_patch(&mut self.store, &req).await,
+                }
+            }
         };
+        let (result, changes) = self.end(result)?;
+        Ok(CallOutcome {
+            response: result.into(),
+            changes,
+        })
+    }
 
+    /// Runs the object's `alarm-handler.fire` for the alarm `name`. A component built against
+    /// 0.1.0 has no alarm handler: that is a failure of the call, as a trap is.
+    pub async fn fire(
+        &mut self,
+        name: &str,
+        payload: &[u8],
+        scheduled_ms: u64,
+        ctx: CallContext,
+    ) -> Result<FireOutcome, CallFailure> {
+        if matches!(self.bindings, Bindings::Legacy(_)) {
+            return Err(CallFailure::Trapped {
+                message: "this version was built against object-primitive:object@0.1.0, which \
+                          has no alarm-handler: it cannot handle alarms"
+                    .into(),
+                backtrace: String::new(),
+            });
+        }
+        self.begin(ctx);
+        let Bindings::Current(bindings) = &self.bindings else {
+            unreachable!("checked above");
+        };
+        let handler = bindings.object_primitive_object_alarm_handler();
+        let result = handler
+            .call_fire(&mut self.store, name, payload, scheduled_ms)
+            .await;
+        let (result, changes) = self.end(result)?;
+        Ok(FireOutcome { result, changes })
+    }
+
+    /// Starts a call: its deadline and an empty buffer of changes.
+    fn begin(&mut self, ctx: CallContext) {
+        let data = self.store.data_mut();
+        data.deadline = ctx.chain.deadline;
+        data.call = Some(ActiveCall::new(ctx));
+        self.store.set_epoch_deadline(1);
+    }
+
+    /// Ends a call: sends what it printed to the log and hands back its result with its changes,
+    /// or the failure (after which the activation must not be used again).
+    fn end<R>(&mut self, result: wasmtime::Result<R>) -> Result<(R, Changes), CallFailure> {
         let data = self.store.data_mut();
         let call = data
             .call
@@ -223,21 +332,7 @@ impl Activation {
         self.last_used = Instant::now();
         self.calls += 1;
         match result {
-            Ok(response) => {
-                let mut overlay = call.overlay;
-                let writes = call
-                    .order
-                    .into_iter()
-                    .map(|key| match overlay.remove(&key).flatten() {
-                        Some(value) => StateWrite::Set { key, value },
-                        None => StateWrite::Delete { key },
-                    })
-                    .collect();
-                Ok(CallOutcome {
-                    response: response.into(),
-                    writes,
-                })
-            }
+            Ok(result) => Ok((result, call.into_changes())),
             Err(_) if call.deadline_hit => Err(CallFailure::DeadlineExceeded),
             Err(e) => Err(describe_trap(&e)),
         }

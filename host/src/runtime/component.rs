@@ -7,7 +7,28 @@ use std::time::Instant;
 use wasmtime::component::Component;
 use wasmtime::component::types::ComponentItem;
 
-use super::{Error, ObjectPre, Runtime, activation::StoreData, cache};
+use super::{Error, ObjectPre, Runtime, activation::StoreData, cache, legacy};
+
+/// The export that marks a component of the current world.
+const CURRENT_HANDLER: &str = "object-primitive:object/handler@0.2.0";
+
+/// A component's `InstancePre`, with the exports of the world it was built against resolved.
+pub(super) enum WorldPre {
+    /// `object-primitive:object@0.2.0`: handler and alarm-handler.
+    Current(ObjectPre<StoreData>),
+    /// `object-primitive:object@0.1.0`: handler only.
+    Legacy(legacy::ObjectPre<StoreData>),
+}
+
+impl WorldPre {
+    /// The world's version, for messages and `?metadata=true`.
+    pub(super) fn world(&self) -> &'static str {
+        match self {
+            WorldPre::Current(_) => "0.2.0",
+            WorldPre::Legacy(_) => "0.1.0",
+        }
+    }
+}
 
 /// Interfaces an object may import: the object world's own and the WASI p2 interfaces the host
 /// grants. Filesystem and sockets are linked so that componentize-py guests instantiate, but the
@@ -25,13 +46,20 @@ const ALLOWED_IMPORT_PREFIXES: &[&str] = &[
 /// A compiled, validated object version. Cheap to clone.
 #[derive(Clone)]
 pub struct CompiledObject {
-    pub(super) pre: Arc<ObjectPre<StoreData>>,
+    pub(super) pre: Arc<WorldPre>,
     /// sha256 of the component bytes, lower-case hex.
     pub sha256: Arc<str>,
     /// Whether the artifact came from the on-disk cache (no compilation happened).
     pub from_cache: bool,
     /// Time spent compiling or loading, in milliseconds.
     pub load_ms: f64,
+}
+
+impl CompiledObject {
+    /// The version of the object world the component was built against (`0.2.0` or `0.1.0`).
+    pub fn world(&self) -> &'static str {
+        self.pre.world()
+    }
 }
 
 /// The already-loaded component with this sha256, if any object still holds it.
@@ -79,8 +107,16 @@ pub(super) fn compile(
         .linker
         .instantiate_pre(&component)
         .map_err(|e| Error::WorldMismatch(format!("{e:#}")))?;
-    let pre =
-        Arc::new(ObjectPre::new(instance_pre).map_err(|e| Error::WorldMismatch(format!("{e:#}")))?);
+    let mismatch = |e: wasmtime::Error| Error::WorldMismatch(format!("{e:#}"));
+    let current = component
+        .component_type()
+        .exports(&inner.engine)
+        .any(|(name, _)| name == CURRENT_HANDLER);
+    let pre = Arc::new(if current {
+        WorldPre::Current(ObjectPre::new(instance_pre).map_err(mismatch)?)
+    } else {
+        WorldPre::Legacy(legacy::ObjectPre::new(instance_pre).map_err(mismatch)?)
+    });
     if !from_cache {
         cache::store(&component, &path);
     }

@@ -10,9 +10,9 @@ pub const MAX_KEY_BYTES: usize = 4096;
 /// Largest value accepted, in bytes.
 pub const MAX_VALUE_BYTES: usize = 16 << 20;
 
-/// Keys starting with this belong to the host (it keeps idempotent answers there); an object
+/// Keys starting with this belong to the host (idempotent answers, alarms, events); an object
 /// cannot write them (and never reads them: the station hides them).
-pub const RESERVED_PREFIX: &str = "\u{0}op/";
+pub use crate::store::RESERVED_PREFIX;
 
 fn check_key(key: &str) -> wasmtime::Result<()> {
     if key.starts_with(RESERVED_PREFIX) {
@@ -51,19 +51,20 @@ impl StoreData {
 }
 
 impl StoreData {
-    /// Traps a write by an object deployed stateless: it has no state to write to.
-    fn check_writable(&mut self, operation: &str) -> wasmtime::Result<()> {
+    /// Traps a write by an object deployed stateless (it has no state to write to) or by a
+    /// parallel read. `operation` names the import for the message.
+    pub(super) fn check_writable(&mut self, operation: &str) -> wasmtime::Result<()> {
         let call = self.active()?;
         if call.ctx.stateless {
             wasmtime::bail!(
-                "state.{operation}: object `{}` is deployed stateless, so it cannot write state \
+                "{operation}: object `{}` is deployed stateless, so it cannot write state \
                  (deploy it without --stateless to give it durable state)",
                 call.ctx.object_id
             );
         }
         if call.ctx.read_only {
             wasmtime::bail!(
-                "state.{operation}: this GET of `{}` ran as a parallel read (the object is deployed \
+                "{operation}: this GET of `{}` ran as a parallel read (the object is deployed \
                  with parallel reads: readers run side by side and cannot write state); write in \
                  POST, PUT, DELETE or PATCH, or deploy without --parallel-reads",
                 call.ctx.object_id
@@ -81,14 +82,14 @@ impl Host for StoreData {
     }
 
     async fn set(&mut self, key: String, value: String) -> wasmtime::Result<()> {
-        self.check_writable("set")?;
+        self.check_writable("state.set")?;
         check_key(&key)?;
         check_value(&key, &value)?;
         self.active()?.record_write(key, Some(value))
     }
 
     async fn delete(&mut self, key: String) -> wasmtime::Result<bool> {
-        self.check_writable("delete")?;
+        self.check_writable("state.delete")?;
         let existed = self.read(&key)?.is_some();
         if existed {
             self.active()?.record_write(key, None)?;
@@ -114,7 +115,7 @@ impl Host for StoreData {
     }
 
     async fn increment(&mut self, key: String, delta: i64) -> wasmtime::Result<i64> {
-        self.check_writable("increment")?;
+        self.check_writable("state.increment")?;
         check_key(&key)?;
         let current = match self.read(&key)? {
             None => 0,
@@ -139,7 +140,7 @@ impl Host for StoreData {
         expected: Option<String>,
         new: Option<String>,
     ) -> wasmtime::Result<bool> {
-        self.check_writable("compare-and-swap")?;
+        self.check_writable("state.compare-and-swap")?;
         check_key(&key)?;
         if let Some(value) = &new {
             check_value(&key, value)?;

@@ -16,9 +16,15 @@
 mod activation;
 mod cache;
 mod component;
+mod host_alarms;
 mod host_log;
 mod host_runtime;
 mod host_state;
+mod legacy;
+pub use host_alarms::{
+    MAX_ALARM_NAME_BYTES, MAX_ALARM_PAYLOAD_BYTES, MAX_EVENT_DATA_BYTES, MAX_TOPIC_BYTES,
+    check_topic,
+};
 pub use host_state::RESERVED_PREFIX;
 
 use std::path::PathBuf;
@@ -30,6 +36,7 @@ pub use component::CompiledObject;
 
 use futures::future::BoxFuture;
 
+// The current world, 0.2.0 (`legacy.rs` serves 0.1.0).
 wasmtime::component::bindgen!({
     path: "../wit",
     world: "object",
@@ -61,14 +68,14 @@ pub enum Error {
     InvalidComponent(String),
     /// The component imports something this host does not provide.
     #[error(
-        "component imports `{import}`, which this host does not provide (objects may import object-primitive:object/{{state,log,runtime}}@0.1.x and wasi:{{cli,clocks,io,random}})"
+        "component imports `{import}`, which this host does not provide (objects may import object-primitive:object/{{state,log,runtime,alarms,events}}@0.2.0 (or 0.1.0's state, log and runtime) and wasi:{{cli,clocks,io,random}})"
     )]
     UnsupportedImport {
         /// The import's full name, e.g. `example:foreign/thing@0.1.0`.
         import: String,
     },
     /// The component does not export the object handler, or its imports have the wrong shape.
-    #[error("component does not fit the object-primitive:object@0.1.0 world: {0}")]
+    #[error("component does not fit the object-primitive:object world (0.2.0, or 0.1.0): {0}")]
     WorldMismatch(String),
     /// Creating an instance failed (for example the instance pool is exhausted).
     #[error("could not instantiate the object: {0}")]
@@ -166,6 +173,34 @@ pub trait StateReader: Send + Sync {
     fn keys(&self, prefix: &str) -> Vec<String>;
     /// Committed versions of a key, newest first.
     fn history(&self, key: &str, limit: usize) -> Vec<StateVersion>;
+    /// The committed pending alarm `name`, if any.
+    fn alarm(&self, _name: &str) -> Option<AlarmEntry> {
+        None
+    }
+    /// The committed pending alarms, soonest first.
+    fn alarms(&self) -> Vec<AlarmEntry> {
+        Vec::new()
+    }
+}
+
+/// A pending alarm: what `alarms.set` asked for.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct AlarmEntry {
+    /// Its name, unique per object.
+    pub name: String,
+    /// When it is due, unix milliseconds.
+    pub at_ms: u64,
+    /// The bytes handed back to `fire`.
+    pub payload: Vec<u8>,
+}
+
+/// An event a call published, delivered to subscribers once its batch is durable.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct PublishedEvent {
+    /// The topic (checked by [`check_topic`]).
+    pub topic: String,
+    /// The data.
+    pub data: String,
 }
 
 /// Severity of a log line, lowest first.
@@ -254,8 +289,35 @@ pub struct CallContext {
 pub struct CallOutcome {
     /// The object's response.
     pub response: ObjectResponse,
-    /// Buffered state writes, to be committed atomically if the status is below 500.
+    /// Everything it asked to change, to be committed atomically if the status is below 500.
+    pub changes: Changes,
+}
+
+/// What a call asked to change; nothing of it is committed unless the call succeeds.
+#[derive(Debug, Default)]
+pub struct Changes {
+    /// Buffered state writes, in order (one per key).
     pub writes: Vec<StateWrite>,
+    /// Alarms set (`Some`) or cancelled (`None`), one change per name.
+    pub alarms: Vec<(String, Option<AlarmEntry>)>,
+    /// Events published, in order.
+    pub events: Vec<PublishedEvent>,
+}
+
+impl Changes {
+    /// Whether the call changed nothing.
+    pub fn is_empty(&self) -> bool {
+        self.writes.is_empty() && self.alarms.is_empty() && self.events.is_empty()
+    }
+}
+
+/// What an alarm's `fire` produced (it did not trap).
+#[derive(Debug)]
+pub struct FireOutcome {
+    /// `Ok` if the object handled the alarm, else its message.
+    pub result: Result<(), String>,
+    /// What it asked to change (committed only with `Ok`).
+    pub changes: Changes,
 }
 
 /// The process-wide runtime: engine, linker and epoch ticker. Cheap to clone.
@@ -272,9 +334,8 @@ struct RuntimeInner {
     /// Compiled components by sha256, shared by every object (and version) with the same bytes:
     /// 10,000 objects deployed from one component hold one copy of its code and types. Weak, so
     /// a component no object uses any more is freed.
-    loaded: std::sync::Mutex<
-        std::collections::HashMap<String, std::sync::Weak<ObjectPre<activation::StoreData>>>,
-    >,
+    loaded:
+        std::sync::Mutex<std::collections::HashMap<String, std::sync::Weak<component::WorldPre>>>,
     _ticker: EpochTicker,
 }
 
@@ -306,6 +367,8 @@ impl Runtime {
             .map_err(|e| anyhow::anyhow!("adding WASI to the linker: {e:#}"))?;
         Object::add_to_linker::<_, wasmtime::component::HasSelf<_>>(&mut linker, |d| d)
             .map_err(|e| anyhow::anyhow!("adding object imports to the linker: {e:#}"))?;
+        legacy::Object::add_to_linker::<_, wasmtime::component::HasSelf<_>>(&mut linker, |d| d)
+            .map_err(|e| anyhow::anyhow!("adding 0.1.0 object imports to the linker: {e:#}"))?;
         let engine_fingerprint = cache::engine_fingerprint(&engine);
         std::fs::create_dir_all(&config.cache_dir)?;
         let ticker = EpochTicker::start(engine.clone());

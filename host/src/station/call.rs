@@ -152,6 +152,14 @@ impl StateReader for CommittedState {
             })
             .collect()
     }
+
+    fn alarm(&self, name: &str) -> Option<runtime::AlarmEntry> {
+        super::alarms::pending(&self.0, name)
+    }
+
+    fn alarms(&self) -> Vec<runtime::AlarmEntry> {
+        super::alarms::all_pending(&self.0)
+    }
 }
 
 impl Station {
@@ -370,116 +378,160 @@ impl Station {
             running.finish();
             outcome
         };
-        let (response, ticket) = match outcome {
-            Ok(outcome) => {
-                let response = outcome.response;
-                // 1xx (informational, 101 upgrade) cannot end an exchange: refused like a
-                // made-up number, and the call's writes are discarded.
-                if !(200..=599).contains(&response.status) {
-                    drop(turn);
-                    return Err(Error::InvalidResponse {
-                        object: object.id.clone(),
-                        message: format!("status {} is outside 200–599", response.status),
-                    });
-                }
-                // A status >= 500 means the object failed: its writes are discarded. An empty
-                // batch is a read barrier: the answer may show state not yet durable.
-                let mut writes: Vec<Write> = if response.status < 500 {
-                    outcome
-                        .writes
-                        .into_iter()
-                        .map(|w| match w {
-                            runtime::StateWrite::Set { key, value } => Write::Set { key, value },
-                            runtime::StateWrite::Delete { key } => Write::Delete { key },
-                        })
-                        .collect()
-                } else {
-                    Vec::new()
-                };
-                let Some(state) = &state else {
-                    return Ok(response);
-                };
-                // The answer is kept in the same batch as the writes it reports.
-                if let Some((key, fingerprint)) = &idempotent {
-                    writes.extend(idempotency::record_writes(
-                        state,
-                        key,
-                        fingerprint,
-                        &response,
-                        now_ms(),
-                        self.idempotency_ttl_ms(),
-                    ));
-                }
-                // Room in the writer's queue first: while the disk is behind, a call that writes
-                // waits here (holding its turn) instead of queueing without bound. A read takes none.
-                let permit = if writes.is_empty() {
-                    None
-                } else {
-                    Some(state.reserve(store::write_cost(&writes)).await?)
-                };
-                // The lease may have lapsed while the handler ran: then nothing is committed.
-                self.check_writer(object)?;
-                let quota = &slot.meters.quota;
-                let limits = store::StateLimits {
-                    keys: quota.keys,
-                    bytes: quota.state_bytes,
-                };
-                let committed = match permit {
-                    Some(permit) => state.commit_reserved(writes, Some(limits), permit),
-                    None => state.barrier(),
-                };
-                let ticket = committed.map_err(|e| match e {
-                    store::Error::QuotaExceeded { .. } => Error::StateQuotaExceeded {
-                        object: object.id.clone(),
-                        message: format!("{e}; nothing committed"),
-                    },
-                    other => other.into(),
-                })?;
-                // Hand the batch to replication while still holding the turn, so batches of one
-                // object reach the replicator in seq order.
-                let batch = ticket.batch();
-                let seq = batch.as_ref().map(|b| b.seq);
-                let replicated = match (self.inner.replication.get(), batch) {
-                    (Some(sink), Some(batch)) => {
-                        sink.committed(&object.id, object.epoch.load(Ordering::Relaxed), batch)
-                    }
-                    _ => None,
-                };
-                (response, (ticket, replicated, seq))
-            }
+        let (response, changes) = match outcome {
+            Ok(outcome) => (outcome.response, outcome.changes),
             Err(failure) => {
                 *turn = None;
                 drop(turn);
                 return Err(self.failure_error(object, failure));
             }
         };
+        // 1xx (informational, 101 upgrade) cannot end an exchange: refused like a made-up
+        // number, and the call's writes are discarded.
+        if !(200..=599).contains(&response.status) {
+            drop(turn);
+            return Err(Error::InvalidResponse {
+                object: object.id.clone(),
+                message: format!("status {} is outside 200–599", response.status),
+            });
+        }
+        let Some(state) = &state else {
+            return Ok(response);
+        };
+        // A status >= 500 means the object failed: its changes are discarded. No writes make
+        // an empty batch, a read barrier: the answer may show state not yet durable.
+        let mut batch = if response.status < 500 {
+            self.batch_of(state, changes)
+        } else {
+            TurnBatch::default()
+        };
+        // The answer is kept in the same batch as the writes it reports.
+        if let Some((key, fingerprint)) = &idempotent {
+            batch.writes.extend(idempotency::record_writes(
+                state,
+                key,
+                fingerprint,
+                &response,
+                now_ms(),
+                self.idempotency_ttl_ms(),
+            ));
+        }
+        self.commit_turn(object, &slot, state, batch, turn, deadline)
+            .await?;
+        Ok(response)
+    }
+
+    /// The batch that commits a call's changes: its state writes, and the writes that keep its
+    /// alarm changes and its events.
+    pub(super) fn batch_of(&self, state: &ObjectState, changes: runtime::Changes) -> TurnBatch {
+        let mut writes: Vec<Write> = changes
+            .writes
+            .into_iter()
+            .map(|w| match w {
+                runtime::StateWrite::Set { key, value } => Write::Set { key, value },
+                runtime::StateWrite::Delete { key } => Write::Delete { key },
+            })
+            .collect();
+        let alarms_changed = !changes.alarms.is_empty();
+        writes.extend(super::alarms::change_writes(state, &changes.alarms));
+        let (event_writes, last_event) = super::pubsub::event_writes(
+            state,
+            &changes.events,
+            self.inner.config.event_retention,
+            now_ms(),
+        );
+        writes.extend(event_writes);
+        TurnBatch {
+            writes,
+            alarms_changed,
+            last_event,
+        }
+    }
+
+    /// Commits `batch` for a call of `object` that holds its `turn`, hands it to replication,
+    /// releases the turn, and returns once the batch is durable (and, with `--sync-replicas`,
+    /// acknowledged). Then its events go to subscribers.
+    pub(super) async fn commit_turn(
+        &self,
+        object: &LiveObject,
+        slot: &super::live::VersionSlot,
+        state: &ObjectState,
+        batch: TurnBatch,
+        turn: tokio::sync::MutexGuard<'_, Option<Activation>>,
+        deadline: Instant,
+    ) -> Result<(), Error> {
+        let TurnBatch {
+            writes,
+            alarms_changed,
+            last_event,
+        } = batch;
+        // Room in the writer's queue first: while the disk is behind, a call that writes waits
+        // here (holding its turn) instead of queueing without bound. A read takes none.
+        let permit = if writes.is_empty() {
+            None
+        } else {
+            Some(state.reserve(store::write_cost(&writes)).await?)
+        };
+        // The lease may have lapsed while the handler ran: then nothing is committed.
+        self.check_writer(object)?;
+        let quota = &slot.meters.quota;
+        let limits = store::StateLimits {
+            keys: quota.keys,
+            bytes: quota.state_bytes,
+        };
+        let committed = match permit {
+            Some(permit) => state.commit_reserved(writes, Some(limits), permit),
+            None => state.barrier(),
+        };
+        let ticket = committed.map_err(|e| match e {
+            store::Error::QuotaExceeded { .. } => Error::StateQuotaExceeded {
+                object: object.id.clone(),
+                message: format!("{e}; nothing committed"),
+            },
+            other => other.into(),
+        })?;
+        // Hand the batch to replication while still holding the turn, so batches of one object
+        // reach the replicator in seq order.
+        let batch = ticket.batch();
+        let seq = batch.as_ref().map(|b| b.seq);
+        let replicated = match (self.inner.replication.get(), batch) {
+            (Some(sink), Some(batch)) => {
+                sink.committed(&object.id, object.epoch.load(Ordering::Relaxed), batch)
+            }
+            _ => None,
+        };
+        if alarms_changed {
+            self.inner
+                .alarm_clock
+                .schedule(&object.id, super::alarms::next_due(state));
+        }
         // Release the turn before waiting for durability: the next call runs while this batch
         // is being written, and its own answer waits for its own (later) batch.
         drop(turn);
-        let (ticket, replicated, seq) = ticket;
         ticket.durable().await?;
         if let (Some(sink), Some(seq)) = (self.inner.replication.get(), seq) {
             sink.durable(&object.id, seq);
         }
-        if let Some(acknowledged) = replicated {
-            let remaining = deadline.saturating_duration_since(Instant::now());
-            match tokio::time::timeout(remaining, acknowledged).await {
-                Ok(Ok(())) => {}
-                Ok(Err(message)) => {
-                    return Err(Error::ReplicationFailed {
-                        object: object.id.clone(),
-                        message,
-                    });
-                }
-                Err(_) => {
-                    return Err(Error::ReplicationFailed {
-                        object: object.id.clone(),
-                        message: "no replica acknowledged before the deadline".into(),
-                    });
+        let acknowledged = match replicated {
+            Some(acknowledged) => {
+                let remaining = deadline.saturating_duration_since(Instant::now());
+                match tokio::time::timeout(remaining, acknowledged).await {
+                    Ok(Ok(())) => Ok(()),
+                    Ok(Err(message)) => Err(message),
+                    Err(_) => Err("no replica acknowledged before the deadline".into()),
                 }
             }
+            None => Ok(()),
+        };
+        // Committed and durable here: its events are delivered even if a replica failed to
+        // acknowledge (the batch stays committed, as the caller is told).
+        if let Some(number) = last_event {
+            self.inner.event_hub.durable(&object.id, number);
         }
-        Ok(response)
+        acknowledged.map_err(|message| Error::ReplicationFailed {
+            object: object.id.clone(),
+            message,
+        })
     }
 
     /// The per-call deadline, in ms (for messages).
@@ -488,7 +540,7 @@ impl Station {
     }
 
     /// The error of a call of `object` that ran past its deadline (nothing of it is committed).
-    fn timed_out(&self, object: &LiveObject) -> Error {
+    pub(super) fn timed_out(&self, object: &LiveObject) -> Error {
         Error::DeadlineExceeded {
             object: object.id.clone(),
             deadline_ms: self.deadline_ms(),
@@ -496,7 +548,7 @@ impl Station {
     }
 
     /// The station error for a call that failed in the runtime (nothing of it is committed).
-    fn failure_error(&self, object: &LiveObject, failure: CallFailure) -> Error {
+    pub(super) fn failure_error(&self, object: &LiveObject, failure: CallFailure) -> Error {
         let id = object.id.clone();
         match failure {
             CallFailure::DeadlineExceeded => self.timed_out(object),
@@ -513,7 +565,7 @@ impl Station {
     }
 
     /// What the runtime needs to run one call of `object` at version `slot`.
-    fn call_context(
+    pub(super) fn call_context(
         &self,
         object: &LiveObject,
         slot: &super::live::VersionSlot,
@@ -652,7 +704,11 @@ impl Station {
     /// Like [`Station::check_writer`], but when the answer is no, waits (up to a second, within
     /// the call's deadline) for it to become yes: a station that just received a migrated object
     /// may not have applied the directory's move yet, and a lease may be a renewal away.
-    async fn wait_writer(&self, object: &LiveObject, deadline: Instant) -> Result<(), Error> {
+    pub(super) async fn wait_writer(
+        &self,
+        object: &LiveObject,
+        deadline: Instant,
+    ) -> Result<(), Error> {
         let Err(error) = self.check_writer(object) else {
             return Ok(());
         };
@@ -673,7 +729,7 @@ impl Station {
 
     /// Whether this station may run and commit calls of a stateful object now (the directory
     /// names it home at the object's epoch and its lease is valid).
-    fn check_writer(&self, object: &LiveObject) -> Result<(), Error> {
+    pub(super) fn check_writer(&self, object: &LiveObject) -> Result<(), Error> {
         if object.stateless {
             return Ok(());
         }
@@ -719,7 +775,7 @@ impl Station {
 
     /// A fresh activation; if the instance pool is full, idle instances are dropped and it is
     /// tried once more.
-    async fn activate(
+    pub(super) async fn activate(
         &self,
         object: &LiveObject,
         compiled: &runtime::CompiledObject,
@@ -802,6 +858,17 @@ impl From<LogLevel> for crate::store::Level {
             LogLevel::Error => crate::store::Level::Error,
         }
     }
+}
+
+/// What one turn commits: its writes, and what to tell the alarm clock and the event hub.
+#[derive(Debug, Default)]
+pub(super) struct TurnBatch {
+    /// Every write, the host's (alarms, events, idempotency) included.
+    pub(super) writes: Vec<Write>,
+    /// Whether an alarm was set or cancelled (the object's next due time may have moved).
+    pub(super) alarms_changed: bool,
+    /// The number of the last event published, if any.
+    pub(super) last_event: Option<u64>,
 }
 
 /// What a call's `Idempotency-Key` decided.

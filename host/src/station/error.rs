@@ -38,6 +38,16 @@ pub enum Error {
         /// Whether it is stateless now.
         stateless: bool,
     },
+    /// The object is deployed stateless, and what was asked needs state.
+    #[error(
+        "object `{object}` is deployed stateless, so it cannot {what} (deploy it without --stateless)"
+    )]
+    Stateless {
+        /// Object id.
+        object: String,
+        /// What was asked, e.g. "publish events".
+        what: &'static str,
+    },
     /// The component was refused at deploy.
     #[error(transparent)]
     Component(runtime::Error),

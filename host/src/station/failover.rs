@@ -46,7 +46,9 @@ impl Station {
             .objects
             .lock()
             .expect("objects lock")
-            .insert(id.to_string(), object);
+            .insert(id.to_string(), object.clone());
+        // Its alarms fire here now (they came with its state).
+        self.schedule_alarms_of(&object).await;
         tracing::info!(object = id, epoch, "promoted to home");
         Ok(())
     }

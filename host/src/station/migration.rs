@@ -247,7 +247,9 @@ impl Station {
             .objects
             .lock()
             .expect("objects lock")
-            .insert(id, object);
+            .insert(id, object.clone());
+        // Its alarms fire here now (they came with its state).
+        self.schedule_alarms_of(&object).await;
         Ok(())
     }
 }

@@ -15,26 +15,31 @@
 //! cluster hears; `error.rs` the one error type; `id.rs` object ids.
 
 mod admin_locks;
+mod alarms;
 mod call;
 mod deploy;
 mod error;
 mod events;
 mod failover;
+mod firing;
 mod id;
 pub mod idempotency;
 mod lifecycle;
 mod live;
 mod migration;
 mod ownership;
+mod pubsub;
 mod quota;
 mod replica;
 mod services;
+mod subscribe;
 
 use std::collections::HashMap;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex, OnceLock};
 use std::time::Duration;
 
+pub use alarms::PendingAlarm;
 pub use call::{CallResult, CallSummary};
 pub use deploy::{DeployOptions, DeployOutcome};
 pub use error::Error;
@@ -42,8 +47,10 @@ pub use events::ObjectEvent;
 pub use id::{IdError, validate_object_id};
 pub use migration::{Copied, ObjectExport, Paused, Precopy};
 pub use ownership::{Elsewhere, Ownership, OwnershipError};
+pub use pubsub::StoredEvent;
 pub use replica::{ApplyOutcome, ReplicationSink};
 pub use services::RemoteCalls;
+pub use subscribe::{EventStream, StreamItem};
 
 use live::{LiveObject, VersionSlot};
 
@@ -65,6 +72,11 @@ pub struct StationConfig {
     pub idempotency_ttl: Duration,
     /// Where each call's span goes (nowhere without `--otlp-endpoint`).
     pub tracer: crate::trace::Tracer,
+    /// Events kept per object for subscribers that reconnect (`--event-retention`).
+    pub event_retention: u64,
+    /// The wait before an alarm's first retry; it doubles for each retry after
+    /// (`--alarm-retry-base-ms`).
+    pub alarm_retry_base: Duration,
 }
 
 /// The handle to this station's objects. Cheap to clone.
@@ -98,6 +110,10 @@ struct Inner {
     metrics: crate::metrics::CallMetrics,
     /// What migrations and failovers record for `GET /metrics`.
     move_metrics: crate::metrics::MoveMetrics,
+    /// When each object with pending alarms is next due.
+    alarm_clock: alarms::AlarmClock,
+    /// The durable event mark of each object with subscribers.
+    event_hub: pubsub::EventHub,
 }
 
 /// What `GET /objects` lists for one object.
@@ -233,6 +249,8 @@ impl Station {
                 moved: Mutex::new(HashMap::new()),
                 metrics: crate::metrics::CallMetrics::default(),
                 move_metrics: crate::metrics::MoveMetrics::default(),
+                alarm_clock: alarms::AlarmClock::default(),
+                event_hub: pubsub::EventHub::default(),
             }),
         })
     }

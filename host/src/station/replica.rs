@@ -391,6 +391,8 @@ mod tests {
                 quota: Quota::default(),
                 idempotency_ttl: Duration::from_secs(86_400),
                 tracer: crate::trace::Tracer::disabled(),
+                event_retention: 1_000,
+                alarm_retry_base: Duration::from_secs(1),
             },
         )
         .unwrap();

@@ -85,8 +85,8 @@ pub use logs::{Level, LogQuery, LogRecord, LogStore, ParseLevelError};
 pub use queue::{WritePermit, batch_cost, write_cost};
 pub use repair::{RepairReport, repair};
 pub use state::{
-    Batch, CommitTicket, KeyVersion, ObjectState, Record, Snapshot, SnapshotKey, StateLimits,
-    Usage, Write,
+    Batch, CommitTicket, KeyVersion, ObjectState, RESERVED_PREFIX, Record, Snapshot, SnapshotKey,
+    StateLimits, Usage, Write,
 };
 pub use versions::{Placement, Role, VersionRecord, VersionStore};
 pub use vfs::Fs;

@@ -73,6 +73,14 @@ impl Index {
             self.usage = self
                 .usage
                 .with_change(&key, old, value.as_ref().map(String::len));
+            self.last_hlc = self.last_hlc.max(hlc);
+            if value.is_none() && key.starts_with(super::types::RESERVED_PREFIX) {
+                // A host key keeps no tombstone (see `RESERVED_PREFIX`).
+                if let Some(versions) = self.keys.remove(&key) {
+                    self.kept -= versions.len();
+                }
+                continue;
+            }
             let versions = self.keys.entry(key).or_default();
             versions.push_back(Version { seq, hlc, value });
             self.kept += 1;
@@ -80,7 +88,6 @@ impl Index {
                 versions.pop_front();
                 self.kept -= 1;
             }
-            self.last_hlc = self.last_hlc.max(hlc);
         }
         self.applied_seq = seq;
     }
@@ -169,5 +176,24 @@ mod tests {
         );
         assert!(st.keys("").is_empty());
         assert_eq!(st.history("missing", 3), vec![]);
+    }
+
+    #[test]
+    fn deleted_host_keys_leave_no_tombstone() {
+        let dir = tempfile::tempdir().unwrap();
+        let store = Store::open(config(dir.path())).unwrap();
+        let st = store.state("host-keys").unwrap();
+        let key = format!("{}alarm/x", crate::store::RESERVED_PREFIX);
+        commit(&st, vec![set(&key, "1"), set("user", "1")]);
+        commit(&st, vec![del(&key), del("user")]);
+        assert_eq!(st.history(&key, 0), vec![]);
+        assert_eq!(st.history("user", 0).len(), 2, "object keys keep theirs");
+        drop(st);
+        drop(store);
+        // Recovered from the file, the same.
+        let store = Store::open(config(dir.path())).unwrap();
+        let st = store.state("host-keys").unwrap();
+        assert_eq!(st.history(&key, 0), vec![]);
+        assert_eq!(st.applied_seq(), 2);
     }
 }

@@ -42,7 +42,9 @@ mod types;
 
 pub use object::ObjectState;
 pub use ticket::CommitTicket;
-pub use types::{Batch, KeyVersion, Record, Snapshot, SnapshotKey, StateLimits, Usage, Write};
+pub use types::{
+    Batch, KeyVersion, RESERVED_PREFIX, Record, Snapshot, SnapshotKey, StateLimits, Usage, Write,
+};
 
 pub(crate) use encode::write_compacted;
 pub(crate) use hlc::observe_hlc;

@@ -184,6 +184,21 @@ impl ObjectState {
             .collect()
     }
 
+    /// The first `limit` existing keys starting with `prefix` that sort at or after `start`.
+    pub fn keys_from(&self, prefix: &str, start: &str, limit: usize) -> Vec<String> {
+        let from = if start > prefix { start } else { prefix };
+        let locked = self.inner.lock();
+        locked
+            .index
+            .keys
+            .range::<str, _>((std::ops::Bound::Included(from), std::ops::Bound::Unbounded))
+            .take_while(|(k, _)| k.starts_with(prefix))
+            .filter(|(_, v)| v.back().is_some_and(|v| v.value.is_some()))
+            .take(limit)
+            .map(|(k, _)| k.clone())
+            .collect()
+    }
+
     /// The kept versions of `key`, newest first, deletes included; at most `limit` (0 = all kept).
     pub fn history(&self, key: &str, limit: usize) -> Vec<KeyVersion> {
         let limit = if limit == 0 { usize::MAX } else { limit };

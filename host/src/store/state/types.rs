@@ -3,6 +3,12 @@
 
 use crate::store::chain::chain_hash;
 
+/// Keys starting with this belong to the host, not the object: idempotent answers, alarms and
+/// events are kept there. The runtime refuses an object's writes to them and the station hides
+/// them from its reads. A deleted host key keeps no tombstone: its history means nothing to
+/// anyone, and alarms and events delete keys at the rate objects use them.
+pub const RESERVED_PREFIX: &str = "\u{0}op/";
+
 /// One write of a batch.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum Write {

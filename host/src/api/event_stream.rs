@@ -1,0 +1,87 @@
+//! `GET /objects/{id}/events[?topic=T]`: an object's events as Server-Sent Events, through any
+//! station (a station that is not the home proxies the stream to it).
+//!
+//! Each event is sent with its number as the SSE `id`, its topic as the SSE `event` and its data
+//! as the SSE `data`. A client that reconnects with `Last-Event-ID: N` (browsers' `EventSource`
+//! does it by itself; `?after=N` does the same) receives every event after `N` the object still
+//! keeps, exactly once; without either it receives events published from now on. If it asks for
+//! events older than the object keeps, it first gets one `op.missed` event with
+//! `{"from":A,"to":B}`: the numbers it will not receive.
+
+use std::convert::Infallible;
+use std::time::Duration;
+
+use axum::http::HeaderMap;
+use axum::response::sse::{Event, KeepAlive, Sse};
+use axum::response::{IntoResponse, Response};
+use futures::StreamExt;
+
+use super::ApiState;
+use super::error::ApiError;
+use crate::station::StreamItem;
+
+/// The path (after `/objects/{id}`) of the stream.
+pub(super) const EVENTS_PATH: &str = "/events";
+/// How often an idle stream sends a comment, so proxies and clients see it is alive.
+const KEEP_ALIVE: Duration = Duration::from_secs(15);
+
+/// Where a subscriber starts: after `Last-Event-ID`, or `?after=`, if given.
+fn start_after(headers: &HeaderMap, query: &[(String, String)]) -> Result<Option<u64>, ApiError> {
+    let given = match headers.get("last-event-id") {
+        Some(value) => Some(value.to_str().unwrap_or("").to_string()),
+        None => query
+            .iter()
+            .find(|(k, _)| k == "after")
+            .map(|(_, v)| v.clone()),
+    };
+    let Some(given) = given.filter(|v| !v.is_empty()) else {
+        return Ok(None);
+    };
+    given.trim().parse().map(Some).map_err(|_| {
+        ApiError::bad_request(
+            "invalid_last_event_id",
+            format!("Last-Event-ID (or ?after=) must be an event number, not {given:?}"),
+        )
+    })
+}
+
+/// The SSE response streaming `id`'s events (the object is served here).
+pub(super) async fn events(
+    api: &ApiState,
+    id: &str,
+    query: &[(String, String)],
+    headers: &HeaderMap,
+) -> Result<Response, ApiError> {
+    let topic = query
+        .iter()
+        .find(|(k, _)| k == "topic")
+        .map(|(_, v)| v.clone());
+    if let Some(topic) = &topic {
+        crate::runtime::check_topic(topic)
+            .map_err(|e| ApiError::bad_request("invalid_topic", e).for_object(id))?;
+    }
+    let after = start_after(headers, query).map_err(|e| e.for_object(id))?;
+    let stream = api
+        .station
+        .subscribe_events(id, topic, after)
+        .await
+        .map_err(|e| ApiError::from(e).for_object(id))?;
+    let events = futures::stream::unfold(stream, |mut stream| async move {
+        let event = match stream.next().await? {
+            StreamItem::Event(event) => Event::default()
+                .id(event.number.to_string())
+                .event(event.topic)
+                .data(event.data),
+            StreamItem::Missed { from, to } => Event::default()
+                .id(to.to_string())
+                .event("op.missed")
+                .data(format!("{{\"from\":{from},\"to\":{to}}}")),
+        };
+        Some((Ok::<_, Infallible>(event), stream))
+    });
+    Ok(
+        Sse::new(events.take_until(api.config.draining.clone().begun()))
+            .keep_alive(KeepAlive::new().interval(KEEP_ALIVE))
+            .into_response(),
+    )
+}

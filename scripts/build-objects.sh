@@ -1,8 +1,8 @@
 #!/usr/bin/env bash
 # Builds every guest component of the repository:
-#   example objects -> objects/dist/<name>.wasm          (hello, counter, calculator, kv, auth, blog, chat)
-#   test fixtures   -> tests/fixtures/dist/<name>.wasm   (misbehave, foreign)
-#   Python objects  -> objects/dist/py-<name>.wasm       (hello, counter, calculator, auth, blog, chat)
+#   example objects -> objects/dist/<name>.wasm          (hello, counter, calculator, kv, auth, blog, chat, reminder)
+#   test fixtures   -> tests/fixtures/dist/<name>.wasm   (misbehave, foreign, legacy)
+#   Python objects  -> objects/dist/py-<name>.wasm       (hello, counter, calculator, auth, blog, chat, reminder)
 #   Python fixtures -> tests/fixtures/dist/py-<name>.wasm (kv)
 # All Rust guests build in ONE cargo invocation (one lock, one target dir, one dependency build)
 # with `--target wasm32-wasip2 --profile guest`, which emits components directly.
@@ -40,8 +40,10 @@ PROFILE=guest
 TARGET_DIR="${CARGO_TARGET_DIR:-$ROOT/target}"
 OUT_DIR="$TARGET_DIR/$TARGET/$PROFILE"
 
-RUST_OBJECTS=(hello counter calculator kv auth blog chat)
-RUST_FIXTURES=(misbehave foreign)
+RUST_OBJECTS=(hello counter calculator kv auth blog chat reminder)
+# `legacy` and `foreign` are built against the frozen 0.1.0 world (wit/v0.1.0), the others
+# against wit/object.wit (0.2.0) through the SDK.
+RUST_FIXTURES=(misbehave foreign legacy)
 
 if ! rustup target list --installed 2>/dev/null | grep -qx "$TARGET"; then
     echo "installing the $TARGET target" >&2
@@ -79,7 +81,7 @@ done
 # Each objects/python/<name>/app.py -> objects/dist/py-<name>.wasm (deployed as `py-<name>` by a
 # station watching objects/), each tests/fixtures/python/<name>/app.py ->
 # tests/fixtures/dist/py-<name>.wasm, with componentize-py==0.25.1 (TOOLCHAIN.md).
-PYTHON_OBJECTS=(hello counter calculator auth blog chat)
+PYTHON_OBJECTS=(hello counter calculator auth blog chat reminder)
 PYTHON_FIXTURES=(kv)
 
 # True if $1 exists and is newer than every file under the other arguments.

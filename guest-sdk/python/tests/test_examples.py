@@ -6,6 +6,7 @@ as components in a real station, beside the Rust ones.
 from __future__ import annotations
 
 import importlib.util
+import json
 import os
 import sys
 import unittest
@@ -15,7 +16,7 @@ HERE = os.path.dirname(os.path.abspath(__file__))
 ROOT = os.path.normpath(os.path.join(HERE, "..", "..", ".."))
 sys.path.insert(0, os.path.join(ROOT, "guest-sdk", "python", "src"))
 
-from object_primitive import Request, dispatch, state, testing  # noqa: E402
+from object_primitive import Request, alarms, dispatch, state, testing  # noqa: E402
 
 
 def load(path: str, name: str) -> ModuleType:
@@ -30,6 +31,7 @@ hello = load("objects/python/hello/app.py", "py_hello_app")
 counter = load("objects/python/counter/app.py", "py_counter_app")
 calculator = load("objects/python/calculator/app.py", "py_calculator_app")
 kv = load("tests/fixtures/python/kv/app.py", "py_kv_fixture")
+reminder = load("objects/python/reminder/app.py", "py_reminder_app")
 
 
 def call(obj: type, method: str, path: str, body: str = "") -> tuple[int, str]:
@@ -62,6 +64,10 @@ class ExamplesTest(unittest.TestCase):
         self.assertEqual(call(counter.Counter, "GET", "/"), (200, '{"count":0}'))
         self.assertEqual(call(counter.Counter, "PUT", "/")[0], 405)
         self.assertEqual(testing.state(), {})
+        self.assertEqual(
+            testing.published_events(),
+            [("count", '{"count":1}'), ("count", '{"count":2}'), ("count", '{"count":0}')],
+        )
 
     def test_counter_is_at_most_20_lines(self) -> None:
         with open(os.path.join(ROOT, "objects/python/counter/app.py"), encoding="utf-8") as f:
@@ -117,6 +123,135 @@ class ExamplesTest(unittest.TestCase):
         self.assertEqual(status, 500)
         self.assertIn('"message":"boom"', body)
         self.assertEqual(call(kv.Probe, "PUT", "/b?fail=409", "v")[0], 409)
+
+
+T0 = 1_700_000_000_000
+
+
+class ReminderTest(unittest.TestCase):
+    """The same cases as the Rust reminder's unit tests (objects/rust/reminder/src/tests.rs),
+    with the same answers."""
+
+    def setUp(self) -> None:
+        testing.reset()
+        testing.set_now_ms(T0)
+
+    def call(self, method: str, path: str, body: str = "") -> tuple[int, str]:
+        return call(reminder.Reminder, method, path, body)
+
+    def test_set_list_fire_and_cancel(self) -> None:
+        self.assertEqual(self.call("GET", "/"), (200, '{"pending":[],"fired":[]}'))
+        self.assertEqual(
+            self.call("POST", "/", '{"in_ms": 5000, "note": "tea"}'), (201, '{"id":"r1"}')
+        )
+        self.assertEqual(
+            self.call("POST", "/", '{"in_ms": 1000, "note": "café ☕"}'), (201, '{"id":"r2"}')
+        )
+        self.assertEqual(self.call("POST", "/", '{"in_ms": 0}')[1], '{"id":"r3"}')
+        self.assertEqual(
+            self.call("GET", "/")[1],
+            '{"pending":[{"id":"r3","note":"","due_ms":1700000000000},'
+            '{"id":"r2","note":"café ☕","due_ms":1700000001000},'
+            '{"id":"r1","note":"tea","due_ms":1700000005000}],"fired":[]}',
+        )
+        fired = testing.fire_due_alarms(reminder.Reminder, T0 + 1500)
+        self.assertEqual(fired, [("r3", None), ("r2", None)])
+        self.assertEqual(
+            self.call("GET", "/")[1],
+            '{"pending":[{"id":"r1","note":"tea","due_ms":1700000005000}],"fired":['
+            '{"id":"r3","note":"","due_ms":1700000000000,"fired_at_ms":1700000001500},'
+            '{"id":"r2","note":"café ☕","due_ms":1700000001000,"fired_at_ms":1700000001500}]}',
+        )
+        self.assertEqual(self.call("DELETE", "/r1"), (200, '{"id":"r1","cancelled":true}'))
+        self.assertEqual(
+            self.call("DELETE", "/r1"),
+            (404, '{"error":"not_found","message":"no pending reminder with id r1"}'),
+        )
+        self.assertEqual(self.call("DELETE", "/r2")[0], 404, "a fired reminder is not pending")
+        self.assertEqual(testing.fire_due_alarms(reminder.Reminder, T0 + 10_000), [])
+        v = json.loads(self.call("GET", "/")[1])
+        self.assertEqual(v["pending"], [])
+        self.assertEqual(len(v["fired"]), 2)
+
+    def test_ids_count_up_and_the_limits_are_inclusive(self) -> None:
+        longest = '{"in_ms": 2678400000, "note": "NOTE"}'.replace("NOTE", "é" * 1000)
+        self.assertEqual(self.call("POST", "/", longest), (201, '{"id":"r1"}'))
+        self.assertEqual(
+            self.call("POST", "/", '{"in_ms": 1, "note": null, "extra": [1]}'),
+            (201, '{"id":"r2"}'),
+        )
+        pending = alarms.list()
+        self.assertEqual(pending[1].at_ms, T0 + 2_678_400_000)
+        self.assertEqual(len(pending[1].payload), 2000)
+
+    def test_bad_input_is_400_and_sets_nothing(self) -> None:
+        must_be = "field 'in_ms' must be an integer from 0 to 2678400000 (31 days)"
+        not_object = "request body must be a JSON object"
+        not_integer = "field 'in_ms' must be an integer"
+        long_note = '{"in_ms": 1, "note": "%s"}' % ("x" * 1001)
+        for body, message in [
+            ("", "missing field 'in_ms'"),
+            ("[]", not_object),
+            ("{", not_object),
+            ('"x"', not_object),
+            ('{"note": "x"}', "missing field 'in_ms'"),
+            ('{"in_ms": null}', "missing field 'in_ms'"),
+            ('{"in_ms": "5"}', not_integer),
+            ('{"in_ms": 1.5}', not_integer),
+            ('{"in_ms": 1.0}', not_integer),
+            ('{"in_ms": true}', not_integer),
+            ('{"in_ms": -0}', not_integer),
+            ('{"in_ms": 18446744073709551615}', not_integer),
+            ('{"in_ms": 1, "note": "\\ud800"}', not_object),
+            ('{"in_ms": 1, "note": "\\udc00"}', not_object),
+            ('{"in_ms": -1, "x": "\\ud800"}', not_object),
+            ('{"in_ms": -1}', must_be),
+            ('{"in_ms": 2678400001}', must_be),
+            ('{"in_ms": 1, "note": 5}', "field 'note' must be a string"),
+            ('{"in_ms": 1, "note": ["a"]}', "field 'note' must be a string"),
+            (long_note, "field 'note' must be at most 1000 characters"),
+        ]:
+            expected = '{"error":"bad_request","message":"%s"}' % message
+            self.assertEqual(self.call("POST", "/", body), (400, expected), body)
+        self.assertEqual(alarms.list(), [])
+        self.assertEqual(testing.state(), {})
+
+    def test_other_routes_are_404_or_405(self) -> None:
+        self.assertEqual(
+            self.call("PUT", "/"),
+            (405, '{"error":"method_not_allowed","message":"PUT is not supported on /"}'),
+        )
+        r = dispatch(reminder.Reminder, Request("GET", "/r1"))
+        self.assertEqual((r.status, r.header("allow")), (405, "DELETE"))
+        r = dispatch(reminder.Reminder, Request("PUT", "/"))
+        self.assertEqual(r.header("allow"), "GET, POST")
+        self.assertEqual(self.call("DELETE", "/")[0], 405)
+        self.assertEqual(self.call("GET", "/a/b")[0], 404)
+
+    def test_fired_keeps_the_last_100(self) -> None:
+        for i in range(105):
+            body = '{"in_ms": %d, "note": "n%d"}' % (i, i)
+            self.assertEqual(self.call("POST", "/", body)[0], 201)
+        self.assertEqual(len(testing.fire_due_alarms(reminder.Reminder, T0 + 200)), 105)
+        fired = json.loads(self.call("GET", "/")[1])["fired"]
+        self.assertEqual(len(fired), 100)
+        self.assertEqual(fired[0]["id"], "r6")
+        self.assertEqual(fired[99]["id"], "r105")
+        self.assertEqual(fired[99]["note"], "n104")
+        self.assertEqual(len([k for k in testing.state() if k.startswith("fired:")]), 100)
+
+    def test_an_alarm_fired_directly_fires_once(self) -> None:
+        self.call("POST", "/", '{"in_ms": 10, "note": "a"}')
+        self.assertIsNone(testing.fire_alarm(reminder.Reminder, "r1"))
+        with self.assertRaises(KeyError):
+            testing.fire_alarm(reminder.Reminder, "r1")
+        v = json.loads(self.call("GET", "/")[1])
+        self.assertEqual(
+            v["fired"], [{"id": "r1", "note": "a", "due_ms": T0 + 10, "fired_at_ms": T0}]
+        )
+
+    def test_the_module_exports_both_interfaces(self) -> None:
+        self.assertIs(reminder.AlarmHandler, reminder.Handler.alarm_handler)
 
 
 if __name__ == "__main__":

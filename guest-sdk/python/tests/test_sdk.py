@@ -14,6 +14,7 @@ from dataclasses import dataclass
 sys.path.insert(0, os.path.join(os.path.dirname(__file__), "..", "src"))
 
 from object_primitive import (  # noqa: E402
+    Alarm,
     BadRequest,
     CallError,
     HTTPError,
@@ -23,14 +24,19 @@ from object_primitive import (  # noqa: E402
     Request,
     Response,
     Version,
+    alarms,
     dispatch,
+    events,
     export,
     log,
     runtime,
     state,
     testing,
 )
+from object_primitive._fake import Trap  # noqa: E402
 from object_primitive._http import dumps  # noqa: E402
+from object_primitive._sys import FireFailed  # noqa: E402
+from object_primitive.route import JsonBody  # noqa: E402
 
 
 class Nothing(Object):
@@ -357,6 +363,201 @@ class ObjectTest(unittest.TestCase):
         handler.get(Request._raw("GET", "/", [], [], b""))
         r = handler.get(Request._raw("GET", "/", [], [], b""))
         self.assertEqual((r.body, created), (b"1", [None]))
+
+
+class Alarmed(Object):
+    """Writes what each alarm carried, fails for payload ``fail``, and re-sets ``again``."""
+
+    def on_alarm(self, name: str, payload: bytes, scheduled_ms: int) -> None:
+        if payload == b"fail":
+            raise RuntimeError(f"{name} failed")
+        if name == "again":
+            alarms.set("again", scheduled_ms + 10)
+        fired = state.increment("fired")
+        state.set(f"fired:{fired}", f"{name}@{scheduled_ms}/{runtime.now_ms()}")
+        events.publish("fired", name)
+
+
+class AlarmsTest(unittest.TestCase):
+    def setUp(self) -> None:
+        testing.reset()
+
+    def test_set_move_cancel_and_list_soonest_first(self) -> None:
+        alarms.set("b", 20, b"2")
+        alarms.set("a", 20, "1")
+        alarms.set("c", 10, bytearray(b"3"))
+        self.assertEqual([a.name for a in alarms.list()], ["c", "a", "b"])
+        self.assertEqual(alarms.list()[1], Alarm("a", 20, b"1"))
+        alarms.set("c", 30, b"moved")
+        self.assertEqual(alarms.list()[-1], Alarm("c", 30, b"moved"))
+        self.assertEqual(len(alarms.list()), 3)
+        self.assertTrue(alarms.cancel("a"))
+        self.assertFalse(alarms.cancel("a"))
+        self.assertFalse(alarms.cancel("never"))
+        alarms.set("empty", 5)
+        self.assertEqual(alarms.list()[0], Alarm("empty", 5, b""))
+
+    def test_bad_arguments(self) -> None:
+        for args, error in [
+            ((1, 0), TypeError),
+            (("a", "0"), TypeError),
+            (("a", True), TypeError),
+            (("a", 1.0), TypeError),
+            (("a", -1), ValueError),
+            (("a", 2**64), ValueError),
+            (("a", 0, 5), TypeError),
+        ]:
+            with self.assertRaises(error, msg=repr(args)):
+                alarms.set(*args)  # type: ignore[arg-type]
+        with self.assertRaisesRegex(Trap, "alarm name is 0 bytes"):
+            alarms.set("", 0)
+        with self.assertRaisesRegex(Trap, "alarm name is 257 bytes"):
+            alarms.set("é" * 128 + "x", 0)
+        with self.assertRaisesRegex(Trap, "the limit is 65536"):
+            alarms.set("big", 0, bytes(65537))
+        alarms.set("x" * 256, 2**64 - 1, bytes(65536))
+        self.assertEqual(alarms.list()[0].at_ms, 2**64 - 1)
+
+    def test_fire_due_alarms_in_order_with_the_clock_set(self) -> None:
+        alarms.set("late", 300)
+        alarms.set("first", 100)
+        alarms.set("broken", 150, b"fail")
+        alarms.set("again", 200)
+        fired = testing.fire_due_alarms(Alarmed, 250)
+        self.assertEqual(
+            fired,
+            [("first", None), ("broken", "RuntimeError: broken failed"), ("again", None)],
+        )
+        self.assertEqual(state.get("fired:1"), "first@100/250")
+        self.assertEqual(state.get("fired:2"), "again@200/250")
+        # The failed alarm stays; the re-set one moved; the late one waits.
+        self.assertEqual(
+            [(a.name, a.at_ms) for a in alarms.list()],
+            [("broken", 150), ("again", 210), ("late", 300)],
+        )
+        self.assertEqual(runtime.now_ms(), 250)
+        [(level, line)] = testing.take_logs()
+        self.assertEqual(level, Level.ERROR)
+        self.assertIn("Alarmed.on_alarm (broken)", line)
+        self.assertTrue(line.endswith("RuntimeError: broken failed"), line)
+        self.assertEqual(testing.take_published_events(), [("fired", "first"), ("fired", "again")])
+        self.assertEqual(testing.published_events(), [])
+        self.assertIsNone(testing.fire_alarm(Alarmed(), "late"), "fire_alarm ignores the time")
+        with self.assertRaises(KeyError):
+            testing.fire_alarm(Alarmed, "late")
+        self.assertEqual(testing.fire_due_alarms(Alarmed, 0), [])
+
+    def test_the_default_on_alarm_warns_and_removes_the_alarm(self) -> None:
+        alarms.set("x", 5)
+        self.assertIsNone(testing.fire_alarm(Nothing, "x"))
+        self.assertEqual(alarms.list(), [])
+        [(level, line)] = testing.take_logs()
+        self.assertEqual(level, Level.WARN)
+        self.assertIn('alarm "x" fired, but this object has no alarm handler', line)
+
+    def test_state_versions_use_the_frozen_clock(self) -> None:
+        testing.set_now_ms(42)
+        state.set("k", "v")
+        self.assertEqual(state.history("k", 1)[0].at_ms, 42)
+        with self.assertRaises(ValueError):
+            testing.set_now_ms(-1)
+        testing.reset()
+        self.assertGreater(runtime.now_ms(), 1_600_000_000_000)
+        self.assertEqual(alarms.list(), [])
+
+    def test_export_defines_alarm_handler_in_the_calling_module(self) -> None:
+        namespace: dict[str, object] = {"export": export, "Alarmed": Alarmed}
+        exec("Handler = export(Alarmed)", namespace)
+        handler_class = namespace["Handler"]
+        alarm_handler_class = namespace["AlarmHandler"]
+        self.assertIs(handler_class.alarm_handler, alarm_handler_class)  # type: ignore
+        self.assertEqual(alarm_handler_class.__name__, "AlarmHandler")  # type: ignore
+        self.assertIs(alarm_handler_class.object_class, Alarmed)  # type: ignore
+        alarm_handler = alarm_handler_class()  # type: ignore
+        testing.set_now_ms(99)
+        self.assertIsNone(alarm_handler.fire("a", b"", 7))
+        self.assertEqual(state.get("fired:1"), "a@7/99")
+        with self.assertRaises(FireFailed) as cm:
+            alarm_handler.fire("b", b"fail", 8)
+        self.assertEqual(cm.exception.value, "RuntimeError: b failed")
+        # A module that defines its own AlarmHandler keeps it.
+        mine = type("AlarmHandler", (), {})
+        namespace = {"export": export, "Alarmed": Alarmed, "AlarmHandler": mine}
+        exec("Handler = export(Alarmed)", namespace)
+        self.assertIs(namespace["AlarmHandler"], mine)
+
+    def test_handler_and_alarm_handler_share_the_instance(self) -> None:
+        created = []
+
+        class Counted(Object):
+            def __init__(self) -> None:
+                created.append(1)
+
+            def get(self, req: Request) -> Response:
+                return Response.json(len(created))
+
+            def on_alarm(self, name: str, payload: bytes, scheduled_ms: int) -> None:
+                pass
+
+        handler_class = export(Counted)
+        handler = handler_class()
+        handler_class.alarm_handler().fire("x", b"", 0)  # type: ignore[attr-defined]
+        handler.get(Request._raw("GET", "/", [], [], b""))
+        self.assertEqual(created, [1])
+
+
+class EventsTest(unittest.TestCase):
+    def setUp(self) -> None:
+        testing.reset()
+
+    def test_publish_str_and_json(self) -> None:
+        events.publish("t", "data")
+        events.publish("count", {"count": 3, "note": "é", "x": [1.5, None, True]})
+        events.publish("n", 7)
+        self.assertEqual(
+            testing.published_events(),
+            [
+                ("t", "data"),
+                ("count", '{"count":3,"note":"é","x":[1.5,null,true]}'),
+                ("n", "7"),
+            ],
+        )
+        testing.reset()
+        self.assertEqual(testing.published_events(), [])
+
+    def test_bad_topics_and_data(self) -> None:
+        for topic, why in [
+            ("", "0 bytes"),
+            ("op.missed", "which the host reserves"),
+            ("a\nb", "control character"),
+            ("a\x85b", "control character"),
+            ("x" * 129, "129 bytes"),
+        ]:
+            with self.assertRaisesRegex(Trap, why, msg=repr(topic)):
+                events.publish(topic, "x")
+        with self.assertRaisesRegex(Trap, "the limit is 65536"):
+            events.publish("t", "x" * 65537)
+        with self.assertRaises(TypeError):
+            events.publish(1, "x")  # type: ignore[arg-type]
+        with self.assertRaises(TypeError):
+            events.publish("t", b"bytes")
+        with self.assertRaises(ValueError):
+            events.publish("t", float("nan"))
+        events.publish("ok.topic é", "x" * 65536)
+        self.assertEqual(len(testing.published_events()), 1)
+
+
+class JsonBodyParityTest(unittest.TestCase):
+    def test_minus_zero_and_lone_surrogates_as_serde_json(self) -> None:
+        text = '{"a": -0, "b": 0, "c": "\\ud83d\\ude00"}'
+        body = JsonBody.parse(Request("POST", "/", body=text))
+        with self.assertRaisesRegex(BadRequest, "field 'a' must be an integer"):
+            body.int("a")
+        self.assertEqual(body.int("b"), 0)
+        self.assertEqual(body.str("c"), "\U0001f600")
+        for bad in ['{"a": "\\ud800"}', '{"a": ["\\udc00"]}', '{"\\ud800": 1}']:
+            with self.assertRaisesRegex(BadRequest, "must be a JSON object", msg=bad):
+                JsonBody.parse(Request("POST", "/", body=bad))
 
 
 if __name__ == "__main__":

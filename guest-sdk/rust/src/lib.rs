@@ -54,22 +54,35 @@
 //!   lines in the object's log, stored by the station.
 //! - [`runtime`]: the object's id, the station's id, the clock, and calls to other
 //!   objects.
+//! - [`alarms`]: named alarms that wake the object at a time through
+//!   [`Object::on_alarm`]; set and cancelled with the call's writes.
+//! - [`events`]: events pushed to clients subscribed at `GET /objects/{id}/events`,
+//!   delivered once the call's writes are durable.
 //! - [`route`]: a router from method and path pattern to handler, and typed access to
 //!   JSON object bodies, both answering `400`/`404`/`405` with JSON errors.
 //! - [`crypto`]: SHA-256, HMAC, PBKDF2 for passwords, a constant-time comparison,
 //!   secure random bytes (the host's `wasi:random`), base64 and hex.
 //!
+//! The component is built against the WIT world `object-primitive:object/object@0.2.0`
+//! (`wit/object.wit`): it imports `state`, `log`, `runtime`, `alarms` and `events` and
+//! exports `handler` and `alarm-handler`.
+//!
 //! ## Testing natively
-//! On targets other than `wasm32`, [`state`], [`log`] and [`runtime`] are backed by a
-//! thread-local in-memory fake: state keeps versions for [`state::history`], log lines
-//! are collected (see the native-only `testing` module) and [`runtime::call`] reaches
-//! the objects registered with `testing::register_object`, failing with
-//! [`CallError::Unavailable`] for any other id. Writes apply immediately (there is no call to commit
-//! or discard). Use `testing::reset()` between tests that share a thread.
+//! On targets other than `wasm32`, [`state`], [`log`], [`runtime`], [`alarms`] and
+//! [`events`] are backed by a thread-local in-memory fake: state keeps versions for
+//! [`state::history`], log lines and published events are collected (see the native-only
+//! `testing` module), alarms wait until `testing::fire_due_alarms` fires them through
+//! [`Object::on_alarm`], the clock can be frozen with `testing::set_now_ms`, and
+//! [`runtime::call`] reaches the objects registered with `testing::register_object`,
+//! failing with [`CallError::Unavailable`] for any other id. Writes apply immediately
+//! (there is no call to commit or discard). Use `testing::reset()` between tests that
+//! share a thread.
 
 #![deny(missing_docs)]
 
+pub mod alarms;
 pub mod crypto;
+pub mod events;
 mod http;
 pub mod log;
 pub mod route;
@@ -87,6 +100,7 @@ mod sys;
 #[cfg(not(target_arch = "wasm32"))]
 pub mod testing;
 
+pub use alarms::Alarm;
 pub use http::{Request, Response};
 pub use runtime::CallError;
 pub use state::Version;
@@ -96,7 +110,7 @@ pub use serde_json;
 /// Re-export of [`serde_json::json!`]: build a JSON value with JSON syntax.
 pub use serde_json::json;
 
-/// An object: one associated function per HTTP method.
+/// An object: one associated function per HTTP method, and one for its alarms.
 ///
 /// Every method has a default that answers `405` with the JSON error
 /// `{"error":"method_not_allowed","message":"..."}`, so an object implements only the
@@ -130,6 +144,23 @@ pub trait Object {
     fn patch(req: Request) -> Response {
         not_supported(&req)
     }
+
+    /// Handles the alarm `name`, set with [`alarms::set`]`(name, scheduled_ms, payload)`,
+    /// now due. It runs in the object's turn, like a call.
+    ///
+    /// `Ok` commits the writes it made (state, alarms, events) and removes the alarm in the
+    /// same batch, unless it set `name` again. `Err` (or a panic) commits nothing, and the
+    /// station retries the alarm with backoff, up to 6 times, then drops it and logs why.
+    ///
+    /// The default logs a warning that the object has no alarm handler and returns `Ok`, so
+    /// the alarm is removed.
+    fn on_alarm(name: &str, payload: &[u8], scheduled_ms: u64) -> Result<(), String> {
+        let _ = (payload, scheduled_ms);
+        warn!(
+            "alarm {name:?} fired, but this object has no alarm handler (Object::on_alarm); it is dropped"
+        );
+        Ok(())
+    }
 }
 
 fn not_supported(req: &Request) -> Response {
@@ -153,7 +184,8 @@ pub fn dispatch<T: Object>(req: Request) -> Response {
     }
 }
 
-/// Exports a type implementing [`Object`] as the component's `handler`.
+/// Exports a type implementing [`Object`] as the component's `handler` and
+/// `alarm-handler` (its [`Object::on_alarm`]).
 ///
 /// Use it once per crate (a `cdylib`), at item level:
 ///
@@ -235,6 +267,160 @@ mod tests {
             [(log::Level::Info, "patching /x".to_string())]
         );
         assert_eq!(dispatch::<Echo>(Request::new("GET", "/")).status, 405);
+    }
+
+    /// Writes what each alarm carried, fails for payload `fail`, and re-sets `again`.
+    struct Alarmed;
+    impl Object for Alarmed {
+        fn on_alarm(name: &str, payload: &[u8], scheduled_ms: u64) -> Result<(), String> {
+            if payload == b"fail" {
+                return Err(format!("{name} failed"));
+            }
+            if name == "again" {
+                alarms::set("again", scheduled_ms + 10, b"");
+            }
+            let fired = state::increment("fired", 1);
+            state::set(
+                &format!("fired:{fired}"),
+                &format!("{name}@{scheduled_ms}/{}", runtime::now_ms()),
+            );
+            events::publish("fired", name);
+            Ok(())
+        }
+    }
+
+    #[test]
+    fn alarms_set_move_cancel_and_list_soonest_first() {
+        testing::reset();
+        alarms::set("b", 20, b"2");
+        alarms::set("a", 20, b"1");
+        alarms::set("c", 10, b"3");
+        let names: Vec<_> = alarms::list().into_iter().map(|a| a.name).collect();
+        assert_eq!(names, ["c", "a", "b"]);
+        alarms::set("c", 30, b"moved");
+        assert_eq!(
+            alarms::list().last(),
+            Some(&Alarm {
+                name: "c".to_string(),
+                at_ms: 30,
+                payload: b"moved".to_vec()
+            })
+        );
+        assert_eq!(alarms::list().len(), 3);
+        assert!(alarms::cancel("a"));
+        assert!(!alarms::cancel("a"));
+        assert!(!alarms::cancel("never"));
+        assert_eq!(alarms::list().len(), 2);
+        let json = serde_json::to_string(&alarms::list()[0]).unwrap();
+        assert_eq!(json, r#"{"name":"b","at_ms":20,"payload":[50]}"#);
+    }
+
+    #[test]
+    #[should_panic(expected = "alarm name is 0 bytes")]
+    fn alarm_without_a_name_panics() {
+        alarms::set("", 0, b"");
+    }
+
+    #[test]
+    #[should_panic(expected = "the limit is 65536")]
+    fn alarm_payload_over_64k_panics() {
+        alarms::set("big", 0, &vec![0; 65537]);
+    }
+
+    #[test]
+    fn fire_due_alarms_in_order_with_the_clock_set() {
+        testing::reset();
+        alarms::set("late", 300, b"");
+        alarms::set("first", 100, b"");
+        alarms::set("broken", 150, b"fail");
+        alarms::set("again", 200, b"");
+        let fired = testing::fire_due_alarms::<Alarmed>(250);
+        assert_eq!(
+            fired,
+            [
+                ("first".to_string(), Ok(())),
+                ("broken".to_string(), Err("broken failed".to_string())),
+                ("again".to_string(), Ok(())),
+            ]
+        );
+        assert_eq!(state::get("fired:1").as_deref(), Some("first@100/250"));
+        assert_eq!(state::get("fired:2").as_deref(), Some("again@200/250"));
+        // The failed alarm stays; the re-set one moved; the late one waits.
+        let pending: Vec<_> = alarms::list()
+            .into_iter()
+            .map(|a| (a.name, a.at_ms))
+            .collect();
+        assert_eq!(
+            pending,
+            [
+                ("broken".to_string(), 150),
+                ("again".to_string(), 210),
+                ("late".to_string(), 300)
+            ]
+        );
+        assert_eq!(runtime::now_ms(), 250);
+        assert_eq!(
+            testing::take_published_events(),
+            [
+                ("fired".to_string(), "first".to_string()),
+                ("fired".to_string(), "again".to_string())
+            ]
+        );
+        assert!(testing::published_events().is_empty());
+        assert_eq!(
+            testing::fire_alarm::<Alarmed>("late"),
+            Some(Ok(())),
+            "fire_alarm ignores the time"
+        );
+        assert_eq!(testing::fire_alarm::<Alarmed>("late"), None);
+        assert!(testing::fire_due_alarms::<Alarmed>(0).is_empty());
+    }
+
+    #[test]
+    fn the_default_on_alarm_warns_and_removes_the_alarm() {
+        testing::reset();
+        alarms::set("x", 5, b"");
+        assert_eq!(testing::fire_alarm::<Nothing>("x"), Some(Ok(())));
+        assert!(alarms::list().is_empty());
+        let logs = testing::take_logs();
+        assert_eq!(logs.len(), 1);
+        assert_eq!(logs[0].0, log::Level::Warn);
+        assert!(logs[0].1.contains("no alarm handler"), "{}", logs[0].1);
+    }
+
+    #[test]
+    fn events_publish_and_check_topics() {
+        testing::reset();
+        events::publish("t", "data");
+        events::publish_json("count", &json!({ "count": 3 }));
+        assert_eq!(
+            testing::published_events(),
+            [
+                ("t".to_string(), "data".to_string()),
+                ("count".to_string(), r#"{"count":3}"#.to_string())
+            ]
+        );
+        for (topic, why) in [
+            ("", "0 bytes"),
+            ("op.missed", "which the host reserves"),
+            ("a\nb", "control character"),
+        ] {
+            let panic = std::panic::catch_unwind(|| events::publish(topic, "x")).unwrap_err();
+            let message = panic.downcast_ref::<String>().unwrap();
+            assert!(message.contains(why), "{topic:?}: {message}");
+        }
+        testing::reset();
+        assert!(testing::published_events().is_empty());
+    }
+
+    #[test]
+    fn state_versions_use_the_frozen_clock() {
+        testing::reset();
+        testing::set_now_ms(42);
+        state::set("k", "v");
+        assert_eq!(state::history("k", 1)[0].at_ms, 42);
+        testing::reset();
+        assert!(runtime::now_ms() > 1_600_000_000_000);
     }
 
     #[test]

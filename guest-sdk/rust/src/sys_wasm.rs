@@ -2,12 +2,13 @@
 
 use std::marker::PhantomData;
 
+use crate::alarms::Alarm;
 use crate::log::Level;
 use crate::runtime::CallError;
 use crate::state::Version;
 use crate::{Object, Request, Response};
 
-/// Bindings generated from `wit/object.wit` (world `object`).
+/// Bindings generated from `wit/object.wit` (world `object@0.2.0`).
 #[doc(hidden)]
 pub mod bindings {
     wit_bindgen::generate!({
@@ -19,9 +20,11 @@ pub mod bindings {
     });
 }
 
+use bindings::exports::object_primitive::object::alarm_handler::Guest as AlarmGuest;
 use bindings::exports::object_primitive::object::handler::Guest;
 use bindings::object_primitive::object::{
-    log as wit_log, runtime as wit_runtime, state as wit_state, types,
+    alarms as wit_alarms, events as wit_events, log as wit_log, runtime as wit_runtime,
+    state as wit_state, types,
 };
 
 impl From<types::Request> for Request {
@@ -68,7 +71,7 @@ impl From<Response> for types::Response {
     }
 }
 
-/// Implements the generated `handler` trait for any [`Object`].
+/// Implements the generated `handler` and `alarm-handler` traits for any [`Object`].
 #[doc(hidden)]
 pub struct Adapter<T>(PhantomData<T>);
 
@@ -87,6 +90,12 @@ impl<T: Object> Guest for Adapter<T> {
     }
     fn patch(req: types::Request) -> types::Response {
         T::patch(req.into()).into()
+    }
+}
+
+impl<T: Object> AlarmGuest for Adapter<T> {
+    fn fire(name: String, payload: Vec<u8>, scheduled_ms: u64) -> Result<(), String> {
+        T::on_alarm(&name, &payload, scheduled_ms)
     }
 }
 
@@ -160,4 +169,27 @@ pub fn call(id: &str, req: Request) -> Result<Response, CallError> {
             types::CallError::Invalid(m) => CallError::Invalid(m),
         }),
     }
+}
+
+pub fn alarms_set(name: &str, at_ms: u64, payload: &[u8]) {
+    wit_alarms::set(name, at_ms, payload)
+}
+
+pub fn alarms_cancel(name: &str) -> bool {
+    wit_alarms::cancel(name)
+}
+
+pub fn alarms_list() -> Vec<Alarm> {
+    wit_alarms::list()
+        .into_iter()
+        .map(|a| Alarm {
+            name: a.name,
+            at_ms: a.at_ms,
+            payload: a.payload,
+        })
+        .collect()
+}
+
+pub fn events_publish(topic: &str, data: &str) {
+    wit_events::publish(topic, data)
 }

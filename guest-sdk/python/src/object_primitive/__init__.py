@@ -6,7 +6,8 @@ durable, versioned key/value :mod:`state`. Everything else in the instance may b
 away between calls.
 
 Subclass :class:`Object`, define the methods it answers (the others answer ``405``) and
-export it as ``Handler``, the class componentize-py looks for::
+export it as ``Handler``, the class componentize-py looks for (:func:`export` defines the
+``AlarmHandler`` it also needs beside it)::
 
     from object_primitive import Object, Request, Response, export, state
 
@@ -34,22 +35,31 @@ What an object can use:
 - :mod:`log`: lines in the object's log (``log.info("...")``), stored by the station.
 - :mod:`runtime`: the object's id, the station's id, the clock, and :func:`runtime.call`
   to call other objects (raising :class:`CallError`).
+- :mod:`alarms`: named alarms that wake the object at a time through
+  :meth:`Object.on_alarm`; set and cancelled with the call's writes.
+- :mod:`events`: events pushed to clients subscribed at ``GET /objects/{id}/events``,
+  delivered once the call's writes are durable.
 - :mod:`route`: a router from method and path pattern to handler, and typed access to
   JSON object bodies (:class:`route.JsonBody`), answering ``400``/``404``/``405`` alike
   with the Rust SDK.
 - :mod:`crypto`: SHA-256, HMAC, PBKDF2 for passwords, a constant-time comparison, secure
   random bytes (the host's ``wasi:random``), base64 and hex.
 
-Outside a component (plain CPython), ``state``, ``log`` and ``runtime`` are backed by an
-in-memory fake, so handlers can be unit-tested directly: see :mod:`object_primitive.testing`
-and :func:`dispatch`.
+The component is built against the WIT world ``object-primitive:object/object@0.2.0``
+(``wit/object.wit``): it imports ``state``, ``log``, ``runtime``, ``alarms`` and ``events``
+and exports ``handler`` and ``alarm-handler``.
+
+Outside a component (plain CPython), ``state``, ``log``, ``runtime``, ``alarms`` and
+``events`` are backed by an in-memory fake, so handlers can be unit-tested directly: see
+:mod:`object_primitive.testing` and :func:`dispatch`.
 """
 
 from __future__ import annotations
 
-from . import crypto, log, route, runtime, state
+from . import alarms, crypto, events, log, route, runtime, state
 from ._http import BadRequest, HTTPError, NotFound, Request, Response, dumps
 from ._object import Object, dispatch, export
+from .alarms import Alarm
 from .log import Level
 from .runtime import CallError
 from .state import Version
@@ -65,6 +75,7 @@ __all__ = [
     "NotFound",
     "CallError",
     "Version",
+    "Alarm",
     "Level",
     "export",
     "dispatch",
@@ -72,6 +83,8 @@ __all__ = [
     "state",
     "log",
     "runtime",
+    "alarms",
+    "events",
     "route",
     "crypto",
 ]

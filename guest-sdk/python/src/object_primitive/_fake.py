@@ -2,7 +2,8 @@
 tested with plain Python (``python -m unittest``). Controlled through
 :mod:`object_primitive.testing`.
 
-Writes apply immediately (there is no call to commit or discard), like the Rust SDK's fake.
+Writes apply immediately (there is no call to commit or discard), like the Rust SDK's fake:
+state writes, alarms set or cancelled and events published alike.
 """
 
 from __future__ import annotations
@@ -37,6 +38,14 @@ class Fake:
     objects: dict[str, Callable[..., tuple[int, list[tuple[str, str]], bytes]]] = field(
         default_factory=dict
     )
+    #: Pending alarms: name -> (at_ms, payload, generation). A firing removes an alarm only
+    #: if its generation (which ``alarms.set`` put it there) is unchanged, as the station does.
+    alarms: dict[str, tuple[int, bytes, int]] = field(default_factory=dict)
+    alarm_generation: int = 0
+    #: Every event published, oldest first: (topic, data).
+    events: list[tuple[str, str]] = field(default_factory=list)
+    #: The frozen clock set by ``testing.set_now_ms``, or ``None`` for the wall clock.
+    now_ms: Optional[int] = None
 
     def write(self, key: str, value: Optional[str]) -> None:
         self.seq += 1
@@ -45,6 +54,13 @@ class Fake:
         else:
             self.state[key] = value
         self.history.setdefault(key, []).append((self.seq, now_ms(), value))
+
+
+# The station's limits (host/src/runtime/host_alarms.rs): the fake traps alike.
+MAX_ALARM_NAME_BYTES = 256
+MAX_ALARM_PAYLOAD_BYTES = 64 << 10
+MAX_TOPIC_BYTES = 128
+MAX_EVENT_DATA_BYTES = 64 << 10
 
 
 FAKE = Fake()
@@ -144,7 +160,61 @@ def station_id() -> str:
 
 
 def now_ms() -> int:
+    if FAKE.now_ms is not None:
+        return FAKE.now_ms
     return int(time.time() * 1000)
+
+
+def _utf8_len(text: str) -> int:
+    return len(text.encode("utf-8", "surrogatepass"))
+
+
+def alarms_set(name: str, at_ms: int, payload: bytes) -> None:
+    n = _utf8_len(name)
+    if not 1 <= n <= MAX_ALARM_NAME_BYTES:
+        raise Trap(
+            f"alarms.set: alarm name is {n} bytes; it must be 1 to {MAX_ALARM_NAME_BYTES}"
+        )
+    if len(payload) > MAX_ALARM_PAYLOAD_BYTES:
+        raise Trap(
+            f"alarms.set: the payload of alarm {name!r} is {len(payload)} bytes; the limit is "
+            f"{MAX_ALARM_PAYLOAD_BYTES}"
+        )
+    FAKE.alarm_generation += 1
+    FAKE.alarms[name] = (at_ms, payload, FAKE.alarm_generation)
+
+
+def alarms_cancel(name: str) -> bool:
+    return FAKE.alarms.pop(name, None) is not None
+
+
+def alarms_list() -> list[tuple[str, int, bytes]]:
+    """The pending alarms, soonest first, by name within a time."""
+    return sorted(
+        ((name, at_ms, payload) for name, (at_ms, payload, _) in FAKE.alarms.items()),
+        key=lambda a: (a[1], a[0]),
+    )
+
+
+def events_publish(topic: str, data: str) -> None:
+    if topic.startswith("op."):
+        raise Trap(
+            f'events.publish: event topic {topic!r} starts with "op.", which the host reserves'
+        )
+    n = _utf8_len(topic)
+    if not 1 <= n <= MAX_TOPIC_BYTES:
+        raise Trap(
+            f"events.publish: event topic is {n} bytes; it must be 1 to {MAX_TOPIC_BYTES}"
+        )
+    # Rust's `char::is_control` (what the station checks): the C0 and C1 controls and DEL.
+    if any(ord(c) < 0x20 or 0x7F <= ord(c) <= 0x9F for c in topic):
+        raise Trap(f"events.publish: event topic {topic!r} holds a control character")
+    size = _utf8_len(data)
+    if size > MAX_EVENT_DATA_BYTES:
+        raise Trap(
+            f"events.publish: the data is {size} bytes; the limit is {MAX_EVENT_DATA_BYTES}"
+        )
+    FAKE.events.append((topic, data))
 
 
 def call(

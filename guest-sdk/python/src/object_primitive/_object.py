@@ -1,4 +1,4 @@
-"""The ``Object`` base class, request dispatch and the component export."""
+"""The ``Object`` base class, request dispatch, alarm firing and the component exports."""
 
 from __future__ import annotations
 
@@ -14,11 +14,13 @@ from ._http import JSON_CONTENT_TYPE, HTTPError, Request, Response, _pairs, _to_
 #: The handler functions of the WIT ``handler`` interface, one per HTTP method.
 METHODS = ("get", "post", "put", "delete", "patch")
 
+_WARN_LEVEL = 3
 _ERROR_LEVEL = 4
 
 
 class Object:
-    """Base class of an object: one method per HTTP method.
+    """Base class of an object: one method per HTTP method, and :meth:`on_alarm` for its
+    alarms.
 
     Every method answers ``405`` with the JSON error
     ``{"error":"method_not_allowed","message":"..."}`` unless overridden, so an object
@@ -65,6 +67,25 @@ class Object:
     def patch(self, req: Request) -> Response:
         """Answers ``PATCH``. Defaults to ``405 Method Not Allowed``."""
         return not_supported(req)
+
+    def on_alarm(self, name: str, payload: bytes, scheduled_ms: int) -> None:
+        """Handles the alarm ``name``, set with :func:`alarms.set(name, scheduled_ms, payload)
+        <object_primitive.alarms.set>`, now due. It runs in the object's turn, like a call.
+
+        Returning commits the writes it made (state, alarms, events) and removes the alarm in
+        the same batch, unless it set ``name`` again. Raising an exception commits nothing:
+        the traceback is written to the object's log at ``error`` level, ``fire`` answers
+        ``err("ExceptionType: message")``, and the station retries the alarm with backoff, up
+        to 6 times, then drops it and logs why.
+
+        The default logs a warning that the object has no alarm handler and returns, so the
+        alarm is removed.
+        """
+        _sys.log(
+            _WARN_LEVEL,
+            f"alarm {dumps(name)} fired, but this object has no alarm handler "
+            "(Object.on_alarm); it is dropped",
+        )
 
 
 def not_supported(req: Request) -> Response:
@@ -135,6 +156,20 @@ class _Instance:
             _log_exception(f"{self.cls.__qualname__}.{name} ({req.method} {req.path})")
             return exception_response(e)
 
+    def fire(self, name: str, payload: bytes, scheduled_ms: int) -> Optional[str]:
+        """Calls ``on_alarm``; ``None`` if it returned, else the error for ``err``
+        (``"ExceptionType: message"``), its traceback logged."""
+        try:
+            obj = self.obj
+            if obj is None:
+                obj = self.obj = self.cls()
+            obj.on_alarm(name, payload, scheduled_ms)
+            return None
+        except BaseException as e:  # noqa: BLE001 - every failure becomes err(message)
+            _log_exception(f"{self.cls.__qualname__}.on_alarm ({name})")
+            message = f"{type(e).__name__}: {e}" if str(e) else type(e).__name__
+            return message.encode("utf-8", "backslashreplace").decode("utf-8")
+
 
 def dispatch(obj: Union[Object, type[Object]], req: Request) -> Response:
     """Routes ``req`` to the method of ``obj`` named by ``req.method`` (case-insensitive),
@@ -184,17 +219,23 @@ def _keep_sources(module_name: str) -> None:
 
 
 def export(cls: type[Object]) -> type:
-    """The component export for ``cls``: assign it to ``Handler`` in the app module.
+    """The component exports for ``cls``: assign the result to ``Handler`` in the app
+    module; ``AlarmHandler`` is defined beside it.
 
-    componentize-py looks for a class named ``Handler`` (the WIT interface ``handler``) in
-    the module it builds, deriving from the generated ``wit_world.exports.Handler``::
+    componentize-py looks, in the module it builds, for one class per exported WIT
+    interface: ``Handler`` (``handler``, deriving from the generated
+    ``wit_world.exports.Handler``) and ``AlarmHandler`` (``alarm-handler``)::
 
         Handler = export(Counter)
 
-    Each WIT function (``get``, ``post``, ...) calls the method of the same name on one
-    lazily created ``cls()`` instance, converting the request and response and turning
-    exceptions into answers (see :class:`Object`). Outside a component the returned class
-    derives from ``object`` and works the same with any request-like value.
+    Each ``Handler`` function (``get``, ``post``, ...) calls the method of the same name on
+    one lazily created ``cls()`` instance, converting the request and response and turning
+    exceptions into answers (see :class:`Object`). ``export`` also defines ``AlarmHandler``
+    in the calling module's globals, unless that module already has one: its ``fire`` calls
+    :meth:`Object.on_alarm` on the same instance and answers ``err(message)`` if it raises.
+    The class is also the returned class's ``alarm_handler`` attribute, for a module that
+    would rather write ``AlarmHandler = Handler.alarm_handler`` itself. Outside a component
+    the classes derive from ``object`` and work the same with any request-like value.
     """
     if not (isinstance(cls, type) and issubclass(cls, Object)):
         raise TypeError(
@@ -217,8 +258,35 @@ def export(cls: type[Object]) -> type:
         handler.__doc__ = f"Calls {cls.__qualname__}.{name}."
         return handler
 
+    fire_alarm = instance.fire
+    fire_error = _sys.fire_error
+
+    def fire(self: Any, name: str, payload: bytes, scheduled_ms: int) -> None:
+        error = fire_alarm(name, bytes(payload), scheduled_ms)
+        if error is not None:
+            raise fire_error(error)
+
+    fire.__doc__ = f"Calls {cls.__qualname__}.on_alarm; raises Err(message) if it raises."
+    alarm_handler = type(
+        "AlarmHandler",
+        (_sys.alarm_handler_base(),),
+        {
+            "fire": fire,
+            "__doc__": f"The component export of {cls.__qualname__} (the WIT alarm-handler).",
+            "__module__": cls.__module__,
+            "object_class": cls,
+        },
+    )
+
     namespace: dict[str, Any] = {name: method(name) for name in METHODS}
     namespace["__doc__"] = f"The component export of {cls.__qualname__} (the WIT handler)."
     namespace["__module__"] = cls.__module__
     namespace["object_class"] = cls
-    return type("Handler", (_sys.handler_base(),), namespace)
+    namespace["alarm_handler"] = alarm_handler
+    handler = type("Handler", (_sys.handler_base(),), namespace)
+
+    # componentize-py needs `AlarmHandler` in the app module too; `Handler = export(X)` is all
+    # an object writes, so define it there (the module calling export).
+    caller = sys._getframe(1).f_globals
+    caller.setdefault("AlarmHandler", alarm_handler)
+    return handler

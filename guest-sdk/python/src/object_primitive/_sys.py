@@ -1,11 +1,13 @@
-"""The backend behind :mod:`state`, :mod:`log` and :mod:`runtime`.
+"""The backend behind :mod:`state`, :mod:`log`, :mod:`runtime`, :mod:`alarms` and
+:mod:`events`.
 
 Inside a component (CPython built for WASI by componentize-py, ``sys.platform == "wasi"``)
 the functions call the component's imports through the ``wit_world`` bindings that
 componentize-py generates from ``wit/object.wit``. Anywhere else they use the in-memory
 fake in :mod:`object_primitive._fake`, so objects can be unit-tested with plain Python.
 
-Everything here is private: use :mod:`object_primitive.state`, ``.log`` and ``.runtime``.
+Everything here is private: use :mod:`object_primitive.state`, ``.log``, ``.runtime``,
+``.alarms`` and ``.events``.
 """
 
 from __future__ import annotations
@@ -18,6 +20,8 @@ IN_COMPONENT: bool = sys.platform == "wasi"
 
 if sys.platform == "wasi":  # written out, so type checkers pick the branch by platform
     from componentize_py_types import Err as _Err
+    from wit_world.imports import alarms as _wit_alarms
+    from wit_world.imports import events as _wit_events
     from wit_world.imports import log as _wit_log
     from wit_world.imports import runtime as _wit_runtime
     from wit_world.imports import state as _wit_state
@@ -76,11 +80,29 @@ if sys.platform == "wasi":  # written out, so type checkers pick the branch by p
             raise CallFailed(kind, getattr(err, "value", "") or "") from None
         return r.status, r.headers, r.body
 
+    alarms_set = _wit_alarms.set
+    alarms_cancel = _wit_alarms.cancel
+
+    def alarms_list() -> list[tuple[str, int, bytes]]:
+        return [(a.name, a.at_ms, a.payload) for a in _wit_alarms.list()]
+
+    events_publish = _wit_events.publish
+
     def handler_base() -> type:
         """The class componentize-py expects the app's ``Handler`` to derive from."""
         from wit_world import exports
 
         return exports.Handler
+
+    def alarm_handler_base() -> type:
+        """The class componentize-py expects the app's ``AlarmHandler`` to derive from."""
+        from wit_world import exports
+
+        return exports.AlarmHandler
+
+    def fire_error(message: str) -> BaseException:
+        """What ``AlarmHandler.fire`` raises to return ``err(message)``."""
+        return _Err(message)
 
     response_to_wit = _types.Response
 
@@ -98,6 +120,10 @@ else:
     object_id = _fake.object_id
     station_id = _fake.station_id
     now_ms = _fake.now_ms
+    alarms_set = _fake.alarms_set
+    alarms_cancel = _fake.alarms_cancel
+    alarms_list = _fake.alarms_list
+    events_publish = _fake.events_publish
 
     def call(
         id: str,
@@ -112,6 +138,12 @@ else:
     def handler_base() -> type:
         return object
 
+    def alarm_handler_base() -> type:
+        return object
+
+    def fire_error(message: str) -> BaseException:
+        return FireFailed(message)
+
     response_to_wit = _fake.WitResponse
 
 
@@ -122,3 +154,12 @@ class CallFailed(Exception):
         super().__init__(kind, message)
         self.kind = kind
         self.message = message
+
+
+class FireFailed(Exception):
+    """Outside a component, what ``AlarmHandler.fire`` raises to return ``err(message)``
+    (inside one it raises componentize-py's ``Err``)."""
+
+    def __init__(self, message: str) -> None:
+        super().__init__(message)
+        self.value = message

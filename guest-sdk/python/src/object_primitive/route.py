@@ -143,6 +143,27 @@ def _no_constants(name: str) -> Any:
     raise ValueError(f"{name} is not JSON")
 
 
+def _has_lone_surrogate(value: Any) -> bool:
+    """True if a string in ``value`` (a key too) holds a surrogate code point."""
+    stack = [value]
+    while stack:
+        v = stack.pop()
+        if isinstance(v, str):
+            if any("\ud800" <= c <= "\udfff" for c in v):
+                return True
+        elif isinstance(v, dict):
+            stack.extend(v.keys())
+            stack.extend(v.values())
+        elif isinstance(v, list):
+            stack.extend(v)
+    return False
+
+
+def _parse_int(text: str) -> Any:
+    # serde_json reads `-0` as the float -0.0, so the Rust SDK's `int` refuses it: alike here.
+    return -0.0 if text == "-0" else int(text)
+
+
 _I64 = range(-(2**63), 2**63)
 # The field accessors are named as in the Rust SDK (`str`, `int`, `bool`), which hides the
 # builtins inside the class body: annotations there use these names.
@@ -170,12 +191,17 @@ class JsonBody:
     def parse(cls, req: Request) -> "JsonBody":
         """Parses ``req``'s body; anything but a JSON object (or an empty body) raises
         ``400`` "request body must be a JSON object". ``NaN`` and ``Infinity``, which are
-        not JSON, are refused as the Rust SDK refuses them."""
+        not JSON, and strings with a lone surrogate escape (``"\\ud800"``), which are not
+        Unicode, are refused as the Rust SDK (serde_json) refuses them; ``-0`` is the float
+        ``-0.0``, as in serde_json."""
         body = req.body
         if not body.strip(b" \t\r\n"):
             return cls()
         try:
-            value = _json.loads(body.decode("utf-8"), parse_constant=_no_constants)
+            text = body.decode("utf-8")
+            value = _json.loads(text, parse_constant=_no_constants, parse_int=_parse_int)
+            if "\\u" in text and _has_lone_surrogate(value):
+                value = None
         except (ValueError, RecursionError):
             value = None
         if not isinstance(value, dict):

@@ -1,7 +1,12 @@
-use object_primitive::{Object, Request, Response, export_object, state};
+use object_primitive::{Object, Request, Response, events, export_object, state};
 #[derive(serde::Serialize)]
 struct Counter {
     count: i64,
+}
+/// Publishes the new value as event `count` (`{"count":N}`) and answers it.
+fn changed(count: i64) -> Response {
+    events::publish_json("count", &Counter { count });
+    Response::json(&Counter { count })
 }
 impl Object for Counter {
     fn get(_: Request) -> Response {
@@ -9,12 +14,13 @@ impl Object for Counter {
         Response::json(&Counter { count })
     }
     fn post(_: Request) -> Response {
-        let count = state::increment("count", 1);
-        Response::json(&Counter { count })
+        changed(state::increment("count", 1))
     }
     fn delete(_: Request) -> Response {
         state::delete("count");
-        Response::json(&Counter { count: 0 })
+        changed(0)
     }
 }
 export_object!(Counter);
+#[cfg(test)]
+mod tests;

@@ -10,5 +10,5 @@ PYTHONDONTWRITEBYTECODE=1 python3 -m unittest discover -s guest-sdk/python/tests
 # wasmtime captures a backtrace on every Store drop when RUST_BACKTRACE is set (TOOLCHAIN.md).
 unset RUST_BACKTRACE
 # The example applications' unit tests, against the SDK's in-memory fake.
-cargo test -p auth -p blog -p chat
+cargo test -p auth -p blog -p chat -p counter -p reminder -p misbehave
 cargo test -p host -p object-primitive-sdk "$@"

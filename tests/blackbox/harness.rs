@@ -45,7 +45,7 @@ pub fn repo_root() -> PathBuf {
 /// components are named `py-<name>` (see [`Lang::object`]).
 pub fn fixture(name: &str) -> PathBuf {
     let dir = match name {
-        "misbehave" | "foreign" | "py-kv" => "tests/fixtures/dist",
+        "misbehave" | "foreign" | "legacy" | "py-kv" => "tests/fixtures/dist",
         _ => "objects/dist",
     };
     let path = repo_root().join(dir).join(format!("{name}.wasm"));

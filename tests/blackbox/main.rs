@@ -25,6 +25,7 @@
 mod harness;
 
 mod admin;
+mod alarms;
 mod apps;
 mod calls;
 mod cli;
@@ -32,6 +33,7 @@ mod cluster;
 mod deploy;
 mod directory;
 mod durability;
+mod events;
 mod follow;
 mod hostile;
 mod idempotency;

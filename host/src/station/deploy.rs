@@ -216,6 +216,11 @@ impl Station {
                     .lock()
                     .expect("objects lock")
                     .insert(id.to_string(), object.clone());
+                // A redeploy after an undeploy that kept the state keeps its alarms too.
+                if !stateless {
+                    let (station, object) = (self.clone(), object.clone());
+                    tokio::spawn(async move { station.schedule_alarms_of(&object).await });
+                }
                 object
             }
         };

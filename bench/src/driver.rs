@@ -30,6 +30,9 @@ pub enum Group {
     Rss,
     /// Criterion micro-benchmarks (instantiate, warm call).
     Micro,
+    /// Alarms and events: alarm firing delay, SSE delivery after a POST, RSS with 10,000 open
+    /// event streams.
+    Events,
     /// Joined stations: cross-station calls, replication lag, migration pause, failover.
     Cluster,
 }
@@ -178,6 +181,7 @@ impl DriverArgs {
                     Group::Lifecycle,
                     Group::Micro,
                     Group::Rss,
+                    Group::Events,
                     Group::Cluster,
                 ]
             } else {
@@ -224,6 +228,7 @@ pub async fn run(config: DriverConfig) -> anyhow::Result<Report> {
         Group::Lifecycle,
         Group::Micro,
         Group::Rss,
+        Group::Events,
         Group::Cluster,
     ] {
         if !groups.contains(&group) {
@@ -235,6 +240,7 @@ pub async fn run(config: DriverConfig) -> anyhow::Result<Report> {
             Group::Lifecycle => scenarios::lifecycle::run(&ctx).await,
             Group::Micro => scenarios::micro::run(&ctx).await,
             Group::Rss => scenarios::memory::run(&ctx).await,
+            Group::Events => scenarios::events::run(&ctx).await,
             Group::Cluster => scenarios::cluster::run(&ctx).await,
         });
     }
@@ -291,5 +297,7 @@ mod tests {
         assert_eq!(args.only, vec![Group::Http, Group::Micro]);
         let args = DriverArgs::parse_from(["bench-driver", "--only", "cluster"]);
         assert_eq!(args.only, vec![Group::Cluster]);
+        let args = DriverArgs::parse_from(["bench-driver", "--only", "events,rss"]);
+        assert_eq!(args.only, vec![Group::Events, Group::Rss]);
     }
 }

@@ -9,8 +9,8 @@
 //!   with the hello object's JSON and header shape: the in-run reference for the HTTP figures.
 //! - [`driver`]: the `bench-driver` binary's logic: its configuration and the order of the run.
 //! - [`scenarios`]: one module per family of scenarios (HTTP load, deploy and restart, RSS,
-//!   criterion micro-benchmarks, and the cluster: forwarding, replication lag, migration,
-//!   failover).
+//!   criterion micro-benchmarks, alarms and event streams, and the cluster: forwarding,
+//!   replication lag, migration, failover).
 //! - [`server`]: spawning a server process (`host serve` or `baseline`), reading its address from
 //!   its first stdout line, its RSS, and stopping it.
 //! - [`loadgen`]: the load generator: `wrk` with a Lua script, or `oha` as a fallback.

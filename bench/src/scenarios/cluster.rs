@@ -38,7 +38,7 @@ use reqwest::Method;
 use serde::{Deserialize, Serialize};
 use serde_json::{Value, json};
 
-use super::{Ctx, as_ms, guarded, median_ms};
+use super::{Ctx, as_ms, guarded, median_ms, percentile};
 use crate::loadgen::{LoadResult, Paths};
 use crate::report::{Figure, ScenarioResult, Target};
 use crate::server::{self, Server};
@@ -561,15 +561,6 @@ fn count_of(body: &[u8]) -> anyhow::Result<i64> {
     v["count"]
         .as_i64()
         .ok_or_else(|| anyhow!("the counter answered {v}, without a count"))
-}
-
-/// The `p` quantile (0–1, nearest rank) of sorted values; `NaN` when empty.
-fn percentile(sorted: &[f64], p: f64) -> f64 {
-    if sorted.is_empty() {
-        return f64::NAN;
-    }
-    let rank = (p * sorted.len() as f64).ceil() as usize;
-    sorted[rank.clamp(1, sorted.len()) - 1]
 }
 
 // ---------------------------------------------------------------------------------------
@@ -1234,16 +1225,6 @@ async fn poll<T>(
 #[cfg(test)]
 mod tests {
     use super::*;
-
-    #[test]
-    fn percentiles_by_nearest_rank() {
-        let v: Vec<f64> = (1..=100).map(f64::from).collect();
-        assert_eq!(percentile(&v, 0.5), 50.0);
-        assert_eq!(percentile(&v, 0.99), 99.0);
-        assert_eq!(percentile(&v, 1.0), 100.0);
-        assert_eq!(percentile(&[3.0], 0.5), 3.0);
-        assert!(percentile(&[], 0.5).is_nan());
-    }
 
     #[test]
     fn failures_are_classed() {

@@ -10,6 +10,9 @@
 //! - [`memory`]: RSS of a station with 1,000 and 10,000 deployed objects.
 //! - [`micro`]: the criterion benchmarks in `host/benches/runtime.rs` (the Python warm call once
 //!   built).
+//! - [`events`]: alarms and events: how late `reminder`'s alarms fire, how soon a `counter`
+//!   event reaches its Server-Sent-Events subscriber after the POST, and the RSS of 10,000 open
+//!   event streams (with one event delivered to all of them).
 //! - [`cluster`]: joined stations: a forwarded call against a local one, replication lag at
 //!   1,000 writes/s, migration pause with 1k, 10k and 100k keys, and kill -9 → first success
 //!   after failover.
@@ -20,6 +23,7 @@
 
 pub mod apps;
 pub mod cluster;
+pub mod events;
 pub mod http;
 pub mod lifecycle;
 pub mod memory;
@@ -175,6 +179,15 @@ pub fn median_ms(values: &[Duration]) -> f64 {
     }
 }
 
+/// The `p` quantile (0–1, nearest rank) of sorted values; `NaN` when empty.
+pub fn percentile(sorted: &[f64], p: f64) -> f64 {
+    if sorted.is_empty() {
+        return f64::NAN;
+    }
+    let rank = (p * sorted.len() as f64).ceil() as usize;
+    sorted[rank.clamp(1, sorted.len()) - 1]
+}
+
 /// Durations as milliseconds, for details.
 pub fn as_ms(values: &[Duration]) -> Vec<f64> {
     values
@@ -193,5 +206,15 @@ mod tests {
         assert_eq!(median_ms(&[ms(3), ms(1), ms(2)]), 2.0);
         assert_eq!(median_ms(&[ms(4), ms(1), ms(2), ms(3)]), 2.5);
         assert!(median_ms(&[]).is_nan());
+    }
+
+    #[test]
+    fn percentiles_by_nearest_rank() {
+        let v: Vec<f64> = (1..=100).map(f64::from).collect();
+        assert_eq!(percentile(&v, 0.5), 50.0);
+        assert_eq!(percentile(&v, 0.99), 99.0);
+        assert_eq!(percentile(&v, 1.0), 100.0);
+        assert_eq!(percentile(&[3.0], 0.5), 3.0);
+        assert!(percentile(&[], 0.5).is_nan());
     }
 }

@@ -51,9 +51,10 @@ per_lang! {
         let st = Station::start(Opts::new());
         lang.deploy(&st, "reminder", "reminder");
         let set_at = now_ms();
-        let later = remind(&st, 900, "later");
-        let soon = remind(&st, 300, "soon");
-        let cancelled = remind(&st, 600, "never");
+        // Far enough out that the three are pending when listed, even on a loaded machine.
+        let later = remind(&st, 4_000, "later");
+        let soon = remind(&st, 2_500, "soon");
+        let cancelled = remind(&st, 3_000, "never");
         let pending = reminders(&st)["pending"].clone();
         let notes: Vec<&str> = pending
             .as_array()

@@ -848,8 +848,22 @@ per_lang! {
         error(on_b.call("PUT", "blog", "", Some(&bob), &json!({"id": id, "title": "mine"})), 403, "not_author", "Only the author can update this post");
 
         on_b.call("POST", "chat", "/rooms/Crypto/join", Some(&bob), &Value::Null).expect(200);
-        let m = on_a.call("POST", "chat", "/rooms/Crypto/messages", Some(&bob), &json!({"message": "across"})).expect_json(201);
+        // Issue 14 item 4, push: a member subscribes to the room's events through the station
+        // that is not chat's home; a made-up token or a non-member gets chat's answer and no
+        // stream.
+        let events = |token: &str| format!("{}/objects/chat/events?topic=Crypto&token={}", a.url, pct(token));
+        let sub = crate::events::Subscriber::open(&events(&bob), None);
+        for (token, status, code) in [("demo_token_12345678901234567890", 401, "invalid_token"), (alice.as_str(), 403, "not_joined")] {
+            let r = a.client().get(events(token)).send().unwrap();
+            assert_eq!(r.status().as_u16(), status, "subscribing with {code}");
+            assert!(!r.headers()["content-type"].to_str().unwrap().contains("event-stream"));
+            assert_eq!(r.json::<Value>().unwrap()["error"], code);
+        }
+        let sent = on_a.call("POST", "chat", "/rooms/Crypto/messages", Some(&bob), &json!({"message": "across"})).expect(201);
+        let m = sent.json();
         assert_eq!(m["user_name"], "bob", "{m}");
+        let pushed = sub.next(Duration::from_secs(10));
+        assert_eq!((pushed.event.as_str(), pushed.data), ("Crypto", sent.text()), "the event is the stored message");
         error(on_b.call("GET", "chat", "/rooms", Some("demo_token_12345678901234567890"), &Value::Null), 401, "invalid_token", "Invalid or expired token");
 
         // Logging out on A's auth is seen by B's blog at once.

@@ -326,6 +326,19 @@ class ChatTest(unittest.TestCase):
         for body in [{}, {"message": "  "}, {"message": "x" * 2001}, {"message": 5}]:
             self.assertEqual(call(chat.Chat, "POST", "/rooms/General/messages", "tok-a", body)[0], 400, body)
 
+    def test_messages_are_published_to_the_room_and_only_members_may_subscribe(self) -> None:
+        self.assertEqual(call(chat.Chat, "GET", "/events?topic=General")[1]["error"], "token_required")
+        self.assertEqual(call(chat.Chat, "GET", "/events?topic=General", "tok-a")[1]["error"], "not_joined")
+        self.assertEqual(call(chat.Chat, "GET", "/events", "tok-a")[0], 400)
+        self.assertEqual(call(chat.Chat, "GET", "/events?topic=general", "tok-a")[0], 404)
+        call(chat.Chat, "POST", "/rooms/Crypto/join", "tok-a")
+        self.assertEqual(call(chat.Chat, "GET", "/events?topic=Crypto", "tok-a"), (200, {"room_name": "Crypto"}))
+        testing.take_published_events()
+        _, m = call(chat.Chat, "POST", "/rooms/Crypto/messages", "tok-a", {"message": "to the moon"})
+        self.assertEqual(testing.take_published_events(), [("Crypto", json.dumps(m, separators=(",", ":"), sort_keys=True))])
+        call(chat.Chat, "POST", "/rooms/Crypto/messages", "tok-a", {"message": "  "})
+        self.assertEqual(testing.take_published_events(), [], "a refused message publishes nothing")
+
     def test_a_room_keeps_its_last_thousand_messages(self) -> None:
         call(chat.Chat, "POST", "/rooms/Sports/join", "tok-a")
         for i in range(1005):

@@ -112,7 +112,8 @@ pub(super) async fn call_object(
         super::authorize_admin(&api, &parts.headers, &parts.extensions)
             .map_err(|e| e.for_object(&id))?;
     }
-    // `GET /objects/{id}/events` is the host's: the object's event stream.
+    // `GET /objects/{id}/events` is the object's event stream. The object's own GET of
+    // `/events` runs first, as an admission check: a 2xx answer opens the stream.
     let events = parts.method == Method::GET
         && path == super::event_stream::EVENTS_PATH
         && view.is_none()
@@ -145,9 +146,6 @@ pub(super) async fn call_object(
 
     if let Some(view) = view {
         return admin::view(&api, &id, &view, &query).await;
-    }
-    if events {
-        return super::event_stream::events(&api, &id, &query, &parts.headers).await;
     }
     let method = match parts.method {
         Method::GET | Method::POST | Method::PUT | Method::DELETE | Method::PATCH => {
@@ -196,7 +194,7 @@ pub(super) async fn call_object(
     let object_request = ObjectRequest {
         method,
         path,
-        query,
+        query: query.clone(),
         headers,
         body: body.to_vec(),
     };
@@ -205,6 +203,10 @@ pub(super) async fn call_object(
         .call(&id, object_request, request_id.clone(), chain, span)
         .await
     {
+        // The object admitted the subscriber (its GET of `/events` answered 2xx): stream.
+        Ok(result) if events && (200..300).contains(&result.response.status) => {
+            super::event_stream::events(&api, &id, &query, &parts.headers).await
+        }
         Ok(result) => Ok(into_http(
             result.response,
             &result.request_id,

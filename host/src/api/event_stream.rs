@@ -1,6 +1,12 @@
 //! `GET /objects/{id}/events[?topic=T]`: an object's events as Server-Sent Events, through any
 //! station (a station that is not the home proxies the stream to it).
 //!
+//! The object decides who may subscribe: the request first runs as a call of the object's GET
+//! handler with the path `/events` (its query and headers, a token among them). A 2xx answer
+//! opens the stream (the answer's body is not sent); any other answer goes back to the client as
+//! it is, and nothing is streamed. An object whose GET answers everything (the counter) admits
+//! every subscriber; the chat admits members of the room named by `topic` only.
+//!
 //! Each event is sent with its number as the SSE `id`, its topic as the SSE `event` and its data
 //! as the SSE `data`. A client that reconnects with `Last-Event-ID: N` (browsers' `EventSource`
 //! does it by itself; `?after=N` does the same) receives every event after `N` the object still
@@ -45,7 +51,8 @@ fn start_after(headers: &HeaderMap, query: &[(String, String)]) -> Result<Option
     })
 }
 
-/// The SSE response streaming `id`'s events (the object is served here).
+/// The SSE response streaming `id`'s events (the object is served here and admitted the
+/// subscriber).
 pub(super) async fn events(
     api: &ApiState,
     id: &str,

@@ -160,9 +160,10 @@ pub struct ObjectGauges {
     pub live_instance: bool,
     /// Calls that trapped or ran out of time since the station started.
     pub traps: u64,
-    /// Live keys, if its state is open.
+    /// The object's live keys (without the host's: idempotent answers, alarms, events), if its
+    /// state is open.
     pub state_keys: Option<u64>,
-    /// Bytes of live state, if its state is open.
+    /// Bytes of those keys and their values, if its state is open.
     pub state_bytes: Option<u64>,
 }
 
@@ -407,7 +408,7 @@ impl Station {
             .live_objects()
             .iter()
             .map(|o| {
-                let usage = o.state.get().map(|state| state.usage());
+                let usage = o.state.get().map(|state| state.object_usage());
                 ObjectGauges {
                     id: o.id.clone(),
                     version: o.current().record.version,

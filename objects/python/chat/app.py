@@ -8,7 +8,8 @@ the blog does, and the sender is always that user.
 State, per room: ``member:<room>:<username>`` = join time (ms); ``seq:<room>``, the count of
 messages ever stored; ``msg:<room>:<seq, 20 digits>`` = the ChatMessage
 ``{"message","timestamp","user_name"}``; ``last_ts:<room>``, the last timestamp given. The
-last ``KEEP`` messages of a room are kept.
+last ``KEEP`` messages of a room are kept. Each stored message is also published as an event
+whose topic is the room, so clients can subscribe instead of polling.
 """
 
 from __future__ import annotations
@@ -21,6 +22,7 @@ from object_primitive import (
     Object,
     Request,
     Response,
+    events,
     export,
     log,
     runtime,
@@ -150,6 +152,22 @@ def rooms(req: Request, params: Params) -> Response:
     return Response.json({"chat_rooms": ROOMS})
 
 
+@router.get("/events")
+def subscribe(req: Request, params: Params) -> Response:
+    """``GET /events?topic=<room>``: the station asks before it opens a subscriber's event
+    stream. Members of the room only: a valid token (header or ``?token=``), a room, a join."""
+    user = user_of(req, None)
+    room = req.query("topic")
+    if room is None:
+        raise HTTPError(
+            400, "bad_request", "query parameter 'topic' must name the room to subscribe to"
+        )
+    if room not in ROOMS:
+        raise HTTPError(404, "not_found", f"Room not found: {room}")
+    require_member(room, user)
+    return Response.json({"room_name": room})
+
+
 @router.post("/rooms/{room}/join")
 def join(req: Request, params: Params) -> Response:
     user = user_of(req, JsonBody.try_parse(req))
@@ -193,6 +211,8 @@ def send(req: Request, params: Params) -> Response:
     state.set(f"last_ts:{room}", str(ts))
     if seq > KEEP:
         state.delete(msg_key(room, seq - KEEP))
+    # Subscribers of ``GET /objects/chat/events?topic=<room>`` get it once it is stored.
+    events.publish(room, message)
     return Response.json(message, status=201)
 
 

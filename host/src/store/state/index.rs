@@ -46,6 +46,9 @@ pub(super) struct Index {
     history: usize,
     /// What the current state holds: live keys and their bytes (key and value lengths).
     pub(super) usage: Usage,
+    /// The part of `usage` in the host's keys (`RESERVED_PREFIX`: idempotent answers, alarms,
+    /// events).
+    pub(super) host_usage: Usage,
 }
 
 impl Index {
@@ -59,6 +62,7 @@ impl Index {
             kept: 0,
             history: history.max(1),
             usage: Usage::default(),
+            host_usage: Usage::default(),
         }
     }
 
@@ -70,9 +74,11 @@ impl Index {
     ) {
         for (key, value, hlc) in writes {
             let old = self.current(&key).map(String::len);
-            self.usage = self
-                .usage
-                .with_change(&key, old, value.as_ref().map(String::len));
+            let new = value.as_ref().map(String::len);
+            self.usage = self.usage.with_change(&key, old, new);
+            if key.starts_with(super::types::RESERVED_PREFIX) {
+                self.host_usage = self.host_usage.with_change(&key, old, new);
+            }
             self.last_hlc = self.last_hlc.max(hlc);
             if value.is_none() && key.starts_with(super::types::RESERVED_PREFIX) {
                 // A host key keeps no tombstone (see `RESERVED_PREFIX`).

@@ -242,9 +242,19 @@ impl ObjectState {
         self.inner.durable.borrow().seq
     }
 
-    /// What the state holds now.
+    /// What the state holds now (what the state quota limits), the host's keys included.
     pub fn usage(&self) -> Usage {
         self.inner.lock().index.usage
+    }
+
+    /// What the object's own keys hold: [`ObjectState::usage`] without the host's keys
+    /// (idempotent answers, alarms, events).
+    pub fn object_usage(&self) -> Usage {
+        let index = &self.inner.lock().index;
+        Usage {
+            keys: index.usage.keys - index.host_usage.keys,
+            bytes: index.usage.bytes - index.host_usage.bytes,
+        }
     }
 
     /// The shared part, for the store's cache and the writer.

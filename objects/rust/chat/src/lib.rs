@@ -8,11 +8,14 @@
 //! State, per room: `member:<room>:<username>` = join time (ms); `seq:<room>`, the count
 //! of messages ever stored; `msg:<room>:<seq, 20 digits>` = the ChatMessage
 //! `{"message","timestamp","user_name"}`; `last_ts:<room>`, the last timestamp given.
-//! The last [`KEEP`] messages of a room are kept.
+//! The last [`KEEP`] messages of a room are kept. Each stored message is also published as an
+//! event whose topic is the room, so clients can subscribe instead of polling.
 
 use object_primitive::route::{JsonBody, Params, Router};
 use object_primitive::serde_json::Value;
-use object_primitive::{Object, Request, Response, export_object, json, runtime, state, warn};
+use object_primitive::{
+    Object, Request, Response, events, export_object, json, runtime, state, warn,
+};
 
 /// The rooms, in ChatRoomMgr's order.
 const ROOMS: [&str; 5] = ["General", "Technology", "Crypto", "Sports", "Movies"];
@@ -197,6 +200,8 @@ fn send(req: &Request, params: &Params) -> Answer {
     if seq > KEEP {
         state::delete(&msg_key(room, seq - KEEP));
     }
+    // Subscribers of `GET /objects/chat/events?topic=<room>` get it once it is stored.
+    events::publish_json(room, &message);
     Ok(Response::json(&message).with_status(201))
 }
 
@@ -221,9 +226,27 @@ fn poll(req: &Request, params: &Params) -> Answer {
     Ok(Response::json(&json!({ "messages": messages })))
 }
 
+/// `GET /events?topic=<room>`: the station asks before it opens a subscriber's event stream
+/// (`GET /objects/chat/events?topic=<room>`). Members of the room only: a valid token (header or
+/// `?token=`, since browsers' `EventSource` cannot send headers), a room, and a join.
+fn subscribe(req: &Request, _: &Params) -> Answer {
+    let user = user(req, None)?;
+    let Some(room) = req.query("topic") else {
+        return Err(Response::bad_request(
+            "query parameter 'topic' must name the room to subscribe to",
+        ));
+    };
+    if !ROOMS.contains(&room) {
+        return Err(Response::not_found(&format!("Room not found: {room}")));
+    }
+    require_member(room, &user)?;
+    Ok(Response::json(&json!({ "room_name": room })))
+}
+
 fn router() -> Router {
     Router::new()
         .get("/rooms", |r, p| rooms(r, p).unwrap_or_else(|e| e))
+        .get("/events", |r, p| subscribe(r, p).unwrap_or_else(|e| e))
         .post("/rooms/{room}/join", |r, p| {
             join(r, p).unwrap_or_else(|e| e)
         })

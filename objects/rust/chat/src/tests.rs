@@ -198,3 +198,44 @@ fn a_room_keeps_its_last_thousand_messages() {
     assert_eq!(v["messages"].as_array().unwrap().len(), 100);
     assert_eq!(v["messages"][0]["message"], "m5");
 }
+
+#[test]
+fn messages_are_published_to_the_room_and_only_members_may_subscribe() {
+    setup();
+    assert_eq!(
+        call("GET", "/events?topic=General", None, json!({})).1["error"],
+        "token_required"
+    );
+    assert_eq!(
+        call("GET", "/events?topic=General", Some("tok-a"), json!({})).1["error"],
+        "not_joined"
+    );
+    assert_eq!(call("GET", "/events", Some("tok-a"), json!({})).0, 400);
+    assert_eq!(call("GET", "/events?topic=general", Some("tok-a"), json!({})).0, 404);
+    call("POST", "/rooms/Crypto/join", Some("tok-a"), json!({}));
+    assert_eq!(
+        call("GET", "/events?topic=Crypto", Some("tok-a"), json!({})),
+        (200, json!({"room_name": "Crypto"}))
+    );
+    testing::take_published_events();
+    let (_, m) = call(
+        "POST",
+        "/rooms/Crypto/messages",
+        Some("tok-a"),
+        json!({"message": "to the moon"}),
+    );
+    assert_eq!(
+        testing::take_published_events(),
+        [("Crypto".to_string(), m.to_string())]
+    );
+    call(
+        "POST",
+        "/rooms/Crypto/messages",
+        Some("tok-a"),
+        json!({"message": "  "}),
+    );
+    assert!(
+        testing::take_published_events().is_empty(),
+        "a refused message publishes nothing"
+    );
+}

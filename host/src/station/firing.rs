@@ -104,10 +104,7 @@ impl Station {
                 return;
             }
         };
-        loop {
-            let Some(due) = alarms::first_due(&state, now_ms()) else {
-                break;
-            };
+        while let Some(due) = alarms::first_due(&state, now_ms()) {
             match self.fire_one(&object, &state, due).await {
                 Ok(()) => {}
                 // It moved away: its new home fires it.

@@ -341,12 +341,7 @@ impl Station {
                 .map_err(|_| self.timed_out(object))?;
         self.inner.metrics.turn_wait(&object.id, waiting.elapsed());
 
-        if let Some(address) = object.moved_to.lock().expect("moved lock").clone() {
-            return Err(Error::Moved {
-                object: object.id.clone(),
-                address,
-            });
-        }
+        self.check_not_moved(object)?;
         self.wait_writer(object, deadline).await?;
         // A call with an Idempotency-Key runs once: a retry, in its own turn, finds the first
         // answer and waits for it to be as durable as the first call did.
@@ -363,13 +358,7 @@ impl Station {
         // The version is read at the start of the turn: a deploy lets calls in flight finish on
         // the old version, and the next turn switches.
         let slot = object.current();
-        let compiled = self.compiled(object, &slot).await?;
-        if turn.as_ref().is_some_and(|a| a.sha256 != compiled.sha256) {
-            *turn = None;
-        }
-        if turn.is_none() {
-            *turn = Some(self.activate(object, &compiled).await?);
-        }
+        self.warm_activation(object, &slot, &mut turn).await?;
         let ctx = self.call_context(object, &slot, state.as_ref(), chain, read_only);
         let outcome = {
             // If this future is dropped while the handler runs, the guard replaces the instance.
@@ -534,6 +523,35 @@ impl Station {
         })
     }
 
+    /// Fails with [`Error::Moved`] if `object` was handed off to another station.
+    pub(super) fn check_not_moved(&self, object: &LiveObject) -> Result<(), Error> {
+        match object.moved_to.lock().expect("moved lock").clone() {
+            Some(address) => Err(Error::Moved {
+                object: object.id.clone(),
+                address,
+            }),
+            None => Ok(()),
+        }
+    }
+
+    /// Makes `turn` hold a live instance of `slot`'s version: the one kept if it runs that
+    /// version, else a fresh one.
+    pub(super) async fn warm_activation(
+        &self,
+        object: &LiveObject,
+        slot: &super::live::VersionSlot,
+        turn: &mut Option<Activation>,
+    ) -> Result<(), Error> {
+        let compiled = self.compiled(object, slot).await?;
+        if turn.as_ref().is_some_and(|a| a.sha256 != compiled.sha256) {
+            *turn = None;
+        }
+        if turn.is_none() {
+            *turn = Some(self.activate(object, &compiled).await?);
+        }
+        Ok(())
+    }
+
     /// The per-call deadline, in ms (for messages).
     fn deadline_ms(&self) -> u64 {
         self.inner.config.call_deadline.as_millis() as u64
@@ -604,12 +622,7 @@ impl Station {
             tokio::time::timeout_at(TokioInstant::from_std(deadline), slot.readers.enter())
                 .await
                 .map_err(|_| self.timed_out(object))?;
-        if let Some(address) = object.moved_to.lock().expect("moved lock").clone() {
-            return Err(Error::Moved {
-                object: object.id.clone(),
-                address,
-            });
-        }
+        self.check_not_moved(object)?;
         self.wait_writer(object, deadline).await?;
         let compiled = self.compiled(object, &slot).await?;
         let mut activation = match slot.readers.take() {

@@ -139,12 +139,7 @@ impl Station {
         let mut turn = tokio::time::timeout_at(deadline.into(), object.turn.lock())
             .await
             .map_err(|_| self.timed_out(object))?;
-        if let Some(address) = object.moved_to.lock().expect("moved lock").clone() {
-            return Err(Error::Moved {
-                object: object.id.clone(),
-                address,
-            });
-        }
+        self.check_not_moved(object)?;
         self.wait_writer(object, deadline).await?;
         // Cancelled, moved or fired (by an earlier task) while this one waited for the turn.
         if !alarms::still_due(state, &due) {
@@ -169,13 +164,7 @@ impl Station {
         );
         let started = Instant::now();
         let slot = object.current();
-        let compiled = self.compiled(object, &slot).await?;
-        if turn.as_ref().is_some_and(|a| a.sha256 != compiled.sha256) {
-            *turn = None;
-        }
-        if turn.is_none() {
-            *turn = Some(self.activate(object, &compiled).await?);
-        }
+        self.warm_activation(object, &slot, &mut turn).await?;
         let chain = CallChain {
             request_id: request_id.clone(),
             objects: vec![object.id.clone()],

@@ -5,8 +5,8 @@
 //! Labels are bounded: an object id (one per deployed object), a method (the five an object
 //! answers), a status class — never a request, a key or a client-chosen string.
 
-use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::{Arc, OnceLock};
 use std::time::Duration;
 
 use prometheus_client::encoding::{EncodeLabelSet, EncodeMetric, MetricEncoder, NoLabelSet};
@@ -202,6 +202,43 @@ impl Default for CallMetrics {
     }
 }
 
+/// One object's call counters and duration histogram, each series looked up on its first use
+/// and kept (the counters share their values with the family `GET /metrics` encodes).
+#[derive(Debug)]
+pub struct ObjectCallMeters {
+    object: String,
+    family: Family<CallLabels, Counter>,
+    /// By index in [`METHODS`], then in [`STATUSES`].
+    calls: [[OnceLock<Counter>; STATUSES.len()]; METHODS.len()],
+    duration: CallDurations,
+    turn_wait: Histogram,
+}
+
+impl ObjectCallMeters {
+    /// Records a finished call: `status` is a [`status_class`] or `error`.
+    pub fn call(&self, method: &str, status: &'static str, took: Duration) {
+        let labels = || CallLabels {
+            object: self.object.clone(),
+            method: method.to_string(),
+            status,
+        };
+        let m = METHODS.iter().position(|known| *known == method);
+        let s = STATUSES.iter().position(|known| *known == status);
+        match (m, s) {
+            (Some(m), Some(s)) => self.calls[m][s]
+                .get_or_init(|| self.family.get_or_create(&labels()).clone())
+                .inc(),
+            _ => self.family.get_or_create(&labels()).inc(),
+        };
+        self.duration.observe(took);
+    }
+
+    /// Records how long a call waited for the object's turn.
+    pub fn turn_wait(&self, waited: Duration) {
+        self.turn_wait.observe(waited.as_secs_f64());
+    }
+}
+
 /// The status class label of an answer with this status.
 pub fn status_class(status: u16) -> &'static str {
     match status {
@@ -229,6 +266,21 @@ impl CallMetrics {
             .observe(took);
     }
 
+    /// `object`'s call series, resolved once: a call then counts without building labels or
+    /// looking the series up ([`ObjectCallMeters::call`]).
+    pub fn for_object(&self, object: &str) -> ObjectCallMeters {
+        let labels = ObjectLabels {
+            object: object.to_string(),
+        };
+        ObjectCallMeters {
+            object: object.to_string(),
+            family: self.calls.clone(),
+            calls: Default::default(),
+            duration: self.duration.get_or_create(&labels).clone(),
+            turn_wait: self.turn_wait.get_or_create(&labels).clone(),
+        }
+    }
+
     /// What was counted for `object` (zeros for an object without calls).
     pub fn object(&self, object: &str) -> ObjectCalls {
         let mut by_status = STATUSES.map(|status| (status, 0));
@@ -254,15 +306,6 @@ impl CallMetrics {
                 .map(|d| d.snapshot())
                 .unwrap_or_default(),
         }
-    }
-
-    /// Records how long a call waited for its object's turn.
-    pub fn turn_wait(&self, object: &str, waited: Duration) {
-        self.turn_wait
-            .get_or_create(&ObjectLabels {
-                object: object.to_string(),
-            })
-            .observe(waited.as_secs_f64());
     }
 
     /// Records how long a component took to compile (or to load from the compiled cache).
@@ -511,7 +554,9 @@ mod tests {
     fn object_counts_read_back_what_the_call_path_recorded() {
         let metrics = CallMetrics::default();
         metrics.call("a", "GET", "2xx", Duration::from_millis(1));
-        metrics.call("a", "POST", "2xx", Duration::from_millis(2));
+        // The call path counts through the object's meters: into the same series.
+        let a = metrics.for_object("a");
+        a.call("POST", "2xx", Duration::from_millis(2));
         metrics.call("a", "PUT", "error", Duration::from_millis(3));
         metrics.call("b", "GET", "4xx", Duration::from_millis(1));
         metrics.timed_out("a");

@@ -232,7 +232,7 @@ impl Station {
             Ok(response) => crate::metrics::status_class(response.status),
             Err(_) => "error",
         };
-        self.inner.metrics.call(&object.id, &method, status, took);
+        self.call_meters(&object).call(&method, status, took);
         if self.inner.config.tracer.exporting() {
             self.inner.config.tracer.record(crate::trace::FinishedCall {
                 span,
@@ -339,7 +339,7 @@ impl Station {
             tokio::time::timeout_at(TokioInstant::from_std(deadline), object.turn.lock())
                 .await
                 .map_err(|_| self.timed_out(object))?;
-        self.inner.metrics.turn_wait(&object.id, waiting.elapsed());
+        self.call_meters(object).turn_wait(waiting.elapsed());
 
         self.check_not_moved(object)?;
         self.wait_writer(object, deadline).await?;
@@ -521,6 +521,13 @@ impl Station {
             object: object.id.clone(),
             message,
         })
+    }
+
+    /// `object`'s call counters, resolved on its first call.
+    fn call_meters<'a>(&self, object: &'a LiveObject) -> &'a crate::metrics::ObjectCallMeters {
+        object
+            .call_meters
+            .get_or_init(|| self.inner.metrics.for_object(&object.id))
     }
 
     /// Fails with [`Error::Moved`] if `object` was handed off to another station.

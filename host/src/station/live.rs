@@ -28,6 +28,8 @@ pub(super) struct LiveObject {
     /// Deployed stateless: no state, writes trap, runs on any station holding its code. Fixed for
     /// the life of the object (switching needs an undeploy).
     pub(super) stateless: bool,
+    /// Its call counters and duration histogram, resolved on its first call.
+    pub(super) call_meters: std::sync::OnceLock<crate::metrics::ObjectCallMeters>,
 }
 
 /// One deployed version: its record and, once loaded, its compiled component.
@@ -93,6 +95,7 @@ impl LiveObject {
             queued: std::sync::atomic::AtomicU32::new(0),
             epoch: AtomicU64::new(1),
             stateless,
+            call_meters: std::sync::OnceLock::new(),
         }
     }
 

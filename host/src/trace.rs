@@ -10,7 +10,6 @@
 //! ship the finished spans.
 
 use std::borrow::Cow;
-use std::fmt::Write as _;
 use std::sync::Arc;
 use std::time::{Duration, SystemTime};
 
@@ -86,20 +85,23 @@ impl TraceContext {
         })
     }
 
-    /// The `traceparent` header of this span.
+    /// The `traceparent` header of this span. (Written into a fixed buffer: every answer
+    /// carries one.)
     pub fn header(&self) -> String {
-        let mut header = String::with_capacity(55);
-        header.push_str("00-");
-        header.push_str(&hex::encode(self.trace_id));
-        header.push('-');
-        header.push_str(&hex::encode(self.span_id));
-        let _ = write!(header, "-{:02x}", u8::from(self.sampled));
-        header
+        let mut header = [0u8; 55];
+        header[..3].copy_from_slice(b"00-");
+        hex::encode_to_slice(self.trace_id, &mut header[3..35]).expect("16 bytes, 32 digits");
+        header[35] = b'-';
+        hex::encode_to_slice(self.span_id, &mut header[36..52]).expect("8 bytes, 16 digits");
+        header[52..].copy_from_slice(if self.sampled { b"-01" } else { b"-00" });
+        String::from_utf8(header.to_vec()).expect("hex digits and dashes are ASCII")
     }
 
     /// The trace id as 32 lowercase hex digits (as log lines carry it).
     pub fn trace_id_hex(&self) -> String {
-        hex::encode(self.trace_id)
+        let mut digits = [0u8; 32];
+        hex::encode_to_slice(self.trace_id, &mut digits).expect("16 bytes, 32 digits");
+        String::from_utf8(digits.to_vec()).expect("hex digits are ASCII")
     }
 
     /// The `traceparent` of a request's headers, if it has a valid one.

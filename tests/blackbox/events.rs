@@ -186,7 +186,7 @@ per_lang! {
 }
 
 #[test]
-fn only_committed_calls_publish_and_their_events_arrive_after_the_answer() {
+fn only_committed_calls_publish_and_numbers_follow_commit_order() {
     let st = Station::start(Opts::new().fsync());
     st.deploy_fixture("misbehave", "misbehave");
     let sub = Subscriber::open(&events_url(&st, "misbehave", ""), None);

@@ -211,7 +211,10 @@ fn messages_are_published_to_the_room_and_only_members_may_subscribe() {
         "not_joined"
     );
     assert_eq!(call("GET", "/events", Some("tok-a"), json!({})).0, 400);
-    assert_eq!(call("GET", "/events?topic=general", Some("tok-a"), json!({})).0, 404);
+    assert_eq!(
+        call("GET", "/events?topic=general", Some("tok-a"), json!({})).0,
+        404
+    );
     call("POST", "/rooms/Crypto/join", Some("tok-a"), json!({}));
     assert_eq!(
         call("GET", "/events?topic=Crypto", Some("tok-a"), json!({})),

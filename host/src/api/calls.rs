@@ -147,6 +147,15 @@ pub(super) async fn call_object(
     if let Some(view) = view {
         return admin::view(&api, &id, &view, &query).await;
     }
+    // A subscription's own parameters are checked before the object runs.
+    let mut subscription = if events {
+        Some(
+            super::event_stream::Subscription::parse(&parts.headers, &query)
+                .map_err(|e| e.for_object(&id))?,
+        )
+    } else {
+        None
+    };
     let method = match parts.method {
         Method::GET | Method::POST | Method::PUT | Method::DELETE | Method::PATCH => {
             parts.method.as_str().to_string()
@@ -194,7 +203,7 @@ pub(super) async fn call_object(
     let object_request = ObjectRequest {
         method,
         path,
-        query: query.clone(),
+        query,
         headers,
         body: body.to_vec(),
     };
@@ -204,8 +213,9 @@ pub(super) async fn call_object(
         .await
     {
         // The object admitted the subscriber (its GET of `/events` answered 2xx): stream.
-        Ok(result) if events && (200..300).contains(&result.response.status) => {
-            super::event_stream::events(&api, &id, &query, &parts.headers).await
+        Ok(result) if subscription.is_some() && (200..300).contains(&result.response.status) => {
+            let subscription = subscription.take().expect("checked by the guard");
+            super::event_stream::events(&api, &id, subscription).await
         }
         Ok(result) => Ok(into_http(
             result.response,

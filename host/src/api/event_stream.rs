@@ -31,24 +31,57 @@ pub(super) const EVENTS_PATH: &str = "/events";
 /// How often an idle stream sends a comment, so proxies and clients see it is alive.
 const KEEP_ALIVE: Duration = Duration::from_secs(15);
 
-/// Where a subscriber starts: after `Last-Event-ID`, or `?after=`, if given.
-fn start_after(headers: &HeaderMap, query: &[(String, String)]) -> Result<Option<u64>, ApiError> {
-    let given = match headers.get("last-event-id") {
-        Some(value) => Some(value.to_str().unwrap_or("").to_string()),
-        None => query
+/// What a subscriber asked for, checked before anything runs.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub(super) struct Subscription {
+    /// Only events of this topic (`?topic=`), or all.
+    topic: Option<String>,
+    /// Start after this event number (`Last-Event-ID`, or `?after=`); `None`: from now on.
+    after: Option<u64>,
+}
+
+impl Subscription {
+    /// Reads `?topic=` and `Last-Event-ID` (or `?after=`); a bad one is a 400 naming it.
+    pub(super) fn parse(
+        headers: &HeaderMap,
+        query: &[(String, String)],
+    ) -> Result<Subscription, ApiError> {
+        let topic = query
             .iter()
-            .find(|(k, _)| k == "after")
-            .map(|(_, v)| v.clone()),
-    };
-    let Some(given) = given.filter(|v| !v.is_empty()) else {
-        return Ok(None);
-    };
-    given.trim().parse().map(Some).map_err(|_| {
-        ApiError::bad_request(
-            "invalid_last_event_id",
-            format!("Last-Event-ID (or ?after=) must be an event number, not {given:?}"),
-        )
-    })
+            .find(|(k, _)| k == "topic")
+            .map(|(_, v)| v.clone());
+        if let Some(topic) = &topic {
+            crate::runtime::check_topic(topic)
+                .map_err(|e| ApiError::bad_request("invalid_topic", e))?;
+        }
+        let given = match headers.get("last-event-id") {
+            Some(value) => Some(
+                value
+                    .to_str()
+                    .map_err(|_| {
+                        ApiError::bad_request(
+                            "invalid_last_event_id",
+                            "Last-Event-ID must be an event number (ASCII digits)",
+                        )
+                    })?
+                    .to_string(),
+            ),
+            None => query
+                .iter()
+                .find(|(k, _)| k == "after")
+                .map(|(_, v)| v.clone()),
+        };
+        let after = match given.filter(|v| !v.is_empty()) {
+            None => None,
+            Some(given) => Some(given.trim().parse().map_err(|_| {
+                ApiError::bad_request(
+                    "invalid_last_event_id",
+                    format!("Last-Event-ID (or ?after=) must be an event number, not {given:?}"),
+                )
+            })?),
+        };
+        Ok(Subscription { topic, after })
+    }
 }
 
 /// The SSE response streaming `id`'s events (the object is served here and admitted the
@@ -56,18 +89,9 @@ fn start_after(headers: &HeaderMap, query: &[(String, String)]) -> Result<Option
 pub(super) async fn events(
     api: &ApiState,
     id: &str,
-    query: &[(String, String)],
-    headers: &HeaderMap,
+    subscription: Subscription,
 ) -> Result<Response, ApiError> {
-    let topic = query
-        .iter()
-        .find(|(k, _)| k == "topic")
-        .map(|(_, v)| v.clone());
-    if let Some(topic) = &topic {
-        crate::runtime::check_topic(topic)
-            .map_err(|e| ApiError::bad_request("invalid_topic", e).for_object(id))?;
-    }
-    let after = start_after(headers, query).map_err(|e| e.for_object(id))?;
+    let Subscription { topic, after } = subscription;
     let stream = api
         .station
         .subscribe_events(id, topic, after)

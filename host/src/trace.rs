@@ -23,6 +23,8 @@ use opentelemetry_sdk::trace::{BatchSpanProcessor, SpanData, SpanProcessor};
 
 /// The request header (and response header) carrying a trace context.
 pub const TRACEPARENT: &str = "traceparent";
+/// [`TRACEPARENT`] as a header name (looked up and set on every call).
+pub static TRACEPARENT_NAME: http::HeaderName = http::HeaderName::from_static(TRACEPARENT);
 
 /// A span's place in a trace: its trace id, its own span id, whether it is sampled.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -99,14 +101,12 @@ impl TraceContext {
 
     /// The trace id as 32 lowercase hex digits (as log lines carry it).
     pub fn trace_id_hex(&self) -> String {
-        let mut digits = [0u8; 32];
-        hex::encode_to_slice(self.trace_id, &mut digits).expect("16 bytes, 32 digits");
-        String::from_utf8(digits.to_vec()).expect("hex digits are ASCII")
+        hex_id(&self.trace_id)
     }
 
     /// The `traceparent` of a request's headers, if it has a valid one.
     pub fn from_headers(headers: &http::HeaderMap) -> Option<TraceContext> {
-        TraceContext::parse(headers.get(TRACEPARENT)?.to_str().ok()?)
+        TraceContext::parse(headers.get(&TRACEPARENT_NAME)?.to_str().ok()?)
     }
 }
 
@@ -423,11 +423,32 @@ fn decode_hex<const N: usize>(text: &str) -> Option<[u8; N]> {
 
 fn nonzero_random<const N: usize>() -> [u8; N] {
     loop {
-        let bytes: [u8; N] = rand::random();
+        let bytes: [u8; N] = random_bytes();
         if bytes != [0; N] {
             return bytes;
         }
     }
+}
+
+/// `bytes` as lowercase hex (through a buffer: `hex::encode` goes a `char` at a time).
+pub fn hex_id(bytes: &[u8]) -> String {
+    let mut digits = vec![0u8; bytes.len() * 2];
+    hex::encode_to_slice(bytes, &mut digits).expect("two digits per byte");
+    String::from_utf8(digits).expect("hex digits are ASCII")
+}
+
+/// Random bytes for ids (trace, span and request ids): from a fast generator per thread
+/// (xoshiro, `SmallRng`) seeded from the operating system. These ids must be unique, not
+/// unguessable (nothing is authorized by them), and every call makes three: the
+/// cryptographic generator cost more than the rest of the tracing.
+pub fn random_bytes<const N: usize>() -> [u8; N] {
+    use rand::{RngCore, SeedableRng, rngs::SmallRng};
+    thread_local! {
+        static IDS: std::cell::RefCell<SmallRng> = std::cell::RefCell::new(SmallRng::from_os_rng());
+    }
+    let mut bytes = [0u8; N];
+    IDS.with(|rng| rng.borrow_mut().fill_bytes(&mut bytes));
+    bytes
 }
 
 #[cfg(test)]

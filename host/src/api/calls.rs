@@ -8,9 +8,9 @@ use axum::response::{IntoResponse, Response};
 use super::error::ApiError;
 use super::forward::{Route, forward, route};
 use super::{ApiState, admin, query_pairs, read_body};
-use crate::cluster::forward::{CHAIN_HEADER, DEADLINE_HEADER};
+use crate::cluster::forward::{CHAIN, DEADLINE};
 use crate::runtime::{CallChain, ObjectRequest};
-use crate::trace::{CallSpan, TRACEPARENT, TraceContext};
+use crate::trace::{CallSpan, TRACEPARENT_NAME, TraceContext};
 
 /// Query keys a GET may use to reach the station's views of an object instead of the object
 /// (compatibility with the Python prototype).
@@ -46,7 +46,7 @@ fn split_object_path(path: &str) -> Result<(String, String), ApiError> {
 
 /// A request id from the client's `x-request-id` if it is sane, else a fresh one.
 fn request_id(headers: &axum::http::HeaderMap) -> String {
-    if let Some(value) = headers.get("x-request-id").and_then(|v| v.to_str().ok())
+    if let Some(value) = headers.get(&REQUEST_ID).and_then(|v| v.to_str().ok())
         && !value.is_empty()
         && value.len() <= 64
         && value
@@ -55,7 +55,7 @@ fn request_id(headers: &axum::http::HeaderMap) -> String {
     {
         return value.to_string();
     }
-    format!("{:016x}", rand::random::<u64>())
+    crate::trace::hex_id(&crate::trace::random_bytes::<8>())
 }
 
 /// The call chain of an object-to-object call forwarded from another station, if this is one
@@ -67,10 +67,10 @@ fn incoming_chain(
     longest: std::time::Duration,
     span: &CallSpan,
 ) -> Option<CallChain> {
-    let objects = headers.get(CHAIN_HEADER)?.to_str().ok()?;
+    let objects = headers.get(&CHAIN)?.to_str().ok()?;
     let longest_ms = longest.as_millis() as u64;
     let remaining_ms: u64 = headers
-        .get(DEADLINE_HEADER)
+        .get(&DEADLINE)
         .and_then(|v| v.to_str().ok())
         .and_then(|v| v.parse().ok())
         .unwrap_or(longest_ms)
@@ -102,7 +102,7 @@ pub(super) async fn call_object(
         .extensions
         .get::<super::trust::FromStation>()
         .is_some()
-        && parts.headers.contains_key(CHAIN_HEADER);
+        && parts.headers.contains_key(&CHAIN);
     let view = query
         .iter()
         .find(|(k, v)| RESERVED_VIEWS.contains(&k.as_str()) && v == "true")
@@ -243,14 +243,16 @@ pub(super) async fn call_object(
             // Error answers carry the request id too, so a trap can be found in the log.
             let mut response = ApiError::from(e).for_object(&id).into_response();
             if let Ok(value) = HeaderValue::try_from(request_id.as_str()) {
-                response.headers_mut().insert("x-request-id", value);
+                response.headers_mut().insert(REQUEST_ID.clone(), value);
             }
             if let Ok(value) = HeaderValue::try_from(span.span.header()) {
-                response.headers_mut().insert(TRACEPARENT, value);
+                response
+                    .headers_mut()
+                    .insert(TRACEPARENT_NAME.clone(), value);
             }
             response
                 .headers_mut()
-                .insert(STATION_HEADER, api.station_header.clone());
+                .insert(STATION.clone(), api.station_header.clone());
             Ok(response)
         }
     }
@@ -258,6 +260,10 @@ pub(super) async fn call_object(
 
 /// Header naming the station that ran a call (forwarded answers keep the serving station's).
 pub const STATION_HEADER: &str = "x-op-station";
+/// [`STATION_HEADER`] as a header name (set on every answer).
+static STATION: HeaderName = HeaderName::from_static(STATION_HEADER);
+/// The request id's header (read and answered on every call).
+static REQUEST_ID: HeaderName = HeaderName::from_static("x-request-id");
 
 /// Builds the HTTP response from the object's, adding the request id, the serving station and
 /// the call's `traceparent`.
@@ -285,11 +291,11 @@ fn into_http(
         headers.append(name, value);
     }
     if let Ok(value) = HeaderValue::try_from(request_id) {
-        headers.insert("x-request-id", value);
+        headers.insert(REQUEST_ID.clone(), value);
     }
-    headers.insert(STATION_HEADER, station.clone());
+    headers.insert(STATION.clone(), station.clone());
     if let Ok(value) = HeaderValue::try_from(span.header()) {
-        headers.insert(TRACEPARENT, value);
+        headers.insert(TRACEPARENT_NAME.clone(), value);
     }
     http.body(Body::from(response.body))
         .unwrap_or_else(|_| StatusCode::INTERNAL_SERVER_ERROR.into_response())

@@ -50,6 +50,14 @@ pub(super) async fn route(
             .filter(|home| home.station != api.cluster.station_id() && !home.address.is_empty());
         return Ok(Route::Remote(named.map_or(address, |home| home.address)));
     }
+    // The common case, decided without copying the entry: this station is the home.
+    let homed_here = |entry: &crate::cluster::ObjectEntry| {
+        entry.mode == crate::cluster::directory::Mode::Stateful
+            && entry.home == api.cluster.station_id()
+    };
+    if directory.with_entry(id, homed_here) == Some(true) {
+        return Ok(Route::Local);
+    }
     let entry = match directory.lookup(id) {
         Some(entry) => Some(entry),
         // Homed here and not listed yet (a claim under way at start-up): the call checks.

@@ -45,6 +45,9 @@ pub(super) async fn strip_station_headers(mut request: Request, next: Next) -> R
 }
 
 fn remove_station_headers(headers: &mut HeaderMap) {
+    if !headers.keys().any(steers_station) {
+        return;
+    }
     let steering: Vec<HeaderName> = headers
         .keys()
         .filter(|name| steers_station(name))

@@ -12,6 +12,13 @@ pub const HOP_HEADER: &str = "x-op-hop";
 pub const CHAIN_HEADER: &str = "x-op-chain";
 /// Milliseconds left before the caller's deadline.
 pub const DEADLINE_HEADER: &str = "x-op-deadline-ms";
+/// [`HOP_HEADER`], [`CHAIN_HEADER`] and [`DEADLINE_HEADER`] as header names: every call looks
+/// them up, and a lookup by `&str` parses and lower-cases the name first.
+pub static HOP: http::HeaderName = http::HeaderName::from_static(HOP_HEADER);
+/// See [`HOP`].
+pub static CHAIN: http::HeaderName = http::HeaderName::from_static(CHAIN_HEADER);
+/// See [`HOP`].
+pub static DEADLINE: http::HeaderName = http::HeaderName::from_static(DEADLINE_HEADER);
 /// The station that forwarded the request.
 pub const FORWARDED_BY_HEADER: &str = "x-op-forwarded-by";
 /// The shared cluster secret on station-to-station routes.
@@ -80,7 +87,7 @@ pub enum ForwardError {
 /// How many times a request has been forwarded already.
 pub fn hop_count(headers: &http::HeaderMap) -> u32 {
     headers
-        .get(HOP_HEADER)
+        .get(&HOP)
         .and_then(|v| v.to_str().ok())
         .and_then(|v| v.parse().ok())
         .unwrap_or(0)
@@ -126,7 +133,7 @@ pub async fn send(
     // Count hops: a request forwarded to a station that then finds the object moved may take
     // one more hop (to the new home), never more.
     let hops = hop_count(&headers) + 1;
-    headers.insert(HOP_HEADER, http::HeaderValue::from(hops));
+    headers.insert(HOP.clone(), http::HeaderValue::from(hops));
     if let Ok(value) = http::HeaderValue::from_str(station_id) {
         headers.insert(FORWARDED_BY_HEADER, value);
     }

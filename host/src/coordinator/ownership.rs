@@ -142,21 +142,27 @@ impl Ownership for DirectoryOwnership {
     fn check_writer(&self, id: &str, epoch: u64) -> Result<(), String> {
         let directory = self.cluster.directory();
         let me = self.cluster.station_id();
-        match directory.lookup(id) {
-            None => Err("the directory does not list it yet; retry".into()),
-            Some(entry) if entry.home != me => {
+        let listed = directory.with_entry(id, |entry| {
+            if entry.home != me {
                 Err(format!("the directory names {} its home", entry.home))
+            } else if entry.epoch != epoch {
+                Err(format!(
+                    "its home changed (epoch {} here, {} in the directory); retry",
+                    epoch, entry.epoch
+                ))
+            } else {
+                Ok(())
             }
-            Some(entry) if entry.epoch != epoch => Err(format!(
-                "its home changed (epoch {} here, {} in the directory); retry",
-                epoch, entry.epoch
-            )),
-            Some(_) if !directory.lease_valid() => Err(
+        });
+        match listed {
+            None => Err("the directory does not list it yet; retry".into()),
+            Some(Err(reason)) => Err(reason),
+            Some(Ok(())) if !directory.lease_valid() => Err(
                 "this station's write lease lapsed: it cannot reach a majority of the cluster \
                  directory"
                     .into(),
             ),
-            Some(_) => Ok(()),
+            Some(Ok(())) => Ok(()),
         }
     }
 }

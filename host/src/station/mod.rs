@@ -85,11 +85,16 @@ pub struct Station {
     inner: Arc<Inner>,
 }
 
+/// A map keyed by object id. Every call looks up its object several times: hashed with
+/// foldhash, not std's SipHash (ids are validated and their number is bounded, so SipHash's
+/// resistance to crafted keys buys nothing here).
+type IdMap<V> = HashMap<String, V, foldhash::fast::RandomState>;
+
 struct Inner {
     runtime: Runtime,
     store: Store,
     config: StationConfig,
-    objects: Mutex<HashMap<String, Arc<LiveObject>>>,
+    objects: Mutex<IdMap<Arc<LiveObject>>>,
     /// Deploys, rollbacks and undeploys of one object run one at a time.
     admin: admin_locks::AdminLocks,
     /// Object calls running or waiting for their turn.
@@ -103,9 +108,9 @@ struct Inner {
     /// Who may serve and write objects (the cluster's directory).
     ownership: OnceLock<Arc<dyn Ownership>>,
     /// Objects held here as replicas of another station's.
-    replicas: Mutex<HashMap<String, replica::ReplicaObject>>,
+    replicas: Mutex<IdMap<replica::ReplicaObject>>,
     /// Objects that moved away: id → new home's address, for forwarding.
-    moved: Mutex<HashMap<String, String>>,
+    moved: Mutex<IdMap<String>>,
     /// What the call path records for `GET /metrics`.
     metrics: crate::metrics::CallMetrics,
     /// What migrations and failovers record for `GET /metrics`.
@@ -202,8 +207,8 @@ impl Station {
     /// Registers every object deployed in the store. Components are compiled (or loaded from the
     /// artifact cache) on their first call, so start-up time does not grow with the object count.
     pub fn open(runtime: Runtime, store: Store, config: StationConfig) -> Result<Station, Error> {
-        let mut objects = HashMap::new();
-        let mut replicas = HashMap::new();
+        let mut objects = IdMap::default();
+        let mut replicas = IdMap::default();
         for id in store.versions().known_ids()? {
             let placement = store.versions().placement(&id)?;
             if let Some(placement) = placement
@@ -247,7 +252,7 @@ impl Station {
                 replication: OnceLock::new(),
                 ownership: OnceLock::new(),
                 replicas: Mutex::new(replicas),
-                moved: Mutex::new(HashMap::new()),
+                moved: Mutex::new(IdMap::default()),
                 metrics: crate::metrics::CallMetrics::default(),
                 move_metrics: crate::metrics::MoveMetrics::default(),
                 alarm_clock: alarms::AlarmClock::default(),

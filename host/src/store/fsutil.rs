@@ -37,7 +37,7 @@ pub(crate) fn is_valid_id(id: &str) -> bool {
         && bytes.iter().all(|&b| {
             b.is_ascii_lowercase() || b.is_ascii_digit() || matches!(b, b'_' | b'.' | b'-')
         })
-        && !id.contains("..")
+        && !bytes.windows(2).any(|pair| pair == b"..")
 }
 
 /// fsyncs a directory so the entries created, renamed or removed in it survive a crash.
@@ -112,7 +112,8 @@ pub(crate) fn write_atomic(fs: &dyn Vfs, path: &Path, bytes: &[u8]) -> Result<()
 pub(crate) struct HandleCache<K, V> {
     capacity: usize,
     tick: u64,
-    map: HashMap<K, (V, u64)>,
+    /// Hashed with foldhash: the log writer looks a handle up for every line.
+    map: HashMap<K, (V, u64), foldhash::fast::RandomState>,
 }
 
 impl<K: Hash + Eq + Clone, V> HandleCache<K, V> {
@@ -121,7 +122,7 @@ impl<K: Hash + Eq + Clone, V> HandleCache<K, V> {
         HandleCache {
             capacity: capacity.max(1),
             tick: 0,
-            map: HashMap::new(),
+            map: HashMap::default(),
         }
     }
 

@@ -617,13 +617,16 @@ impl LogWriter {
             ],
         );
         let result = (|| {
-            if self.handles.get_mut(&id).is_none() {
-                let file = self.open(&id)?;
-                if let Some((old_id, mut old)) = self.handles.insert(id.clone(), file) {
-                    flush(&old_id, &mut old);
+            let f = match self.handles.get_mut(&id) {
+                Some(f) => f,
+                None => {
+                    let file = self.open(&id)?;
+                    if let Some((old_id, mut old)) = self.handles.insert(id.clone(), file) {
+                        flush(&old_id, &mut old);
+                    }
+                    self.handles.get_mut(&id).expect("just inserted")
                 }
-            }
-            let f = self.handles.get_mut(&id).expect("just inserted");
+            };
             f.w.write_all(&self.line)?;
             f.size += self.line.len() as u64;
             f.dirty = true;

@@ -261,6 +261,12 @@ impl Directory {
         self.applied().directory.get(object).cloned()
     }
 
+    /// `f` of the entry of `object` as applied here, without copying the entry (the call path
+    /// asks several times per call).
+    pub fn with_entry<R>(&self, object: &str, f: impl FnOnce(&ObjectEntry) -> R) -> Option<R> {
+        self.applied().directory.get(object).map(f)
+    }
+
     /// The last log index applied here.
     pub fn applied_index(&self) -> u64 {
         self.applied().last_applied.map(|l| l.index).unwrap_or(0)

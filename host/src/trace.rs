@@ -432,9 +432,12 @@ fn nonzero_random<const N: usize>() -> [u8; N] {
 
 /// `bytes` as lowercase hex (through a buffer: `hex::encode` goes a `char` at a time).
 pub fn hex_id(bytes: &[u8]) -> String {
-    let mut digits = vec![0u8; bytes.len() * 2];
-    hex::encode_to_slice(bytes, &mut digits).expect("two digits per byte");
-    String::from_utf8(digits).expect("hex digits are ASCII")
+    let mut digits = [0u8; 64];
+    let Some(digits) = digits.get_mut(..bytes.len() * 2) else {
+        return hex::encode(bytes);
+    };
+    hex::encode_to_slice(bytes, digits).expect("two digits per byte");
+    String::from_utf8(digits.to_vec()).expect("hex digits are ASCII")
 }
 
 /// Random bytes for ids (trace, span and request ids): from a fast generator per thread

@@ -27,18 +27,23 @@ pub const SECRET_HEADER: &str = "x-op-cluster-secret";
 /// receiving a forwarded answer can tell the two apart.
 pub const ERROR_HEADER: &str = "x-op-error";
 
-/// Headers that belong to one connection and are not forwarded.
-const HOP_BY_HOP: &[&str] = &[
-    "connection",
-    "keep-alive",
-    "transfer-encoding",
-    "upgrade",
-    "host",
-    "content-length",
-    "te",
-    "trailer",
-    "proxy-connection",
+/// Headers that belong to one connection and are not forwarded (as names: removed from every
+/// forwarded request and answer).
+static HOP_BY_HOP: [http::HeaderName; 9] = [
+    http::header::CONNECTION,
+    http::HeaderName::from_static("keep-alive"),
+    http::header::TRANSFER_ENCODING,
+    http::header::UPGRADE,
+    http::header::HOST,
+    http::header::CONTENT_LENGTH,
+    http::header::TE,
+    http::header::TRAILER,
+    http::HeaderName::from_static("proxy-connection"),
 ];
+/// [`FORWARDED_BY_HEADER`] and [`SECRET_HEADER`] as names (set on every forwarded request).
+static FORWARDED_BY: http::HeaderName = http::HeaderName::from_static(FORWARDED_BY_HEADER);
+/// See [`FORWARDED_BY`].
+static SECRET: http::HeaderName = http::HeaderName::from_static(SECRET_HEADER);
 
 /// A request to send to another station.
 #[derive(Debug, Clone)]
@@ -127,20 +132,20 @@ pub async fn send(
 ) -> Result<Forwarded, ForwardError> {
     let base_url = request.base_url.trim_end_matches('/');
     let mut headers = request.headers;
-    for name in HOP_BY_HOP {
-        headers.remove(*name);
+    for name in &HOP_BY_HOP {
+        headers.remove(name);
     }
     // Count hops: a request forwarded to a station that then finds the object moved may take
     // one more hop (to the new home), never more.
     let hops = hop_count(&headers) + 1;
     headers.insert(HOP.clone(), http::HeaderValue::from(hops));
     if let Ok(value) = http::HeaderValue::from_str(station_id) {
-        headers.insert(FORWARDED_BY_HEADER, value);
+        headers.insert(FORWARDED_BY.clone(), value);
     }
     if let Some(secret) = secret
         && let Ok(value) = http::HeaderValue::from_str(secret)
     {
-        headers.insert(SECRET_HEADER, value);
+        headers.insert(SECRET.clone(), value);
     }
     let link_request = super::link::LinkRequest {
         method: request.method,
@@ -159,8 +164,8 @@ pub async fn send(
             },
         })?;
     let mut headers = response.headers;
-    for name in HOP_BY_HOP {
-        headers.remove(*name);
+    for name in &HOP_BY_HOP {
+        headers.remove(name);
     }
     Ok(Forwarded {
         status: response.status,

@@ -105,7 +105,43 @@ fn put_headers(headers: &http::HeaderMap, out: &mut BytesMut) {
 }
 
 /// Takes one whole frame off the front of `buf`, if `buf` holds one (`Ok(None)`: read more).
+/// (A link decodes with a [`Decoder`] of its own, which reuses the header names it has seen.)
 pub fn decode(buf: &mut BytesMut) -> Result<Option<Frame>, FrameError> {
+    Decoder::default().decode(buf)
+}
+
+/// Decodes the frames of one link. A link carries the same few header names in every frame:
+/// the decoder keeps the first [`Decoder::NAMES`] it parses and hands out copies (a reference
+/// count, or nothing for a standard name) instead of parsing and allocating each again.
+#[derive(Debug, Default)]
+pub struct Decoder {
+    names: Vec<http::HeaderName>,
+}
+
+impl Decoder {
+    /// Most header names kept per link.
+    pub const NAMES: usize = 64;
+
+    /// [`decode`], reusing this link's header names.
+    pub fn decode(&mut self, buf: &mut BytesMut) -> Result<Option<Frame>, FrameError> {
+        decode_with(buf, self)
+    }
+
+    /// The header name spelled `bytes`: a kept one, else parsed (and kept while there is room).
+    fn name(&mut self, bytes: &[u8]) -> Result<http::HeaderName, FrameError> {
+        if let Some(name) = self.names.iter().find(|n| n.as_str().as_bytes() == bytes) {
+            return Ok(name.clone());
+        }
+        let name = http::HeaderName::from_bytes(bytes)
+            .map_err(|_| FrameError::Malformed("header name"))?;
+        if self.names.len() < Self::NAMES {
+            self.names.push(name.clone());
+        }
+        Ok(name)
+    }
+}
+
+fn decode_with(buf: &mut BytesMut, names: &mut Decoder) -> Result<Option<Frame>, FrameError> {
     if buf.len() < 4 {
         return Ok(None);
     }
@@ -119,14 +155,14 @@ pub fn decode(buf: &mut BytesMut) -> Result<Option<Frame>, FrameError> {
     }
     buf.advance(4);
     let mut body = buf.split_to(length).freeze();
-    let frame = parse(&mut body)?;
+    let frame = parse(&mut body, names)?;
     if body.has_remaining() {
         return Err(FrameError::Malformed("bytes after the last field"));
     }
     Ok(Some(frame))
 }
 
-fn parse(b: &mut Bytes) -> Result<Frame, FrameError> {
+fn parse(b: &mut Bytes, names: &mut Decoder) -> Result<Frame, FrameError> {
     let kind = get_u8(b)?;
     let id = get_u64(b)?;
     match kind {
@@ -140,7 +176,7 @@ fn parse(b: &mut Bytes) -> Result<Frame, FrameError> {
             if !path_and_query.starts_with('/') {
                 return Err(FrameError::Malformed("path does not start with /"));
             }
-            let headers = get_headers(b)?;
+            let headers = get_headers(b, names)?;
             let body_len = get_u32(b)? as usize;
             let body = take(b, body_len)?;
             Ok(Frame::Request(
@@ -156,7 +192,7 @@ fn parse(b: &mut Bytes) -> Result<Frame, FrameError> {
         KIND_RESPONSE => {
             let status = http::StatusCode::from_u16(get_u16(b)?)
                 .map_err(|_| FrameError::Malformed("status"))?;
-            let headers = get_headers(b)?;
+            let headers = get_headers(b, names)?;
             let body_len = get_u32(b)? as usize;
             let body = take(b, body_len)?;
             Ok(Frame::Response(
@@ -172,13 +208,12 @@ fn parse(b: &mut Bytes) -> Result<Frame, FrameError> {
     }
 }
 
-fn get_headers(b: &mut Bytes) -> Result<http::HeaderMap, FrameError> {
+fn get_headers(b: &mut Bytes, names: &mut Decoder) -> Result<http::HeaderMap, FrameError> {
     let count = get_u16(b)? as usize;
     let mut headers = http::HeaderMap::with_capacity(count);
     for _ in 0..count {
         let name_len = get_u16(b)? as usize;
-        let name = http::HeaderName::from_bytes(&take(b, name_len)?)
-            .map_err(|_| FrameError::Malformed("header name"))?;
+        let name = names.name(&take(b, name_len)?)?;
         let value_len = get_u32(b)? as usize;
         let value = http::HeaderValue::from_maybe_shared(take(b, value_len)?)
             .map_err(|_| FrameError::Malformed("header value"))?;
@@ -270,6 +305,36 @@ mod tests {
         assert_eq!(decode(&mut buf).unwrap(), Some(request()));
         assert_eq!(decode(&mut buf).unwrap(), None);
         assert!(buf.is_empty());
+    }
+
+    #[test]
+    fn a_link_decoder_reuses_names_and_still_refuses_a_bad_one() {
+        let mut decoder = Decoder::default();
+        let mut buf = BytesMut::new();
+        for _ in 0..3 {
+            encode(&request(), &mut buf);
+            encode(&response(), &mut buf);
+        }
+        for _ in 0..3 {
+            assert_eq!(decoder.decode(&mut buf).unwrap(), Some(request()));
+            assert_eq!(decoder.decode(&mut buf).unwrap(), Some(response()));
+        }
+        // A name no station would send: the kept names do not let it through.
+        let mut bad = request();
+        if let Frame::Request(_, r) = &mut bad {
+            r.headers
+                .insert("x-ok", http::HeaderValue::from_static("1"));
+        }
+        encode(&bad, &mut buf);
+        let at = buf
+            .windows(4)
+            .position(|w| w == b"x-ok")
+            .expect("the name is in the frame");
+        buf[at] = b' ';
+        assert!(matches!(
+            decoder.decode(&mut buf),
+            Err(FrameError::Malformed(_))
+        ));
     }
 
     #[test]

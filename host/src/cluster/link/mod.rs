@@ -411,8 +411,9 @@ async fn read_responses(
     mut buf: BytesMut,
     conn: &std::sync::Weak<Conn>,
 ) -> std::io::Result<()> {
+    let mut decoder = frame::Decoder::default();
     loop {
-        while let Some(frame) = frame::decode(&mut buf).map_err(std::io::Error::other)? {
+        while let Some(frame) = decoder.decode(&mut buf).map_err(std::io::Error::other)? {
             let Some(conn) = conn.upgrade() else {
                 return Ok(());
             };
@@ -458,9 +459,10 @@ where
     // below and every request it started are done.
     let open = Arc::new(CloseOnDrop(outbox));
     let mut buf = BytesMut::with_capacity(64 * 1024);
+    let mut decoder = frame::Decoder::default();
     loop {
         loop {
-            match frame::decode(&mut buf) {
+            match decoder.decode(&mut buf) {
                 Ok(Some(Frame::Request(id, request))) => {
                     let (open, handle) = (open.clone(), handle.clone());
                     tokio::spawn(async move {

@@ -20,13 +20,8 @@ out=${2:?$usage}
 shift 2
 (($# >= 1)) || { echo "$usage" >&2; exit 1; }
 wasm=${WASM:-$ROOT/objects/dist/hello.wasm}
-pid=""
-dir=""
-cleanup() {
-    [[ -n "$pid" ]] && kill "$pid" 2>/dev/null || true
-    [[ -n "$dir" ]] && rm -rf "$dir"
-}
-trap cleanup EXIT
+# shellcheck source=scripts/station-lib.sh
+source "$ROOT/scripts/station-lib.sh"
 gets() { # gets URL COUNT: COUNT GETs of URL over one connection
     local urls=()
     for _ in $(seq 1 "$2"); do urls+=("$1"); done
@@ -34,26 +29,18 @@ gets() { # gets URL COUNT: COUNT GETs of URL over one connection
 }
 base=""
 for bin in "$@"; do
-    dir=$(mktemp -d)
     profile_dir="$out/$(basename "$bin")"
     mkdir -p "$profile_dir"
-    valgrind --tool=callgrind --instr-atstart=no --callgrind-out-file="$profile_dir/callgrind.%p" \
-        "$bin" serve --bind 127.0.0.1 --port 0 --data "$dir/data" --no-watch --workers 1 \
-        --max-instances 4 >"$dir/out" 2>"$dir/err" &
-    pid=$!
-    for _ in $(seq 1 1500); do grep -q listening "$dir/out" 2>/dev/null && break; sleep 0.2; done
-    url=$(grep -o 'http://[0-9.:]*' "$dir/out" | head -1)
-    [[ -n "$url" ]] || { echo "$bin did not start: $(tail -3 "$dir/err")" >&2; exit 1; }
+    station_start 300 valgrind --tool=callgrind --instr-atstart=no \
+        --callgrind-out-file="$profile_dir/callgrind.%p" \
+        "$bin" serve --bind 127.0.0.1 --port 0 --no-watch --workers 1 --max-instances 4
+    url=$STATION_URL
     curl -sf -X PUT --data-binary @"$wasm" "$url/admin/objects/hello" >/dev/null
     gets "$url/objects/hello" 200
-    callgrind_control -i on "$pid" >/dev/null
+    callgrind_control -i on "$STATION_PID" >/dev/null
     gets "$url/objects/hello" "$n"
-    callgrind_control -d "$pid" >/dev/null
-    kill "$pid"
-    wait "$pid" 2>/dev/null || true
-    pid=""
-    rm -rf "$dir"
-    dir=""
+    callgrind_control -d "$STATION_PID" >/dev/null
+    station_stop
     profile=$(ls -t "$profile_dir"/callgrind.*.1 | head -1)
     total=$(callgrind_annotate "$profile" 2>/dev/null | awk '/PROGRAM TOTALS/ && !seen++ {gsub(",", "", $1); print $1}')
     per=$((total / n))

@@ -30,9 +30,9 @@ pub(crate) fn reader<R: Read>(inner: R) -> csv::Reader<R> {
 
 /// Appends one TSV record (with its terminator) to `out`, byte for byte as [`writer`] writes it
 /// (a test holds the two equal): fields joined by tabs, a field holding a tab, CR, LF or `"` in
-/// double quotes with its `"` doubled, a record of no field or one empty field as `""`. Encoded here rather
-/// than through a `csv::Writer` because every call writes two log lines, and setting up a writer
-/// per line cost more than the line.
+/// double quotes with its `"` doubled, a record of no field or one empty field as `""`.
+/// Encoded here rather than through a `csv::Writer` because every call writes two log lines,
+/// and setting up a writer per line cost more than the line.
 pub(crate) fn encode_record<I, T>(out: &mut Vec<u8>, fields: I)
 where
     I: IntoIterator<Item = T>,
